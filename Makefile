@@ -1,0 +1,33 @@
+# Two commands for a newcomer: `make repro` (whole pipeline on built-in data) and `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: repro test bench bench-quality install clean
+
+$(BIN)/python:
+	$(shell command -v $(PYTHON) || command -v python3) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+repro: $(STAMP)  ## run the whole pipeline (dvc repro) on the built-in digits
+	@test -d .git || (git init -q && echo "initialised a git repository (DVC needs one)")
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+test: $(STAMP)  ## run the test suite
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest
+
+bench: $(STAMP)  ## speed and memory figures -> benchmarks/results/latest.json
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks.run
+
+bench-quality: $(STAMP)  ## 2 x 10-minute MNIST trainings (plain vs tuned), scored
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks.quality
+
+clean:
+	rm -rf data/prepared models samples metrics plots

@@ -1,0 +1,3 @@
+from resgan.cli import main
+
+main()

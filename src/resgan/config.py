@@ -1,0 +1,259 @@
+"""Typed, frozen, validated parameters: ``params.yaml`` is the only config.
+
+``load_params(path)`` reads the YAML file and returns a :class:`Params`. Unknown keys, wrong
+types and out-of-range values raise :class:`ParamsError` naming the key (``train.lr_g``) and,
+for a typo, the nearest valid key. Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from resgan.errors import ResganError
+
+
+class ParamsError(ResganError):
+    """params.yaml is missing, malformed or invalid."""
+
+
+class _Section(BaseModel):
+    # strict: "5" is not an int and 1 is not a bool; ints are accepted where floats are expected.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _power_of_two(value: int) -> int:
+    if value < 16 or value > 256 or value & (value - 1):
+        raise ValueError("must be a power of two from 16 to 256")
+    return value
+
+
+class PrepareParams(_Section):
+    source: Literal["digits", "folder", "idx", "npz", "keras"] = "digits"
+    path: str = "data/raw"  # folder, IDX directory/file or .npz file; unused for digits and keras
+    dataset: Literal["mnist", "fashion_mnist", "cifar10"] = "mnist"  # for source: keras
+    image_size: int = 32  # pixels, square
+    channels: Literal[1, 3] = 1
+    fit: Literal["resize", "pad"] = "resize"  # pad: centre smaller images on a black canvas
+    test_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    seed: int = Field(0, ge=0)
+    on_bad_image: Literal["skip", "fail"] = "skip"
+    min_size: int = Field(8, ge=1, le=4096)  # pixels; smaller images are bad input
+    labels_from_folders: bool = True
+    max_images: int = Field(0, ge=0)  # 0: all
+
+    @field_validator("image_size")
+    @classmethod
+    def _size(cls, value: int) -> int:
+        return _power_of_two(value)
+
+
+class ClassifierParams(_Section):
+    epochs: int = Field(8, ge=1, le=1000)
+    batch_size: int = Field(128, ge=1, le=65536)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    width: int = Field(32, ge=4, le=1024)
+    feature_dim: int = Field(128, ge=8, le=4096)
+    seed: int = Field(0, ge=0)
+
+
+class ModelParams(_Section):
+    latent_dim: int = Field(128, ge=1, le=4096)
+    width: int = Field(64, ge=4, le=2048)  # channels of every G and D block
+    d_width: int = Field(0, ge=0, le=2048)  # 0: same as width
+    blocks_per_resolution: int = Field(1, ge=1, le=8)
+    spectral_norm: bool = True  # on the discriminator
+
+
+class TrainParams(_Section):
+    steps: int = Field(3000, ge=1, le=10_000_000)  # generator updates
+    batch_size: int = Field(64, ge=1, le=65536)
+    loss: Literal["minimax", "non_saturating", "hinge", "wasserstein_gp"] = "hinge"
+    lr_g: float = Field(2e-4, gt=0.0, le=1.0)
+    lr_d: float = Field(2e-4, gt=0.0, le=1.0)
+    beta1_g: float = Field(0.0, ge=0.0, lt=1.0)
+    beta2_g: float = Field(0.9, ge=0.0, lt=1.0)
+    beta1_d: float = Field(0.0, ge=0.0, lt=1.0)
+    beta2_d: float = Field(0.9, ge=0.0, lt=1.0)
+    d_steps: int = Field(1, ge=1, le=100)  # discriminator updates per generator update
+    gp_weight: float = Field(10.0, ge=0.0, le=1e6)  # wasserstein_gp only
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
+    ema_start: int = Field(0, ge=0)  # steps before the EMA starts averaging (it copies G until then)
+    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
+    diffaugment: str = "color,translation,cutout"  # comma-separated policy; "" turns it off
+    checkpoint_every: int = Field(500, ge=1)
+    log_every: int = Field(50, ge=1)
+    sample_every: int = Field(500, ge=1)
+    max_minutes: float = Field(0.0, ge=0.0)  # wall-clock budget; 0: none
+    seed: int = Field(0, ge=0)
+    distribute: Literal["none", "mirrored", "multi_worker"] = "none"
+
+    @field_validator("diffaugment")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        allowed = ("color", "translation", "cutout")
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            if part not in allowed:
+                raise ValueError(f"unknown DiffAugment op {part!r}; use any of {', '.join(allowed)}")
+        return value
+
+
+class SampleParams(_Section):
+    num: int = Field(2000, ge=1, le=1_000_000)
+    seed: int = Field(1234, ge=0)
+    batch_size: int = Field(256, ge=1, le=65536)
+    grid: int = Field(64, ge=1, le=1024)  # images in samples/grid.png
+
+
+MetricName = Literal["fid", "kid", "is", "ssim", "pr"]
+
+
+class EvaluateParams(_Section):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)  # YAML lists -> tuples
+    features: Literal["auto", "inception", "classifier"] = "auto"
+    metrics: tuple[MetricName, ...] = ("fid", "kid", "is", "ssim", "pr")
+    inception_weights: str = ""  # path to InceptionV3 ImageNet weights (.h5); "" uses Keras' cache
+    batch_size: int = Field(256, ge=1, le=65536)
+    kid_subsets: int = Field(100, ge=1, le=10000)
+    kid_subset_size: int = Field(1000, ge=2)
+    is_splits: int = Field(10, ge=1, le=1000)
+    ssim_pairs: int = Field(1000, ge=1)
+    memorization_threshold: float = Field(0.9, ge=-1.0, le=1.0)
+    memorization_shortlist: int = Field(10, ge=1, le=1000)  # nearest neighbours by L2 checked by SSIM
+    pr_k: int = Field(3, ge=1, le=100)
+    max_real: int = Field(10000, ge=2)  # cap on real images used for reference statistics
+    seed: int = Field(0, ge=0)
+
+    @field_validator("batch_size", "kid_subsets", "kid_subset_size", "is_splits", "ssim_pairs",
+                     "memorization_shortlist", "pr_k", "max_real", "seed", mode="before")
+    @classmethod
+    def _strict_int(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("must be an integer")
+        return value
+
+    @field_validator("memorization_threshold", mode="before")
+    @classmethod
+    def _strict_float(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError("must be a number")
+        return value
+
+    @field_validator("features", "inception_weights", mode="before")
+    @classmethod
+    def _strict_str(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        return value
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _metric_list(cls, value: Any) -> Any:
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ValueError("must be a non-empty list, e.g. [fid, kid, is, ssim, pr]")
+        if len(set(value)) != len(value):
+            raise ValueError("lists a metric twice")
+        return tuple(value)
+
+
+class MlflowParams(_Section):
+    experiment: str = Field("resgan", min_length=1)
+    registered_model: str = Field("resgan", min_length=1)
+    champion_metric: str = "fid"  # a metric of evaluate.metrics; its direction is known
+    tracking_retries: int = Field(5, ge=0, le=100)
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prepare: PrepareParams = PrepareParams()
+    classifier: ClassifierParams = ClassifierParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    sample: SampleParams = SampleParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    mlflow: MlflowParams = MlflowParams()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Params":
+        if self.mlflow.champion_metric not in ("fid", "kid", "is", "pr_precision", "pr_recall"):
+            raise ValueError("mlflow.champion_metric: use one of fid, kid, is, pr_precision, pr_recall")
+        return self
+
+    def flat(self) -> dict[str, Any]:
+        """The params as ``{"train.lr_g": 0.0002, ...}`` (lists joined by commas)."""
+        out: dict[str, Any] = {}
+        for section, values in self.model_dump().items():
+            for key, value in values.items():
+                out[f"{section}.{key}"] = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+        return out
+
+
+SECTIONS: dict[str, type[BaseModel]] = {
+    name: field.annotation for name, field in Params.model_fields.items()  # type: ignore[misc]
+}
+
+
+def _nearest(word: str, choices: list[str]) -> str:
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _check_keys(raw: dict[str, Any]) -> None:
+    """Reject unknown sections and keys before pydantic, so the message can suggest a name."""
+    for section, values in raw.items():
+        if section not in SECTIONS:
+            raise ParamsError(f"params: unknown section {section!r}{_nearest(str(section), list(SECTIONS))}")
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ParamsError(f"params: section {section!r} must be a mapping of keys to values")
+        fields = list(SECTIONS[section].model_fields)
+        for key in values:
+            if key not in fields:
+                hint = _nearest(str(key), fields).replace("'", f"'{section}.", 1)
+                raise ParamsError(f"params: unknown key '{section}.{key}'{hint}")
+
+
+def _format(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"] if not isinstance(p, int)) or "params"
+    message = first["msg"].removeprefix("Value error, ")
+    got = first.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    more = len(error.errors()) - 1
+    return f"params: {where}: {message}{shown}" + (f" and {more} more problem(s)" if more else "")
+
+
+def parse_params(raw: Any) -> Params:
+    """Validate a mapping as read from params.yaml (missing sections or keys take defaults)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError("params: the file must hold a mapping of sections (prepare, train, ...)")
+    _check_keys(raw)
+    raw = {k: ({} if v is None else v) for k, v in raw.items()}
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ParamsError(_format(error)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``path``; raise ParamsError naming the key on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ParamsError(f"params: {path} not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ParamsError(f"params: cannot read {path}: {error}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ParamsError(f"params: {path} is not valid YAML: {error}") from None
+    return parse_params(raw)
