@@ -1,0 +1,147 @@
+"""Residual building blocks of the ResNet-GAN (SNGAN / BigGAN style).
+
+Both blocks compute ``output = shortcut(x) + residual(x)``: an addition, so the block keeps its
+channel count at ``filters`` (the seed article concatenated, which is not a residual block).
+Every layer is registered for the ``.keras`` format, so models load with ``safe_mode=True``.
+Sub-layers get the block's dtype policy, so a block saved under ``mixed_bfloat16`` loads the same.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+
+def _conv(filters: int, size: int, spectral_norm: bool, name: str, dtype) -> layers.Layer:
+    """A 'same'-padded Conv2D, wrapped in Keras' SpectralNormalization when asked."""
+    conv = layers.Conv2D(filters, size, padding="same", name=name, dtype=dtype)
+    return layers.SpectralNormalization(conv, name=f"sn_{name}", dtype=dtype) if spectral_norm else conv
+
+
+@keras.saving.register_keras_serializable(package="resgan")
+class UpBlock(layers.Layer):
+    """Generator block: (N, H, W, C) -> (N, 2H, 2W, filters), or (N, H, W, filters) without upsampling.
+
+    residual: BN -> ReLU -> [Upsample x2 nearest] -> Conv3x3 -> BN -> ReLU -> Conv3x3
+    shortcut: [Upsample x2 nearest] -> Conv1x1; the identity when neither the size nor the
+    channel count changes (the extra blocks of ``blocks_per_resolution > 1``).
+    """
+
+    def __init__(self, filters: int, upsample: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.upsample = bool(upsample)
+        dtype = self.dtype_policy
+        self.bn1 = layers.BatchNormalization(name="bn1", dtype=dtype)
+        self.bn2 = layers.BatchNormalization(name="bn2", dtype=dtype)
+        self.up = layers.UpSampling2D(2, interpolation="nearest", name="up", dtype=dtype)
+        self.conv1 = _conv(self.filters, 3, False, "conv1", dtype)
+        self.conv2 = _conv(self.filters, 3, False, "conv2", dtype)
+        self.shortcut_conv = None  # made in build(): it depends on the input's channel count
+
+    def build(self, input_shape):
+        n, h, w, c = input_shape
+        if self.upsample or c != self.filters:
+            self.shortcut_conv = _conv(self.filters, 1, False, "shortcut_conv", self.dtype_policy)
+        # Build the sub-layers here so their weights exist before a saved model's weights load.
+        self.bn1.build(input_shape)
+        scale = 2 if self.upsample else 1
+        big = (n, h * scale if h else None, w * scale if w else None)
+        self.conv1.build((*big, c))
+        self.bn2.build((*big, self.filters))
+        self.conv2.build((*big, self.filters))
+        if self.shortcut_conv is not None:
+            self.shortcut_conv.build((*big, c))
+        self.built = True
+
+    def call(self, x, training=None):
+        h = ops.relu(self.bn1(x, training=training))
+        if self.upsample:
+            h = self.up(h)
+        h = self.conv1(h)
+        h = self.conv2(ops.relu(self.bn2(h, training=training)))
+        shortcut = self.up(x) if self.upsample else x
+        if self.shortcut_conv is not None:
+            shortcut = self.shortcut_conv(shortcut)
+        return shortcut + h
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        scale = 2 if self.upsample else 1
+        return (n, h * scale if h else None, w * scale if w else None, self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "upsample": self.upsample}
+
+
+@keras.saving.register_keras_serializable(package="resgan")
+class DownBlock(layers.Layer):
+    """Discriminator block: (N, H, W, C) -> (N, H/2, W/2, filters), or (N, H, W, filters) without downsampling.
+
+    residual: ReLU -> Conv3x3 -> ReLU -> Conv3x3 -> [AvgPool 2]
+    shortcut: Conv1x1 -> [AvgPool 2]; the identity when neither the size nor the channel count changes.
+    ``first=True`` is the "optimized" first block of SNGAN: no ReLU on the raw image, and the shortcut
+    pools before its 1x1 conv (4x fewer multiply-adds; the two orders are the same linear map).
+    ``spectral_norm`` wraps every conv in ``keras.layers.SpectralNormalization``.
+    """
+
+    def __init__(self, filters: int, spectral_norm: bool, first: bool = False, downsample: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.spectral_norm = bool(spectral_norm)
+        self.first = bool(first)
+        self.downsample = bool(downsample)
+        dtype = self.dtype_policy
+        self.conv1 = _conv(self.filters, 3, self.spectral_norm, "conv1", dtype)
+        self.conv2 = _conv(self.filters, 3, self.spectral_norm, "conv2", dtype)
+        self.pool = layers.AveragePooling2D(2, name="pool", dtype=dtype)
+        self.shortcut_conv = None  # made in build(): it depends on the input's channel count
+
+    def build(self, input_shape):
+        n, h, w, c = input_shape
+        if self.downsample or self.first or c != self.filters:
+            self.shortcut_conv = _conv(self.filters, 1, self.spectral_norm, "shortcut_conv", self.dtype_policy)
+        # Build the sub-layers here so their weights exist before a saved model's weights load.
+        self.conv1.build(input_shape)
+        self.conv2.build((n, h, w, self.filters))
+        if self.shortcut_conv is not None:
+            small = (n, h // 2 if h else None, w // 2 if w else None, c)
+            self.shortcut_conv.build(small if self.first and self.downsample else input_shape)
+        self.built = True
+
+    def call(self, x, training=None):
+        h = x if self.first else ops.relu(x)
+        # training=True makes SpectralNormalization run its power iteration (Keras drops the
+        # argument for a plain Conv2D).
+        h = self.conv2(ops.relu(self.conv1(h, training=training)), training=training)
+        if self.downsample:
+            h = self.pool(h)
+        shortcut = x
+        if self.first and self.downsample:
+            shortcut = self.pool(shortcut)
+        if self.shortcut_conv is not None:
+            shortcut = self.shortcut_conv(shortcut, training=training)
+        if self.downsample and not self.first:
+            shortcut = self.pool(shortcut)
+        return shortcut + h
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        if self.downsample:
+            h, w = (h // 2 if h else None), (w // 2 if w else None)
+        return (n, h, w, self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "spectral_norm": self.spectral_norm,
+                "first": self.first, "downsample": self.downsample}
+
+
+@keras.saving.register_keras_serializable(package="resgan")
+class GlobalSumPooling2D(layers.Layer):
+    """(N, H, W, C) -> (N, C), summing over space (SNGAN's D head: a sum, not a mean, over positions)."""
+
+    def call(self, x):
+        return ops.sum(x, axis=(1, 2))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])

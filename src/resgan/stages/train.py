@@ -1,0 +1,295 @@
+"""The train stage: train the ResNet-GAN, checkpoint and resume, track everything in MLflow.
+
+Outputs (paths from dvc.yaml): ``<models>/generator.keras`` (the EMA generator, float32),
+``<models>/mlflow_run.json``, ``metrics/train.json``, ``plots/train.csv``. Checkpoints live in
+``<checkpoints>/<key>/`` where the key hashes the data and every param that changes the maths, so a
+re-run with the same params resumes (same MLflow run) and a run with other params starts afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resgan import io, tracking
+from resgan.config import Params
+from resgan.errors import ResganError
+
+# Params that only change how often we look, not what is computed: they do not change the key.
+_NOT_IN_KEY = {"checkpoint_every", "log_every", "sample_every", "max_minutes"}
+GRID_SEED_OFFSET = 1  # fixed latents for the sample grid: seed train.seed + 1
+GRID_SIZE = 64
+
+
+class DivergenceError(ResganError):
+    """Losses or weights became non-finite."""
+
+
+def run_key(params: Params, data_hash: str) -> str:
+    """A short hash of the data and of every model/train param that changes the result."""
+    train = {k: v for k, v in params.train.model_dump().items() if k not in _NOT_IN_KEY}
+    blob = json.dumps({"model": params.model.model_dump(), "train": train, "data": data_hash}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _read_summary(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / "summary.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ResganError(f"{path} not found: run the prepare stage first") from None
+    except (OSError, json.JSONDecodeError) as error:
+        raise ResganError(f"{path} is unreadable: {error}") from None
+
+
+class _Progress:
+    """A rich progress bar on a terminal; plain log lines every ``log_every`` steps otherwise (DVC, CI)."""
+
+    def __init__(self, total: int, start: int, log_every: int):
+        self.total, self.log_every = total, log_every
+        self.bar = None
+        if sys.stdout.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                TextColumn("{task.fields[info]}"))
+            self.task = self.bar.add_task("train", total=total, completed=start, info="")
+            self.bar.start()
+
+    def update(self, step: int, figures: dict[str, float] | None) -> None:
+        info = "" if not figures else "  ".join(
+            f"{k}={v:.3g}" for k, v in figures.items() if k in ("loss_d", "loss_g", "img_per_s"))
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, **({"info": info} if info else {}))
+        elif figures is not None:
+            print(f"step {step}/{self.total}  {info}", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def is_chief(strategy) -> bool:
+    """Only the chief of a multi-worker cluster writes checkpoints and talks to MLflow."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    return resolver.task_type in ("chief", None) or (resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+def _export_generator(gan, path: Path) -> Any:
+    """Save the EMA generator as a float32 Keras model (portable whatever precision trained it)."""
+    import keras
+
+    from resgan.nn.networks import build_generator
+
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        model = build_generator(latent_dim=gan.model_params.latent_dim, width=gan.model_params.width,
+                                image_size=gan.shapes.image_size, channels=gan.shapes.channels,
+                                blocks_per_resolution=gan.model_params.blocks_per_resolution)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    model.set_weights([np.asarray(w, dtype=np.float32) for w in gan.ema_generator.get_weights()])
+    with io.atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+    return model
+
+
+def _finite(figures: dict[str, float]) -> str | None:
+    bad = [k for k, v in figures.items() if not math.isfinite(v)]
+    return ", ".join(f"{k}={figures[k]}" for k in bad) or None
+
+
+def _weights_finite(gan) -> bool:
+    for model in (gan.generator, gan.discriminator, gan.ema_generator):
+        for w in model.weights:
+            if not np.all(np.isfinite(np.asarray(w.numpy(), dtype=np.float32))):
+                return False
+    return True
+
+
+def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, checkpoint_dir: Path,
+        metrics_path: Path, plots_path: Path) -> dict[str, Any]:
+    """Train (or resume) to ``train.steps``; write the outputs; return the final figures."""
+    from resgan.data.pipeline import load_split, train_dataset
+
+    summary = _read_summary(data_dir)
+    images, _ = load_split(data_dir / "train.npz")
+    tp = params.train
+    key = run_key(params, str(summary.get("data_hash", "")))
+    ckpt_dir = checkpoint_dir / key
+
+    experiment_id = tracking.setup(params.mlflow.experiment)  # fails fast when a server is down
+
+    import keras
+    import mlflow
+    import tensorflow as tf
+
+    from resgan.gan import checkpoint
+    from resgan.gan.trainer import GAN, Shapes, generate, make_strategy, resolve_precision
+
+    precision = resolve_precision(tp.precision)
+    keras.mixed_precision.set_global_policy(precision)
+    keras.utils.set_random_seed(tp.seed)
+    strategy = make_strategy(tp.distribute)
+    chief = is_chief(strategy)
+    shapes = Shapes(image_size=int(images.shape[1]), channels=int(images.shape[3]))
+    gan = GAN(params.model, tp, shapes, strategy=strategy, global_batch_size=tp.batch_size)
+
+    found = checkpoint.latest(ckpt_dir)
+    record: dict[str, Any] = {}
+    if found:
+        path, record = found
+        start = checkpoint.restore(path, gan)
+        print(f"resuming from {path} at step {start}", flush=True)
+    else:
+        start = 0
+    run_file = ckpt_dir / "run.json"
+    run_id = record.get("run_id")
+    if run_id is None and run_file.exists():  # killed before the first checkpoint: same run, step 0
+        run_id = json.loads(run_file.read_text()).get("run_id")
+    history: list[dict[str, float]] = [row for row in record.get("history", []) if row["step"] <= start]
+
+    retries = params.mlflow.tracking_retries
+
+    def log(call, what: str) -> None:
+        if chief:
+            tracking.retry(call, what, retries=retries)
+
+    active = None
+    if chief:
+        if run_id:
+            active = tracking.retry(lambda: mlflow.start_run(run_id=run_id), "resume run", retries)
+        else:
+            import os
+
+            active = tracking.retry(lambda: mlflow.start_run(
+                experiment_id=experiment_id, run_name=os.environ.get("DVC_EXP_NAME") or None,
+                tags=tracking.run_tags(summary)), "start run", retries)
+            io.write_json(run_file, {"run_id": active.info.run_id})
+            log(lambda: mlflow.log_params(params.flat()), "log params")
+            root = tracking.project_root()
+            for name in (params_path, root / "dvc.lock"):
+                if Path(name).exists():
+                    log(lambda n=name: mlflow.log_artifact(str(n)), f"log {Path(name).name}")
+        run_id = active.info.run_id
+        log(lambda: mlflow.set_tags({"precision": precision, "checkpoint_key": key,
+                                     "replicas": str(strategy.num_replicas_in_sync)}), "set tags")
+
+    dataset = train_dataset(images, tp.batch_size, tp.seed, epoch_offset=start)
+    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    grid_latents = gan.fixed_latents(GRID_SIZE, tp.seed + GRID_SEED_OFFSET)
+
+    def save_checkpoint() -> Path:
+        if not _weights_finite(gan):
+            raise DivergenceError(f"non-finite weights at step {int(gan.step.numpy())}")
+        return checkpoint.save(ckpt_dir, gan, {"run_id": run_id, "history": history, "key": key})
+
+    def fail(reason: str) -> None:
+        last = checkpoint.latest(ckpt_dir)
+        where = f"last good checkpoint: {last[0]} (step {last[1]['step']})" if last else "no checkpoint was written"
+        if chief and active is not None:
+            tracking.retry(lambda: mlflow.set_tag("failure_reason", reason), "tag failure", retries)
+            mlflow.end_run(status="FAILED")
+        raise DivergenceError(f"training diverged: {reason}; {where}. Lower the learning rates or "
+                              f"change train.loss, then re-run")
+
+    progress = _Progress(tp.steps, start, tp.log_every)
+    wall_start = time.perf_counter()
+    window_start, window_steps = time.perf_counter(), 0
+    step = start
+    stopped_by_budget = False
+    try:
+        while step < tp.steps:
+            out = gan.train_step(iterator)
+            step += 1
+            window_steps += 1
+            figures = {k: float(v) for k, v in out.items()}
+            bad = _finite(figures)
+            if bad:
+                fail(f"non-finite {bad} at step {step}")
+            is_last = step == tp.steps
+            if step % tp.log_every == 0 or is_last:
+                elapsed = time.perf_counter() - window_start
+                figures["img_per_s"] = window_steps * tp.batch_size / max(elapsed, 1e-9)
+                window_start, window_steps = time.perf_counter(), 0
+                history.append({"step": step, **figures})
+                log(lambda: mlflow.log_metrics(_metric_names(figures), step=step), "log metrics")
+                progress.update(step, figures)
+            else:
+                progress.update(step, None)
+            if step % tp.sample_every == 0 or is_last:
+                grid = io.image_grid(generate(gan.ema_generator, grid_latents))
+                log(lambda: mlflow.log_image(grid, key="samples", step=step), "log sample grid")
+            if chief and (step % tp.checkpoint_every == 0 or is_last):
+                try:
+                    save_checkpoint()
+                except DivergenceError as error:
+                    fail(str(error))
+            if tp.max_minutes and time.perf_counter() - wall_start > 60 * tp.max_minutes:
+                print(f"stopping at step {step}: train.max_minutes={tp.max_minutes} reached", flush=True)
+                stopped_by_budget = True
+                if chief and step % tp.checkpoint_every:
+                    save_checkpoint()
+                break
+    finally:
+        progress.close()
+    wall = time.perf_counter() - wall_start
+
+    if not chief:
+        return {}
+    # Outputs: the EMA generator, the run pointer, final figures, the loss curves.
+    models_dir.mkdir(parents=True, exist_ok=True)
+    generator_path = models_dir / "generator.keras"
+    exported = _export_generator(gan, generator_path)
+    model_uri = record.get("model_uri")
+    if not model_uri or start < step:
+        z = grid_latents[:8]
+        signature = mlflow.models.infer_signature(z, generate(exported, z).astype(np.float32))
+        logged = tracking.retry(lambda: mlflow.keras.log_model(exported, name="generator", signature=signature),
+                                "log model", retries)
+        model_uri = logged.model_uri
+        checkpoint.save(ckpt_dir, gan, {"run_id": run_id, "history": history, "key": key, "model_uri": model_uri})
+    last = history[-1] if history else {}
+    figures = {
+        "steps": step, "steps_this_run": step - start, "wall_s": round(wall, 2),
+        "img_per_s": round((step - start) * tp.batch_size / wall, 2) if step > start else last.get("img_per_s", 0.0),
+        "loss_d": last.get("loss_d"), "loss_g": last.get("loss_g"), "precision": precision,
+        "stopped_by_budget": stopped_by_budget,
+    }
+    io.write_json(metrics_path, figures)
+    _write_history(plots_path, history)
+    io.write_json(models_dir / "mlflow_run.json", {
+        "run_id": run_id, "experiment_id": experiment_id, "tracking_uri": tracking.tracking_uri(),
+        "model_uri": model_uri, "checkpoint": str(ckpt_dir)})
+    if step > start:
+        log(lambda: mlflow.log_metrics({"train/wall_s": wall, "train/steps": step}, step=step), "log final")
+    log(lambda: mlflow.log_artifact(str(plots_path), "plots"), "log plots")
+    mlflow.end_run()
+    print(f"trained {step} steps ({step - start} this run) in {wall:.0f} s; run {run_id}; "
+          f"generator -> {generator_path}", flush=True)
+    return figures
+
+
+def _metric_names(figures: dict[str, float]) -> dict[str, float]:
+    """Path-style MLflow names: loss_d -> loss/d, d_real -> d/real, img_per_s -> perf/img_per_s."""
+    names = {"loss_d": "loss/d", "loss_g": "loss/g", "d_real": "d/real", "d_fake": "d/fake",
+             "grad_norm_d": "grad_norm/d", "grad_norm_g": "grad_norm/g", "img_per_s": "perf/img_per_s"}
+    return {names.get(k, k): v for k, v in figures.items()}
+
+
+def _write_history(path: Path, history: list[dict[str, float]]) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(history, columns=["step", "loss_d", "loss_g", "d_real", "d_fake",
+                                           "grad_norm_d", "grad_norm_g", "img_per_s"])
+    io.write_bytes(path, frame.to_csv(index=False).encode())

@@ -1,0 +1,205 @@
+"""Residual blocks, generator and discriminator: shapes, ranges, the residual ADDITION, saving, precision."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from resgan.nn.layers import DownBlock, GlobalSumPooling2D, UpBlock
+from resgan.nn.networks import build_discriminator, build_generator
+
+
+def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    return list(model._flatten_layers(include_self=False, recursive=True))
+
+
+def _conv_of(layer) -> keras.layers.Conv2D:
+    """The Conv2D itself, inside a SpectralNormalization wrapper or not."""
+    return layer.layer if isinstance(layer, keras.layers.SpectralNormalization) else layer
+
+
+def _zero(conv) -> None:
+    conv = _conv_of(conv)
+    conv.kernel.assign(np.zeros(conv.kernel.shape, "float32"))
+    conv.bias.assign(np.zeros(conv.bias.shape, "float32"))
+
+
+def _conv1x1(x: np.ndarray, conv) -> np.ndarray:
+    """A 1x1 convolution in numpy: a matmul over channels plus the bias."""
+    conv = _conv_of(conv)
+    return x @ np.asarray(conv.kernel)[0, 0] + np.asarray(conv.bias)
+
+
+def _avgpool2(x: np.ndarray) -> np.ndarray:
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
+@pytest.mark.parametrize("size", [16, 32, 64])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_networks_shapes_dtypes_and_ranges(size, channels):
+    keras.utils.set_random_seed(0)
+    generator = build_generator(latent_dim=16, width=8, image_size=size, channels=channels)
+    discriminator = build_discriminator(image_size=size, channels=channels, width=8)
+    assert generator.name == "generator" and discriminator.name == "discriminator"
+    z = np.random.default_rng(0).normal(size=(3, 16)).astype("float32")
+    images = np.asarray(generator(z, training=False))
+    assert images.shape == (3, size, size, channels) and images.dtype == np.float32
+    assert images.min() >= -1.0 and images.max() <= 1.0  # tanh
+    assert images.std() > 0  # not a constant image
+    logits = discriminator(images, training=False)
+    assert tuple(logits.shape) == (3, 1) and logits.dtype == "float32"
+    # log2(size / 4) upsampling blocks and as many downsampling ones, plus one 4x4 block in D
+    steps = int(np.log2(size // 4))
+    assert sum(isinstance(layer, UpBlock) for layer in generator.layers) == steps
+    assert sum(isinstance(layer, DownBlock) for layer in discriminator.layers) == steps + 1
+
+
+def test_parameter_counts_match_a_hand_count():
+    # G(latent 16, width 8, 16x16x1): Dense 16*128+128 = 2176; each UpBlock: 2 BN (4*8 each),
+    # 2 conv3x3 (9*8*8+8 each), shortcut 1x1 (8*8+8) = 64 + 1168 + 72 = 1304, two of them;
+    # bn_out 32; conv_out 9*8+1 = 73.  2176 + 2608 + 32 + 73 = 4889.
+    assert build_generator(16, 8, 16, 1).count_params() == 4889
+    # D(16x16x1, width 8, no SN): first block 9*1*8+8 + 584 + (1*8+8) = 680; down to 4x4: 584+584+72
+    # = 1240; the 4x4 block has an identity shortcut: 1168; Dense 8+1 = 9.  Total 3097.
+    assert build_discriminator(16, 1, 8, spectral_norm=False).count_params() == 3097
+    # SN adds one vector u of the output size per wrapped layer: 8 convs x 8 + Dense x 1 = 65.
+    assert build_discriminator(16, 1, 8, spectral_norm=True).count_params() == 3097 + 65
+
+
+def test_blocks_per_resolution_adds_same_size_blocks():
+    generator = build_generator(16, 8, 16, 1, blocks_per_resolution=2)
+    discriminator = build_discriminator(16, 1, 8, blocks_per_resolution=3)
+    up = [layer for layer in generator.layers if isinstance(layer, UpBlock)]
+    down = [layer for layer in discriminator.layers if isinstance(layer, DownBlock)]
+    assert [block.upsample for block in up] == [True, False, True, False]
+    assert [block.downsample for block in down] == [True, False, False, True, False, False, False]
+    assert generator.output.shape == (None, 16, 16, 1)
+    assert discriminator.output.shape == (None, 1)
+
+
+@pytest.mark.parametrize("kwargs", [dict(image_size=8), dict(image_size=24), dict(image_size=512),
+                                    dict(channels=2), dict(channels=4)])
+def test_bad_sizes_and_channels_raise(kwargs):
+    args = dict(image_size=16, channels=1) | kwargs
+    with pytest.raises(ValueError):
+        build_generator(latent_dim=16, width=8, **args)
+    with pytest.raises(ValueError):
+        build_discriminator(width=8, **args)
+
+
+def test_upblock_adds_residual_to_shortcut():
+    keras.utils.set_random_seed(1)
+    x = np.random.default_rng(1).normal(size=(2, 4, 4, 5)).astype("float32")
+    block = UpBlock(8)
+    out = np.asarray(block(x, training=False))
+    assert out.shape == (2, 8, 8, 8)  # filters channels: a concatenation would give 5 + 8 = 13 or 16
+    upsampled = np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)  # nearest-neighbour x2
+    shortcut = _conv1x1(upsampled, block.shortcut_conv)
+    assert np.abs(out - shortcut).max() > 1e-3  # the residual branch contributes
+    _zero(block.conv2)  # residual branch now outputs exactly 0
+    out = np.asarray(block(x, training=False))
+    np.testing.assert_allclose(out, shortcut, rtol=0, atol=1e-5)
+
+
+def test_upblock_without_upsampling_has_identity_shortcut():
+    x = np.random.default_rng(2).normal(size=(2, 4, 4, 8)).astype("float32")
+    block = UpBlock(8, upsample=False)
+    block(x)
+    assert block.shortcut_conv is None
+    _zero(block.conv2)
+    np.testing.assert_array_equal(np.asarray(block(x, training=False)), x)  # x + 0, exactly
+
+
+@pytest.mark.parametrize("spectral_norm", [False, True])
+@pytest.mark.parametrize("first", [False, True])
+def test_downblock_adds_residual_to_shortcut(first, spectral_norm):
+    keras.utils.set_random_seed(3)
+    x = np.random.default_rng(3).normal(size=(2, 8, 8, 3)).astype("float32")
+    block = DownBlock(8, spectral_norm=spectral_norm, first=first)
+    out = np.asarray(block(x, training=False))
+    assert out.shape == (2, 4, 4, 8)
+    # Conv1x1 and 2x2 average pooling commute (both linear), so one numpy expression fits both orders.
+    shortcut = _avgpool2(_conv1x1(x, block.shortcut_conv))
+    assert np.abs(out - shortcut).max() > 1e-3
+    _zero(block.conv2)
+    out = np.asarray(block(x, training=False))
+    np.testing.assert_allclose(out, shortcut, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("first", [False, True])
+def test_only_the_first_downblock_sees_negative_pixels(first):
+    # A non-first block starts with ReLU, so for all-negative inputs its residual branch sees zeros
+    # and is the same for any such input; the optimized first block has no leading ReLU.
+    keras.utils.set_random_seed(4)
+    block = DownBlock(8, spectral_norm=False, first=first)
+    rng = np.random.default_rng(4)
+    a, b = -rng.uniform(0.1, 1.0, size=(2, 1, 8, 8, 3)).astype("float32")
+    block(a)
+
+    def residual(x):
+        return np.asarray(block(x, training=False)) - _avgpool2(_conv1x1(x, block.shortcut_conv))
+
+    same = np.allclose(residual(a), residual(b), atol=1e-5)
+    assert same != first
+
+
+def test_global_sum_pooling_sums():
+    x = np.arange(2 * 3 * 3 * 2, dtype="float32").reshape(2, 3, 3, 2)
+    np.testing.assert_array_equal(np.asarray(GlobalSumPooling2D()(x)), x.sum(axis=(1, 2)))
+
+
+def test_spectral_norm_switch_changes_layer_types():
+    with_sn = _all_layers(build_discriminator(16, 1, 8, spectral_norm=True))
+    without = _all_layers(build_discriminator(16, 1, 8, spectral_norm=False))
+    count = lambda layers, kind: sum(isinstance(layer, kind) for layer in layers)  # noqa: E731
+    # 16x16: first block 3 convs, the block down to 4x4 3 convs, the 4x4 block 2 convs = 8, plus Dense
+    assert count(with_sn, keras.layers.SpectralNormalization) == 9
+    assert count(without, keras.layers.SpectralNormalization) == 0
+    assert count(with_sn, keras.layers.Conv2D) == count(without, keras.layers.Conv2D) == 8
+    wrapped = {id(layer.layer) for layer in with_sn if isinstance(layer, keras.layers.SpectralNormalization)}
+    assert all(id(layer) in wrapped for layer in with_sn if isinstance(layer, (keras.layers.Conv2D,
+                                                                                keras.layers.Dense)))
+
+
+def test_safe_mode_save_load_round_trip(tmp_path):
+    keras.utils.set_random_seed(5)
+    generator = build_generator(16, 8, 16, 3, blocks_per_resolution=2)
+    discriminator = build_discriminator(16, 3, 8)
+    z = np.random.default_rng(5).normal(size=(4, 16)).astype("float32")
+    # One training-mode call moves BN statistics and SN's vector u away from their initial values,
+    # so the round trip must carry non-trainable state too.
+    discriminator(generator(z, training=True), training=True)
+    images = generator(z, training=False)
+    logits = discriminator(images, training=False)
+    for model in (generator, discriminator):
+        model.save(tmp_path / f"{model.name}.keras")
+    generator2 = keras.models.load_model(tmp_path / "generator.keras", safe_mode=True)
+    discriminator2 = keras.models.load_model(tmp_path / "discriminator.keras", safe_mode=True)
+    np.testing.assert_array_equal(np.asarray(generator2(z, training=False)), np.asarray(images))
+    np.testing.assert_array_equal(np.asarray(discriminator2(images, training=False)), np.asarray(logits))
+    assert isinstance(generator2.get_layer("up_8_1"), UpBlock)
+    assert isinstance(discriminator2.get_layer("sum_pool"), GlobalSumPooling2D)
+    for before, after in zip(discriminator.non_trainable_weights, discriminator2.non_trainable_weights):
+        np.testing.assert_array_equal(np.asarray(before), np.asarray(after))
+
+
+@pytest.fixture
+def restore_policy():
+    policy = keras.mixed_precision.global_policy()
+    yield
+    keras.mixed_precision.set_global_policy(policy)
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_outputs_are_float32_under_mixed_precision(policy, restore_policy):
+    keras.mixed_precision.set_global_policy(policy)
+    generator = build_generator(16, 8, 16, 1)
+    discriminator = build_discriminator(16, 1, 8)
+    block = generator.get_layer("up_8")
+    assert block.compute_dtype == block.conv1.compute_dtype == policy.removeprefix("mixed_")  # the policy is on
+    images = generator(np.zeros((2, 16), "float32"), training=True)
+    logits = discriminator(images, training=True)
+    assert images.dtype == "float32" and logits.dtype == "float32"
+    assert np.isfinite(np.asarray(logits)).all()
