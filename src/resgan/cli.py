@@ -112,6 +112,9 @@ def evaluate(
 
 def main() -> None:
     """Console entry point: expected errors become one line on stderr and a non-zero exit code."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
     try:
         app()
     except ResganError as error:

@@ -63,14 +63,14 @@ class ClassifierParams(_Section):
 
 class ModelParams(_Section):
     latent_dim: int = Field(128, ge=1, le=4096)
-    width: int = Field(64, ge=4, le=2048)  # channels of every G and D block
+    width: int = Field(32, ge=4, le=2048)  # channels of every G and D block
     d_width: int = Field(0, ge=0, le=2048)  # 0: same as width
     blocks_per_resolution: int = Field(1, ge=1, le=8)
     spectral_norm: bool = True  # on the discriminator
 
 
 class TrainParams(_Section):
-    steps: int = Field(3000, ge=1, le=10_000_000)  # generator updates
+    steps: int = Field(2000, ge=1, le=10_000_000)  # generator updates
     batch_size: int = Field(64, ge=1, le=65536)
     loss: Literal["minimax", "non_saturating", "hinge", "wasserstein_gp"] = "hinge"
     lr_g: float = Field(2e-4, gt=0.0, le=1.0)

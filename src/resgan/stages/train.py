@@ -241,6 +241,11 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
                 if chief and step % tp.checkpoint_every:
                     save_checkpoint()
                 break
+    except KeyboardInterrupt:
+        # Ctrl-C: the last checkpoint stands; the run is marked KILLED and resumes on the next call.
+        if chief and active is not None:
+            mlflow.end_run(status="KILLED")
+        raise
     finally:
         progress.close()
     wall = time.perf_counter() - wall_start
@@ -255,8 +260,9 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
     if not model_uri or start < step:
         z = grid_latents[:8]
         signature = mlflow.models.infer_signature(z, generate(exported, z).astype(np.float32))
-        logged = tracking.retry(lambda: mlflow.keras.log_model(exported, name="generator", signature=signature),
-                                "log model", retries)
+        requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
+        logged = tracking.retry(lambda: mlflow.keras.log_model(
+            exported, name="generator", signature=signature, pip_requirements=requirements), "log model", retries)
         model_uri = logged.model_uri
         checkpoint.save(ckpt_dir, gan, {"run_id": run_id, "history": history, "key": key, "model_uri": model_uri})
     last = history[-1] if history else {}
