@@ -101,13 +101,14 @@ def evaluate(
     metrics: Annotated[Path, typer.Option(help="Evaluation metrics (JSON).")] = Path("metrics/eval.json"),
     plots: Annotated[Path, typer.Option(help="Folder for evaluation plots.")] = Path("plots/eval"),
     generator: Annotated[Optional[str], typer.Option(help="Evaluate this generator (.keras file or MLflow model URI) instead of --samples.")] = None,
+    registration: Annotated[Path, typer.Option(help="Where to record the model registration (JSON).")] = Path("models/registered.json"),
 ) -> None:
     """Score samples: FID, KID, IS/classifier score, SSIM diversity and memorization, precision/recall."""
     p = _load(params)
     from resgan.stages.evaluate import run
 
     run(p, samples_path=samples, data_dir=data, classifier_path=classifier_path, run_file=run_file,
-        metrics_path=metrics, plots_dir=plots, generator=generator)
+        metrics_path=metrics, plots_dir=plots, generator=generator, registration_path=registration)
 
 
 def main() -> None:

@@ -1,0 +1,115 @@
+"""The whole evaluation of a set of generated images as one pure function: :func:`evaluate_samples`."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from resgan.config import EvaluateParams
+from resgan.metrics.distances import MetricError
+from resgan.metrics.registry import EvalContext, get_metric
+
+
+def _check_sets(samples: np.ndarray, train_images: np.ndarray, test_images: np.ndarray) -> None:
+    for name, images in (("samples", samples), ("train images", train_images), ("test images", test_images)):
+        if images.ndim != 4 or images.dtype != np.uint8 or images.shape[-1] not in (1, 3):
+            raise MetricError(f"evaluate: {name} must be uint8 NHWC with 1 or 3 channels, "
+                              f"got {images.dtype} {images.shape}")
+    if samples.shape[1:] != train_images.shape[1:] or test_images.shape[1:] != train_images.shape[1:]:
+        raise MetricError(f"evaluate: image shapes differ: samples {samples.shape[1:]}, train "
+                          f"{train_images.shape[1:]}, test {test_images.shape[1:]} (was the generator "
+                          "trained on other prepared data?)")
+    if len(samples) < 2 or len(train_images) < 2:
+        raise MetricError("evaluate: needs at least 2 samples and 2 training images")
+
+
+def _cap(images: np.ndarray, labels: np.ndarray | None, max_n: int, rng: np.random.Generator):
+    """A random subset of at most ``max_n`` images (and their labels), in their original order."""
+    if len(images) <= max_n:
+        return images, labels
+    keep = np.sort(rng.choice(len(images), max_n, replace=False))
+    return images[keep], (None if labels is None else labels[keep])
+
+
+def evaluate_samples(samples: np.ndarray, train_images: np.ndarray, test_images: np.ndarray, extractor,
+                     params: EvaluateParams, train_labels: np.ndarray | None = None,
+                     details: dict | None = None) -> dict:
+    """Score generated ``samples`` against the prepared data; return flat, JSON-ready results.
+
+    All images are uint8 NHWC of one shape. The reference set is a random subset of at most
+    ``params.max_real`` train images (seeded by ``params.seed``); the test split (capped alike)
+    gives each metric's noise floor: the same metric between real train and real test images.
+    ``extractor`` (see :mod:`resgan.metrics.features`) may be None when only ``ssim`` is asked
+    for. Only ``params.metrics`` are computed. ``train_labels``, when known, give the real class
+    histogram beside the generated one. Pass a dict as ``details`` to receive per-sample arrays
+    (``memorization_max_ssim``, ``memorization_nearest``, ``predicted_class``) for plots.
+
+    Result keys, with ``<e>`` the extractor's name (``classifier`` / ``inception``):
+    ``fid_<e>``, ``fid_<e>_floor``; ``kid_<e>_mean/_std``, ``kid_<e>_floor_mean/_std``;
+    ``is_<e>_mean/_std``, ``is_<e>_real_mean/_std`` (the test split);
+    ``ssim_diversity_generated``, ``ssim_diversity_real``, ``memorization_mean/_median/_p95/_fraction``;
+    ``pr_<e>_precision/_recall``, ``pr_<e>_floor_precision/_recall``, ``pr_n``, ``pr_floor_n``;
+    ``class_histogram_generated`` (predicted-class counts), ``class_histogram_real`` and
+    ``class_tv_distance`` (with ``train_labels``); ``n_generated``, ``n_real_reference``,
+    ``n_real_test``, ``reference_split``, ``features``, ``notes`` (what was skipped and why) and
+    ``time_<part>_s`` for features, each metric and the total.
+    """
+    total_start = time.perf_counter()
+    samples, train_images, test_images = np.asarray(samples), np.asarray(train_images), np.asarray(test_images)
+    _check_sets(samples, train_images, test_images)
+    specs = [get_metric(name) for name in params.metrics]
+    needs_features = any(spec.needs_features for spec in specs)
+    if needs_features and extractor is None:
+        raise MetricError(f"evaluate: metrics {', '.join(params.metrics)} need a feature extractor")
+
+    seeds = np.random.SeedSequence(params.seed).spawn(2)
+    real, real_labels = _cap(train_images, train_labels, params.max_real, np.random.default_rng(seeds[0]))
+    test, _ = _cap(test_images, None, params.max_real, np.random.default_rng(seeds[1]))
+    ctx = EvalContext(params=params, extractor_name=extractor.name if needs_features else None,
+                      images={"generated": samples, "real": real, "test": test})
+    results: dict = {
+        "n_generated": int(len(samples)),
+        "n_real_reference": int(len(real)),
+        "n_real_test": int(len(test)),
+        "reference_split": "train",
+        "features": ctx.extractor_name,
+    }
+    if len(test) < 2:
+        ctx.notes.append("noise floors not computed: the test split has fewer than 2 images")
+
+    if needs_features:
+        start = time.perf_counter()
+        for name, images in ctx.images.items():
+            if len(images):
+                ctx.features[name], ctx.probs[name] = extractor(images, params.batch_size)
+        results["time_features_s"] = time.perf_counter() - start
+        generated_probs = ctx.probs.get("generated")
+        if generated_probs is not None:
+            predicted = generated_probs.argmax(axis=1)
+            num_classes = generated_probs.shape[1]
+            histogram = np.bincount(predicted, minlength=num_classes)
+            results["class_histogram_generated"] = histogram.tolist()
+            ctx.details["predicted_class"] = predicted
+            if real_labels is not None and len(real_labels) and int(np.max(real_labels)) < num_classes:
+                real_histogram = np.bincount(np.asarray(real_labels, dtype=np.int64), minlength=num_classes)
+                results["class_histogram_real"] = real_histogram.tolist()
+                # total variation distance of the class mixes: 0 = same proportions, 1 = disjoint
+                results["class_tv_distance"] = float(0.5 * np.abs(histogram / histogram.sum()
+                                                                  - real_histogram / real_histogram.sum()).sum())
+
+    for spec in specs:
+        start = time.perf_counter()
+        results.update(spec.fn(ctx))
+        results[f"time_{spec.name}_s"] = time.perf_counter() - start
+
+    results["notes"] = ctx.notes
+    results["time_total_s"] = time.perf_counter() - total_start
+    for key, value in results.items():  # plain Python numbers: json.dumps and MLflow take them as is
+        if isinstance(value, np.generic):
+            results[key] = value.item()
+        if key.startswith("time_"):
+            results[key] = round(float(results[key]), 3)
+    if details is not None:
+        details.update(ctx.details)
+    return results

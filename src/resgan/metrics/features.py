@@ -1,0 +1,256 @@
+"""Feature extractors for FID, KID, IS and precision/recall: the domain classifier or InceptionV3.
+
+Both share one interface::
+
+    extractor.name                       # "classifier" or "inception": goes into every metric name
+    features, probs = extractor(images_uint8, batch_size)
+    # features: float64 (N, D); probs: float64 (N, K) class probabilities, or None
+
+Keras and TensorFlow are imported when an extractor is built, not when this module is imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Iterator, Protocol
+
+import numpy as np
+
+from resgan.errors import ResganError
+
+INCEPTION_SIZE = 299  # px: InceptionV3's native input
+INCEPTION_MAX_BATCH = 64  # images per forward pass at 299x299: bounds activation memory to ~1-2 GB
+# Keras' own cache names (keras/src/applications/inception_v3.py), under <KERAS_HOME>/models/.
+INCEPTION_CACHE_FILES = (
+    "inception_v3_weights_tf_dim_ordering_tf_kernels.h5",  # full model: pool features and class probs
+    "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",  # no top: pool features only
+)
+INCEPTION_HELP = (
+    "InceptionV3 ImageNet weights are needed for evaluate.features=inception. Download them once "
+    "where there is internet (e.g. run `python -c \"import keras; keras.applications.InceptionV3()\"`, "
+    "or fetch {name} from https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/), "
+    "then put the file in Keras' cache ({cache}) or set evaluate.inception_weights to its path; "
+    "or use evaluate.features=classifier."
+)
+
+
+class Extractor(Protocol):
+    name: str
+
+    def __call__(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+
+@contextlib.contextmanager
+def _progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
+    """Yield ``advance(n)``; draws a rich progress bar only when stderr is a terminal (not in DVC logs)."""
+    if not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _check_uint8_images(images: np.ndarray, who: str) -> np.ndarray:
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3) or images.shape[0] == 0:
+        raise ResganError(f"{who}: images must be a non-empty uint8 NHWC batch with 1 or 3 channels, "
+                          f"got shape {images.shape}")
+    if images.dtype != np.uint8:
+        raise ResganError(f"{who}: images must be uint8 (0..255), got {images.dtype}")
+    return images
+
+
+def _run_batches(forward: Callable, images: np.ndarray, batch_size: int, description: str):
+    """Apply ``forward`` (a batch -> (features, probs|None)) in batches; concatenate as float64."""
+    features, probs = [], []
+    with _progress(len(images), description) as advance:
+        for start in range(0, len(images), batch_size):
+            f, p = forward(images[start:start + batch_size])
+            features.append(np.asarray(f, dtype=np.float64))
+            if p is not None:
+                probs.append(np.asarray(p, dtype=np.float64))
+            advance(min(batch_size, len(images) - start))
+    return np.concatenate(features), (np.concatenate(probs) if probs else None)
+
+
+# ---------------------------------------------------------------- domain classifier
+
+class ClassifierFeatures:
+    """Features from the domain classifier: its ``features`` layer and its softmax probabilities."""
+
+    name = "classifier"
+
+    def __init__(self, model_path: str | Path):
+        import keras
+
+        from resgan.metrics.classifier import FEATURE_LAYER
+
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise ResganError(f"classifier model {self.model_path} not found: run the classifier stage "
+                              "(`dvc repro classifier`) or use evaluate.features=inception")
+        try:
+            model = keras.models.load_model(self.model_path, safe_mode=True, compile=False)
+        except Exception as error:  # a corrupt or foreign file: say which one
+            raise ResganError(f"cannot load the classifier {self.model_path}: {error}") from error
+        try:
+            feature_output = model.get_layer(FEATURE_LAYER).output
+        except ValueError:
+            raise ResganError(f"{self.model_path} has no {FEATURE_LAYER!r} layer: "
+                              "it is not a resgan domain classifier") from None
+        self.input_shape = tuple(model.input_shape[1:])
+        self.num_classes = int(model.output_shape[-1])
+        self._model = keras.Model(model.inputs, [feature_output, model.output])
+
+    def __call__(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, feature_dim)`` features and ``(N, K)`` probabilities of uint8 NHWC images."""
+        images = _check_uint8_images(images, "classifier features")
+        if tuple(images.shape[1:]) != self.input_shape:
+            raise ResganError(f"the classifier was trained on {self.input_shape} images, got {images.shape[1:]}: "
+                              "retrain it on the prepared data (`dvc repro classifier`)")
+
+        def forward(batch):
+            return self._model.predict_on_batch(batch.astype(np.float32))
+
+        return _run_batches(forward, images, batch_size, "classifier features")
+
+
+# ---------------------------------------------------------------- InceptionV3
+
+def keras_cache_dirs() -> list[Path]:
+    """Where Keras keeps downloaded weights: ``$KERAS_HOME/models``, else ``~/.keras/models``
+    (``/tmp/.keras/models`` when the home folder is not writable), without importing Keras."""
+    if os.environ.get("KERAS_HOME"):
+        return [Path(os.environ["KERAS_HOME"]) / "models"]
+    return [Path.home() / ".keras" / "models", Path("/tmp/.keras/models")]
+
+
+def find_inception_weights(weights_path: str | Path = "") -> Path | None:
+    """The InceptionV3 weights file to use, or None when there is none.
+
+    An explicit ``weights_path`` must exist (ResganError otherwise: a typo should not silently
+    switch extractors). Without one, Keras' cache is searched, the full model (with the
+    classification head, which IS needs) first.
+    """
+    if str(weights_path):
+        path = Path(weights_path).expanduser()
+        if not path.is_file():
+            raise ResganError(f"evaluate.inception_weights: {path} not found. "
+                              + INCEPTION_HELP.format(name=INCEPTION_CACHE_FILES[1], cache=keras_cache_dirs()[0]))
+        return path
+    for folder in keras_cache_dirs():
+        for name in INCEPTION_CACHE_FILES:
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def weights_have_top(path: str | Path) -> bool:
+    """Whether an InceptionV3 weights file (legacy ``.h5`` or Keras 3 ``.weights.h5``) has the
+    classification head: it is the network's only Dense layer, so any 2-D weight means it is there."""
+    import h5py
+
+    found = []
+
+    def visit(_name, item):
+        if isinstance(item, h5py.Dataset) and item.ndim == 2:
+            found.append(item.shape)
+
+    try:
+        with h5py.File(path, "r") as handle:
+            handle.visititems(visit)
+    except OSError as error:
+        raise ResganError(f"cannot read InceptionV3 weights {path}: {error}") from error
+    return bool(found)
+
+
+class InceptionFeatures:
+    """2048-d pool3 features of Keras' InceptionV3 (ImageNet weights from a file or Keras' cache).
+
+    Images are converted to float32, resized to 299x299 with an anti-aliased bicubic filter (no
+    re-quantization to uint8; values clipped to [0, 255] as clean-fid does), grayscale repeated
+    to RGB, and scaled to [-1, 1] by ``inception_v3.preprocess_input``. Class probabilities (for
+    IS) come only with a full-model weights file (with the 1000-class top); with ``notop``
+    weights ``probs`` is None.
+
+    Note: Keras' ImageNet InceptionV3 is not the TF-slim graph behind published FID/IS figures
+    (pytorch-fid, 1008 classes), so these numbers compare runs of this project with each other only.
+    """
+
+    name = "inception"
+
+    def __init__(self, weights_path: str | Path = ""):
+        path = find_inception_weights(weights_path)
+        if path is None:
+            raise ResganError("no InceptionV3 weights found. "
+                              + INCEPTION_HELP.format(name=INCEPTION_CACHE_FILES[1], cache=keras_cache_dirs()[0]))
+        import keras
+        import tensorflow as tf
+
+        self.weights_path = path
+        self.has_top = weights_have_top(path)
+        shape = (INCEPTION_SIZE, INCEPTION_SIZE, 3)
+        if self.has_top:
+            full = keras.applications.InceptionV3(include_top=True, weights=None, input_shape=shape)
+            self._load(full, path)
+            model = keras.Model(full.inputs, [full.get_layer("avg_pool").output, full.output])
+        else:
+            model = keras.applications.InceptionV3(include_top=False, pooling="avg", weights=None, input_shape=shape)
+            self._load(model, path)
+        self._model = model
+        preprocess = keras.applications.inception_v3.preprocess_input
+
+        @tf.function(reduce_retracing=True)
+        def forward(batch):
+            x = tf.image.resize(tf.cast(batch, tf.float32), (INCEPTION_SIZE, INCEPTION_SIZE),
+                                method="bicubic", antialias=True)
+            x = tf.clip_by_value(x, 0.0, 255.0)  # bicubic overshoots near edges
+            if x.shape[-1] == 1:
+                x = tf.repeat(x, 3, axis=-1)
+            return model(preprocess(x), training=False)
+
+        self._forward = forward
+
+    @staticmethod
+    def _load(model, path: Path) -> None:
+        try:
+            model.load_weights(str(path))
+        except Exception as error:  # wrong file (another network, a truncated download)
+            raise ResganError(f"cannot load InceptionV3 weights from {path}: {error}") from error
+
+    def __call__(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(N, 2048)`` features and ``(N, 1000)`` probabilities (None without the top) of uint8 NHWC images."""
+        images = _check_uint8_images(images, "inception features")
+
+        def forward(batch):
+            out = self._forward(batch)
+            if self.has_top:
+                return out[0].numpy(), out[1].numpy()
+            return out.numpy(), None
+
+        return _run_batches(forward, images, min(batch_size, INCEPTION_MAX_BATCH), "inception features")
+
+
+def resolve_extractor(kind: str, classifier_path: str | Path, inception_weights: str | Path = "") -> Extractor:
+    """Build the extractor named by ``evaluate.features``.
+
+    ``inception`` and ``classifier`` build that one (ResganError saying what to do when its
+    weights are missing); ``auto`` takes Inception when its weights are present (an explicit path
+    or Keras' cache), else the classifier. The choice is ``extractor.name``.
+    """
+    if kind == "inception":
+        return InceptionFeatures(inception_weights)
+    if kind == "classifier":
+        return ClassifierFeatures(classifier_path)
+    if kind == "auto":
+        if find_inception_weights(inception_weights) is not None:
+            return InceptionFeatures(inception_weights)
+        return ClassifierFeatures(classifier_path)
+    raise ResganError(f"evaluate.features: unknown extractor {kind!r}; use auto, inception or classifier")

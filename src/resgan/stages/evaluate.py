@@ -1,0 +1,187 @@
+"""The evaluate stage: score the samples, write DVC metrics and plots, log into the pipeline's MLflow
+run and register the generator (see :mod:`resgan.registry`).
+
+``metrics/eval.json`` holds the numbers (DVC metrics); lists (class histograms, notes) go to
+``plots/eval/``: ``classes.csv``/``classes.png`` (predicted classes of the samples beside the real
+class mix) and ``memorization.csv``/``memorization.png`` (each image's highest SSIM to any training
+image, for the samples and, as the reference, for the real test images).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resgan import io, tracking
+from resgan.config import Params
+from resgan.errors import ResganError
+
+
+def _load_samples(path: Path) -> np.ndarray:
+    try:
+        with np.load(path) as data:
+            return data["images"]
+    except FileNotFoundError:
+        raise ResganError(f"{path} not found: run the sample stage first (or pass --generator)") from None
+    except (OSError, ValueError, KeyError) as error:
+        raise ResganError(f"{path} is not a samples file: {error}") from None
+
+
+def _numbers(results: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _plots(plots_dir: Path, results: dict[str, Any], details: dict[str, Any], test_memo: np.ndarray | None) -> list[Path]:
+    """Class and memorization histograms as CSV (for `dvc plots`) and PNG (for people and MLflow)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    written: list[Path] = []
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    generated = results.get("class_histogram_generated")
+    if generated:
+        real = results.get("class_histogram_real") or [0] * len(generated)
+        frame = pd.DataFrame({"class": range(len(generated)),
+                              "generated": np.asarray(generated) / max(sum(generated), 1),
+                              "real": np.asarray(real) / max(sum(real), 1)})
+        io.write_bytes(plots_dir / "classes.csv", frame.to_csv(index=False).encode())
+        fig, ax = plt.subplots(figsize=(5, 3))
+        ax.bar(frame["class"] - 0.2, frame["generated"], width=0.4, label="generated (predicted)")
+        ax.bar(frame["class"] + 0.2, frame["real"], width=0.4, label="real (labels)")
+        ax.set(xlabel="class", ylabel="fraction", title="Class mix", xticks=list(frame["class"]))
+        ax.legend()
+        written += [plots_dir / "classes.csv", _save_figure(fig, plots_dir / "classes.png")]
+    memo = details.get("memorization_max_ssim")
+    if memo is not None:
+        bins = np.linspace(-1, 1, 41)
+        frame = pd.DataFrame({"ssim": bins[:-1], "generated": np.histogram(memo, bins)[0] / max(len(memo), 1)})
+        if test_memo is not None:
+            frame["real_test"] = np.histogram(test_memo, bins)[0] / max(len(test_memo), 1)
+        io.write_bytes(plots_dir / "memorization.csv", frame.to_csv(index=False).encode())
+        fig, ax = plt.subplots(figsize=(5, 3))
+        ax.hist(memo, bins=bins, alpha=0.6, density=True, label="generated")
+        if test_memo is not None:
+            ax.hist(test_memo, bins=bins, alpha=0.6, density=True, label="real test")
+        ax.set(xlabel="highest SSIM to any training image", ylabel="density", title="Memorization")
+        ax.legend()
+        written += [plots_dir / "memorization.csv", _save_figure(fig, plots_dir / "memorization.png")]
+        plt.close("all")
+    return written
+
+
+def _save_figure(fig, path: Path) -> Path:
+    with io.atomic_path(path, suffix=".png") as tmp:
+        fig.tight_layout()
+        fig.savefig(tmp, format="png", dpi=100)
+    return path
+
+
+def run(params: Params, samples_path: Path, data_dir: Path, classifier_path: Path, run_file: Path | None,
+        metrics_path: Path, plots_dir: Path, generator: str | None = None,
+        registration_path: Path | None = None) -> dict[str, Any]:
+    """Evaluate, write outputs, log to MLflow and register; return the results."""
+    from resgan.data.pipeline import load_split
+    from resgan.metrics.evaluation import evaluate_samples
+    from resgan.metrics.features import resolve_extractor
+    from resgan.metrics.registry import get_metric
+    from resgan.metrics.ssim import memorization
+
+    ep = params.evaluate
+    if generator:
+        from resgan.models import load_generator
+        from resgan.stages.sample import draw
+
+        samples = draw(load_generator(generator), params.sample.num, params.sample.seed, params.sample.batch_size)
+    else:
+        samples = _load_samples(samples_path)
+    train_images, train_labels = load_split(data_dir / "train.npz")
+    test_images, _ = load_split(data_dir / "test.npz")
+    needs_features = any(get_metric(m).needs_features for m in ep.metrics)
+    extractor = resolve_extractor(ep.features, classifier_path, ep.inception_weights) if needs_features else None
+    print(f"evaluating {len(samples)} samples with {extractor.name if extractor else 'no'} features", flush=True)
+    details: dict[str, Any] = {}
+    results = evaluate_samples(samples, train_images, test_images, extractor, ep, train_labels, details)
+    test_memo = None
+    if "memorization_max_ssim" in details:  # the real test split's figure: what "not memorized" looks like
+        rng = np.random.default_rng(ep.seed)
+        test_subset = test_images[np.sort(rng.choice(len(test_images), min(len(test_images), 1000), replace=False))]
+        test_reference = memorization(test_subset, train_images[: ep.max_real], ep.memorization_shortlist,
+                                      ep.memorization_threshold)
+        test_memo = test_reference["max_ssim"]
+        results["memorization_real_test_mean"] = float(test_reference["mean"])
+        results["memorization_real_test_fraction"] = float(test_reference["fraction"])
+
+    scalar = {k: v for k, v in results.items() if not isinstance(v, (list, dict))}
+    io.write_json(metrics_path, scalar)
+    plot_files = _plots(plots_dir, results, details, test_memo)
+    _print_table(results)
+
+    registration = None
+    if run_file is not None and str(run_file):
+        import mlflow
+
+        info = tracking.read_run_file(run_file)
+        retries = params.mlflow.tracking_retries
+        with tracking.resume_run(run_file, params.mlflow.experiment):
+            tracking.retry(lambda: mlflow.log_params({f"evaluate.{k}": (",".join(v) if isinstance(v, tuple) else v)
+                                                      for k, v in ep.model_dump().items()}), "log params", retries)
+            tracking.retry(lambda: mlflow.log_metrics({f"eval/{k}": v for k, v in _numbers(results).items()}),
+                           "log metrics", retries)
+            tracking.retry(lambda: mlflow.set_tag("feature_extractor", str(results.get("features"))), "tag", retries)
+            for path in [metrics_path, *plot_files]:
+                tracking.retry(lambda p=path: mlflow.log_artifact(str(p), "eval"), f"log {path.name}", retries)
+            if results.get("features") and info.get("model_uri"):
+                registration = _register(params, info, results)
+                tracking.retry(lambda: mlflow.set_tags({"registered_version": str(registration.version),
+                                                        "registry_decision": registration.decision}),
+                               "tag registration", retries)
+    if registration_path is not None:
+        io.write_json(registration_path, registration.as_dict() if registration else {"registered": False})
+    return results
+
+
+def _register(params: Params, info: dict[str, Any], results: dict[str, Any]):
+    from resgan import registry
+    from resgan.metrics.registry import result_key
+
+    metric = params.mlflow.champion_metric
+    key = result_key(metric, str(results["features"]))
+    summary_tags = {"feature_extractor": str(results["features"])}
+    run_tags = _run_tags(info["run_id"])
+    for name in ("data_hash", "git_commit", "dvc_exp_name"):
+        if name in run_tags:
+            summary_tags[name] = run_tags[name]
+    outcome = registry.register(info["model_uri"], params.mlflow.registered_model, metric, key, results,
+                                summary_tags, run_id=info["run_id"])
+    print(f"registered {outcome.name} v{outcome.version} aliases {', '.join(outcome.aliases)}: {outcome.decision}",
+          flush=True)
+    return outcome
+
+
+def _run_tags(run_id: str) -> dict[str, str]:
+    from mlflow import MlflowClient
+
+    return dict(MlflowClient().get_run(run_id).data.tags)
+
+
+def _print_table(results: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="evaluation", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in results.items():
+        if isinstance(value, float) and not key.startswith("time_"):
+            table.add_row(key, f"{value:.4g}")
+    Console().print(table)
+    if results.get("notes"):
+        for note in results["notes"]:
+            print(f"note: {note}")
+    print(json.dumps({k: v for k, v in results.items() if k.startswith("time_")}))
