@@ -1,0 +1,105 @@
+"""The whole pipeline, run by the real `dvc` in a temporary git repository, read back from MLflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+TINY = {
+    "prepare": {"image_size": 16, "max_images": 400},
+    "classifier": {"epochs": 2, "width": 8, "feature_dim": 16},
+    "model": {"latent_dim": 16, "width": 8},
+    "train": {"steps": 8, "batch_size": 16, "log_every": 2, "sample_every": 4, "checkpoint_every": 4},
+    "sample": {"num": 200, "grid": 16},
+    "evaluate": {"kid_subset_size": 50, "kid_subsets": 10, "ssim_pairs": 50},
+}
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A copy of the project (pipeline, params, code) as a fresh git + DVC repository."""
+    repo = tmp_path / "project"
+    repo.mkdir()
+    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, repo / name)
+    shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(ROOT / "data" / "raw", repo / "data" / "raw")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    env.pop("MLFLOW_TRACKING_URI", None)  # the default: <root>/mlflow.db, as a user gets it
+    _run(["git", "init", "-q"], repo, env)
+    _run(["dvc", "init", "-q"], repo, env)
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "project"], repo, env)
+    return repo, env
+
+
+@pytest.mark.slow
+def test_repro_runs_every_stage_tracks_one_run_and_registers_a_champion(project):
+    repo, env = project
+    _run(["dvc", "repro"], repo, env)
+
+    for output in ("data/prepared/train.npz", "models/classifier.keras", "models/generator.keras",
+                   "samples/samples.npz", "samples/grid.png", "metrics/eval.json", "plots/train.csv",
+                   "plots/eval/classes.png", "plots/eval/memorization.csv"):
+        assert (repo / output).exists(), output
+    assert (repo / "mlflow.db").exists() and (repo / "mlruns").is_dir()
+    samples = __import__("numpy").load(repo / "samples/samples.npz")["images"]
+    assert samples.shape == (200, 16, 16, 1) and samples.dtype.name == "uint8"
+
+    evaluation = json.loads((repo / "metrics/eval.json").read_text())
+    assert evaluation["features"] == "classifier"
+    assert evaluation["fid_classifier"] > evaluation["fid_classifier_floor"] >= 0  # 8 steps: far from real
+    assert evaluation["n_generated"] == 200
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    run_id = json.loads((repo / "models/mlflow_run.json").read_text())["run_id"]
+    runs = client.search_runs([client.get_experiment_by_name("resgan").experiment_id])
+    assert [r.info.run_id for r in runs] == [run_id]  # train, sample and evaluate share one run
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.steps"] == "8" and run.data.params["sample.num"] == "200"
+    assert run.data.metrics["eval/fid_classifier"] == pytest.approx(evaluation["fid_classifier"])
+    history = client.get_metric_history(run_id, "loss/d")
+    assert [m.step for m in history] == [2, 4, 6, 8]
+    version = client.get_model_version_by_alias("resgan", "champion")
+    assert str(version.version) == "1" and version.run_id == run_id
+    assert set(client.get_registered_model("resgan").aliases) == {"champion", "candidate"}
+    assert float(version.tags["eval/fid_classifier"]) == pytest.approx(evaluation["fid_classifier"])
+
+    again = _run(["dvc", "repro"], repo, env)
+    assert "Data and pipelines are up to date." in again.stdout
+
+    # An experiment with more steps: a new run, a new version; candidate moves to it.
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "first run"], repo, env)
+    _run(["dvc", "exp", "run", "-S", "train.steps=16"], repo, env)
+    runs = client.search_runs([run.info.experiment_id])
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert str(client.get_model_version_by_alias("resgan", "candidate").version) == "2"
+    new_fid = float(client.get_model_version("resgan", "2").tags["eval/fid_classifier"])
+    champion = str(client.get_model_version_by_alias("resgan", "champion").version)
+    assert champion == ("2" if new_fid < evaluation["fid_classifier"] else "1")
