@@ -41,8 +41,9 @@ def evaluate_samples(samples: np.ndarray, train_images: np.ndarray, test_images:
     ``params.max_real`` train images (seeded by ``params.seed``); the test split (capped alike)
     gives each metric's noise floor: the same metric between real train and real test images.
     ``extractor`` (see :mod:`resgan.metrics.features`) may be None when only ``ssim`` is asked
-    for. Only ``params.metrics`` are computed. ``train_labels``, when known, give the real class
-    histogram beside the generated one. Pass a dict as ``details`` to receive per-sample arrays
+    for. Only ``params.metrics`` are computed. With the domain classifier (``extractor.data_classes``)
+    the generated images' predicted-class histogram is reported, and with ``train_labels`` the
+    real one beside it. Pass a dict as ``details`` to receive per-sample arrays
     (``memorization_max_ssim``, ``memorization_nearest``, ``predicted_class``) for plots.
 
     Result keys, with ``<e>`` the extractor's name (``classifier`` / ``inception``):
@@ -53,11 +54,15 @@ def evaluate_samples(samples: np.ndarray, train_images: np.ndarray, test_images:
     ``class_histogram_generated`` (predicted-class counts), ``class_histogram_real`` and
     ``class_tv_distance`` (with ``train_labels``); ``n_generated``, ``n_real_reference``,
     ``n_real_test``, ``reference_split``, ``features``, ``notes`` (what was skipped and why) and
-    ``time_<part>_s`` for features, each metric and the total.
+    ``time_<part>_s`` for features, each metric (``time_ssim_s`` includes ``time_memorization_s``)
+    and the total. Memorization compares the samples with every train image, not only the
+    ``max_real`` subset: a copy of any training image counts.
     """
     total_start = time.perf_counter()
     samples, train_images, test_images = np.asarray(samples), np.asarray(train_images), np.asarray(test_images)
     _check_sets(samples, train_images, test_images)
+    if train_labels is not None and len(train_labels) != len(train_images):
+        raise MetricError(f"evaluate: {len(train_labels)} train labels for {len(train_images)} train images")
     specs = [get_metric(name) for name in params.metrics]
     needs_features = any(spec.needs_features for spec in specs)
     if needs_features and extractor is None:
@@ -67,7 +72,7 @@ def evaluate_samples(samples: np.ndarray, train_images: np.ndarray, test_images:
     real, real_labels = _cap(train_images, train_labels, params.max_real, np.random.default_rng(seeds[0]))
     test, _ = _cap(test_images, None, params.max_real, np.random.default_rng(seeds[1]))
     ctx = EvalContext(params=params, extractor_name=extractor.name if needs_features else None,
-                      images={"generated": samples, "real": real, "test": test})
+                      images={"generated": samples, "real": real, "test": test}, train_images=train_images)
     results: dict = {
         "n_generated": int(len(samples)),
         "n_real_reference": int(len(real)),
@@ -85,7 +90,8 @@ def evaluate_samples(samples: np.ndarray, train_images: np.ndarray, test_images:
                 ctx.features[name], ctx.probs[name] = extractor(images, params.batch_size)
         results["time_features_s"] = time.perf_counter() - start
         generated_probs = ctx.probs.get("generated")
-        if generated_probs is not None:
+        # A class histogram means something only over the data's own classes (not ImageNet's).
+        if generated_probs is not None and getattr(extractor, "data_classes", False):
             predicted = generated_probs.argmax(axis=1)
             num_classes = generated_probs.shape[1]
             histogram = np.bincount(predicted, minlength=num_classes)

@@ -3,6 +3,7 @@
 Both share one interface::
 
     extractor.name                       # "classifier" or "inception": goes into every metric name
+    extractor.data_classes               # True when probs are over the data's classes (the classifier)
     features, probs = extractor(images_uint8, batch_size)
     # features: float64 (N, D); probs: float64 (N, K) class probabilities, or None
 
@@ -30,15 +31,17 @@ INCEPTION_CACHE_FILES = (
 )
 INCEPTION_HELP = (
     "InceptionV3 ImageNet weights are needed for evaluate.features=inception. Download them once "
-    "where there is internet (e.g. run `python -c \"import keras; keras.applications.InceptionV3()\"`, "
-    "or fetch {name} from https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/), "
-    "then put the file in Keras' cache ({cache}) or set evaluate.inception_weights to its path; "
-    "or use evaluate.features=classifier."
+    "where there is internet: `python -c \"import keras; keras.applications.InceptionV3()\"` puts "
+    f"{INCEPTION_CACHE_FILES[0]} (with the classification head, which the inception score needs) in "
+    f"Keras' cache; {INCEPTION_CACHE_FILES[1]} (features only) works too; both are at "
+    "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/. Copy the file into "
+    "Keras' cache ({cache}) or set evaluate.inception_weights to its path; or use evaluate.features=classifier."
 )
 
 
 class Extractor(Protocol):
     name: str
+    data_classes: bool  # whether probs are over the prepared data's own classes (not ImageNet's)
 
     def __call__(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]: ...
 
@@ -86,6 +89,7 @@ class ClassifierFeatures:
     """Features from the domain classifier: its ``features`` layer and its softmax probabilities."""
 
     name = "classifier"
+    data_classes = True
 
     def __init__(self, model_path: str | Path):
         import keras
@@ -143,7 +147,7 @@ def find_inception_weights(weights_path: str | Path = "") -> Path | None:
         path = Path(weights_path).expanduser()
         if not path.is_file():
             raise ResganError(f"evaluate.inception_weights: {path} not found. "
-                              + INCEPTION_HELP.format(name=INCEPTION_CACHE_FILES[1], cache=keras_cache_dirs()[0]))
+                              + INCEPTION_HELP.format(cache=keras_cache_dirs()[0]))
         return path
     for folder in keras_cache_dirs():
         for name in INCEPTION_CACHE_FILES:
@@ -185,12 +189,13 @@ class InceptionFeatures:
     """
 
     name = "inception"
+    data_classes = False
 
     def __init__(self, weights_path: str | Path = ""):
         path = find_inception_weights(weights_path)
         if path is None:
             raise ResganError("no InceptionV3 weights found. "
-                              + INCEPTION_HELP.format(name=INCEPTION_CACHE_FILES[1], cache=keras_cache_dirs()[0]))
+                              + INCEPTION_HELP.format(cache=keras_cache_dirs()[0]))
         import keras
         import tensorflow as tf
 

@@ -29,13 +29,15 @@ class EvalContext:
     """What a metric function sees: the images, their features and a place for notes.
 
     ``images``/``features``/``probs`` are keyed by set: ``generated``, ``real`` (the reference
-    subset of the train split) and ``test`` (the held-out split, for noise floors). ``features``
+    subset of the train split, at most ``max_real`` images) and ``test`` (the held-out split, for
+    noise floors); ``train_images`` is the whole train split. ``features``
     and ``probs`` hold only the sets that were extracted; ``probs`` values may be None.
     """
 
     params: EvaluateParams
     extractor_name: str | None
     images: dict[str, np.ndarray]
+    train_images: np.ndarray | None = None  # the whole train split (memorization checks all of it)
     features: dict[str, np.ndarray] = field(default_factory=dict)
     probs: dict[str, np.ndarray | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -146,7 +148,8 @@ def _ssim(ctx: EvalContext) -> dict[str, float]:
     out = {"ssim_diversity_generated": ssim_diversity(images["generated"], p.ssim_pairs, ctx.rng("ssim_generated")),
            "ssim_diversity_real": ssim_diversity(images["real"], p.ssim_pairs, ctx.rng("ssim_real"))}
     start = time.perf_counter()
-    memo = memorization(images["generated"], images["real"], p.memorization_shortlist, p.memorization_threshold)
+    train = ctx.train_images if ctx.train_images is not None else images["real"]
+    memo = memorization(images["generated"], train, p.memorization_shortlist, p.memorization_threshold)
     out.update({"memorization_mean": memo["mean"], "memorization_median": memo["median"],
                 "memorization_p95": memo["p95"], "memorization_fraction": memo["fraction"],
                 "time_memorization_s": time.perf_counter() - start})

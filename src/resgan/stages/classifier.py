@@ -52,6 +52,11 @@ def run(params: ClassifierParams, data_dir: Path, model_path: Path, metrics_path
     if test_images.shape[1:] != train_images.shape[1:]:
         raise ResganError(f"train and test images differ in shape: {train_images.shape[1:]} vs {test_images.shape[1:]}")
     train_labels, test_labels = train_labels.astype(np.int64), test_labels.astype(np.int64)
+    # Images outside any class folder carry label -1: the classifier learns from the labelled ones.
+    train_images, train_labels = train_images[train_labels >= 0], train_labels[train_labels >= 0]
+    test_images, test_labels = test_images[test_labels >= 0], test_labels[test_labels >= 0]
+    if len(train_images) == 0 or len(test_images) == 0:
+        raise ResganError("the domain classifier needs labelled images in both splits")
     num_classes = len(class_names) if class_names else int(max(train_labels.max(), test_labels.max())) + 1
     if num_classes < 2:
         raise ResganError("the domain classifier needs at least 2 classes in the prepared data")

@@ -111,7 +111,7 @@ def run(params: Params, samples_path: Path, data_dir: Path, classifier_path: Pat
     if "memorization_max_ssim" in details:  # the real test split's figure: what "not memorized" looks like
         rng = np.random.default_rng(ep.seed)
         test_subset = test_images[np.sort(rng.choice(len(test_images), min(len(test_images), 1000), replace=False))]
-        test_reference = memorization(test_subset, train_images[: ep.max_real], ep.memorization_shortlist,
+        test_reference = memorization(test_subset, train_images, ep.memorization_shortlist,
                                       ep.memorization_threshold)
         test_memo = test_reference["max_ssim"]
         results["memorization_real_test_mean"] = float(test_reference["mean"])
