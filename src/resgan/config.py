@@ -255,5 +255,12 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ParamsError(f"params: {path} is not valid YAML: {error}") from None
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise ParamsError(f"params: {path} is not valid YAML{line}: {getattr(error, 'problem', None) or error}") from None
+    if isinstance(raw, dict):
+        missing = [name for name in SECTIONS if name not in raw]
+        if missing:  # DVC reads these sections too: a stage whose section is absent cannot run
+            raise ParamsError(f"params: {path} has no section {missing[0]!r} "
+                              f"(every file needs {', '.join(SECTIONS)})")
     return parse_params(raw)
