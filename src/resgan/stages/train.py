@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from resgan import io, tracking
+from resgan import io, serving, tracking
 from resgan.config import Params
 from resgan.errors import ResganError
 
@@ -104,8 +104,11 @@ def _export_generator(gan, path: Path) -> Any:
     return model
 
 
-def _finite(figures: dict[str, float]) -> str | None:
-    bad = [k for k, v in figures.items() if not math.isfinite(v)]
+def _finite(figures: dict[str, float], loss_scaled: bool = False) -> str | None:
+    """The non-finite figures, or None. Under dynamic loss scaling (mixed_float16) a non-finite gradient
+    is expected: the optimizer skips that update and lowers the scale, so only the other figures count."""
+    bad = [k for k, v in figures.items()
+           if not math.isfinite(v) and not (loss_scaled and k.startswith("grad_norm"))]
     return ", ".join(f"{k}={figures[k]}" for k in bad) or None
 
 
@@ -214,7 +217,7 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
             step += 1
             window_steps += 1
             figures = {k: float(v) for k, v in out.items()}
-            bad = _finite(figures)
+            bad = _finite(figures, loss_scaled=precision == "mixed_float16")
             if bad:
                 fail(f"non-finite {bad} at step {step}")
             is_last = step == tp.steps
@@ -246,6 +249,17 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
         if chief and active is not None:
             mlflow.end_run(status="KILLED")
         raise
+    except Exception as error:
+        # Any other error: mark the run FAILED (left active, MLflow's exit handler would end it FINISHED).
+        # fail() has already ended the run for a divergence. Best effort: the store may be what failed.
+        if chief and mlflow.active_run() is not None:
+            for close in (lambda: mlflow.set_tag("failure_reason", f"{type(error).__name__}: {error}"[:5000]),
+                          lambda: mlflow.end_run(status="FAILED")):
+                try:
+                    close()
+                except Exception:  # never hide the original error behind a tracking one
+                    pass
+        raise
     finally:
         progress.close()
     wall = time.perf_counter() - wall_start
@@ -258,11 +272,10 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
     exported = _export_generator(gan, generator_path)
     model_uri = record.get("model_uri")
     if not model_uri or start < step:
-        z = grid_latents[:8]
-        signature = mlflow.models.infer_signature(z, generate(exported, z).astype(np.float32))
+        # Keras-native model whose pyfunc answers seeds with images (signature: resgan.serving.seed_signature).
         requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
-        logged = tracking.retry(lambda: mlflow.keras.log_model(
-            exported, name="generator", signature=signature, pip_requirements=requirements), "log model", retries)
+        logged = tracking.retry(lambda: serving.log_model(
+            exported, name="generator", pip_requirements=requirements), "log model", retries)
         model_uri = logged.model_uri
         checkpoint.save(ckpt_dir, gan, {"run_id": run_id, "history": history, "key": key, "model_uri": model_uri})
     last = history[-1] if history else {}

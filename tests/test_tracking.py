@@ -1,0 +1,280 @@
+"""MLflow plumbing: where the store is, failing fast and retrying, run records, and the train stage
+talking to a real ``mlflow server`` on 127.0.0.1 over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+import mlflow
+import pytest
+
+from resgan import tracking
+from resgan.errors import ResganError
+from resgan.tracking import TrackingError
+
+
+@pytest.fixture(autouse=True)
+def _forget_mlflow_uri(monkeypatch):
+    """``tracking.setup`` calls ``mlflow.set_tracking_uri``; forget it before ``monkeypatch`` restores the env."""
+    yield
+    if mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def no_env(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ---- where the store is --------------------------------------------------------------------------
+
+def test_env_tracking_uri_wins_over_everything(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    assert tracking.tracking_uri() == "http://127.0.0.1:5999"
+    assert tracking.tracking_uri(root=tmp_path) == "http://127.0.0.1:5999"
+
+
+def test_dvc_root_wins_over_the_repo_around_the_working_directory(tmp_path, monkeypatch, no_env):
+    repo, copy = tmp_path / "repo", tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "run1"
+    copy.mkdir(parents=True)
+    (repo / "dvc.yaml").write_text("stages: {}\n")
+    (copy / "dvc.yaml").write_text("stages: {}\n")  # a queued experiment runs in a copy of the repo
+    monkeypatch.chdir(copy)
+    assert tracking.project_root() == copy.resolve()
+    monkeypatch.setenv("DVC_ROOT", str(repo))
+    assert tracking.project_root() == repo.resolve()
+    assert tracking.tracking_uri() == f"sqlite:///{repo.resolve()}/mlflow.db"
+
+
+def test_root_is_the_nearest_folder_with_dvc_yaml_or_git(tmp_path, monkeypatch, no_env):
+    outer, inner = tmp_path / "outer", tmp_path / "outer" / "inner"
+    deep = inner / "src" / "pkg"
+    deep.mkdir(parents=True)
+    (outer / ".git").mkdir()
+    monkeypatch.chdir(deep)
+    assert tracking.project_root() == outer.resolve()
+    assert tracking.tracking_uri() == f"sqlite:///{outer.resolve()}/mlflow.db"
+    (inner / "dvc.yaml").write_text("stages: {}\n")
+    assert tracking.project_root() == inner.resolve()
+    assert tracking.project_root(start=outer) == outer.resolve()
+
+
+def test_without_markers_the_working_directory_is_the_root(tmp_path, monkeypatch, no_env):
+    here = tmp_path / "plain"
+    here.mkdir()
+    if any((p / "dvc.yaml").exists() or (p / ".git").exists() for p in here.resolve().parents):
+        pytest.skip("the temporary folder sits inside a repository")
+    monkeypatch.chdir(here)
+    assert tracking.project_root() == here.resolve()
+
+
+def test_setup_creates_the_experiment_with_artifacts_in_root_mlruns(tmp_path, monkeypatch, no_env):
+    root = tmp_path / "project"
+    monkeypatch.setenv("DVC_ROOT", str(root))
+    monkeypatch.chdir(tmp_path)
+    experiment_id = tracking.setup("resgan-test")
+    assert (root / "mlflow.db").is_file()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root.resolve()}/mlflow.db")
+    experiment = client.get_experiment(experiment_id)
+    assert experiment.name == "resgan-test"
+    assert experiment.artifact_location == (root.resolve() / "mlruns").as_uri()
+    assert tracking.setup("resgan-test") == experiment_id  # found, not created twice
+    assert [e.name for e in client.search_experiments()].count("resgan-test") == 1
+
+
+# ---- failing fast and retrying -------------------------------------------------------------------
+
+def test_check_reachable_on_a_closed_port_raises_a_readable_tracking_error():
+    uri = f"http://127.0.0.1:{free_port()}"  # bound then released: nothing listens there
+    with pytest.raises(TrackingError) as error:
+        tracking.check_reachable(uri, timeout=5)
+    message = str(error.value)
+    assert message.startswith(f"MLflow tracking server at {uri} is unreachable (")
+    assert "refused" in message.lower()
+    assert "unset MLFLOW_TRACKING_URI" in message
+    assert isinstance(error.value, ResganError)
+    tracking.check_reachable("sqlite:///nowhere/mlflow.db")  # not a server: nothing to check
+
+
+def test_setup_fails_fast_when_the_server_is_down(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(TrackingError, match="unreachable"):
+        tracking.setup("resgan")
+
+
+def test_retry_retries_then_succeeds(capsys):
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError("store down")
+        return "logged"
+
+    assert tracking.retry(flaky, "log metrics", retries=3, first_wait=0.0) == "logged"
+    assert len(calls) == 3
+    err = capsys.readouterr().err
+    assert err.count("MLflow: log metrics failed (ConnectionError); retrying") == 2
+
+
+def test_retry_gives_up_with_a_tracking_error_after_retries_plus_one_attempts():
+    calls = []
+
+    def down():
+        calls.append(1)
+        raise OSError("connection reset")
+
+    with pytest.raises(TrackingError, match=r"MLflow: log params failed after 3 attempts: connection reset"):
+        tracking.retry(down, "log params", retries=2, first_wait=0.0)
+    assert len(calls) == 3
+    with pytest.raises(TrackingError, match="after 1 attempts"):
+        tracking.retry(down, "log params", retries=0)
+
+
+# ---- run records and tags ------------------------------------------------------------------------
+
+def test_run_tags_carry_data_hash_and_dvc_experiment(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-1234")
+    tags = tracking.run_tags({"data_hash": "abc"}, root=tmp_path)  # tmp_path is no git repo
+    assert tags == {"dvc_exp_name": "exp-1234", "data_hash": "abc"}
+    monkeypatch.delenv("DVC_EXP_NAME")
+    assert tracking.run_tags(None, root=tmp_path) == {}
+
+
+def test_read_run_file_errors_name_the_file(tmp_path):
+    missing = tmp_path / "models" / "mlflow_run.json"
+    with pytest.raises(ResganError, match=r"mlflow_run.json not found: run the train stage first"):
+        tracking.read_run_file(missing)
+    missing.parent.mkdir()
+    missing.write_text("{not json")
+    with pytest.raises(ResganError, match="is not a readable run record"):
+        tracking.read_run_file(missing)
+    missing.write_text(json.dumps({"model_uri": "models:/m-1"}))
+    with pytest.raises(ResganError, match="holds no run_id"):
+        tracking.read_run_file(missing)
+
+
+def test_resume_run_continues_the_recorded_run(tmp_path, monkeypatch):
+    experiment_id = tracking.setup("resgan")
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_param("train.steps", 4)
+    run_file = tmp_path / "mlflow_run.json"
+    run_file.write_text(json.dumps({"run_id": run.info.run_id}))
+    with tracking.resume_run(run_file, "resgan") as resumed:
+        assert resumed.info.run_id == run.info.run_id
+        mlflow.log_metric("eval/fid_classifier", 12.5)
+    client = mlflow.MlflowClient()
+    assert client.get_run(run.info.run_id).data.metrics["eval/fid_classifier"] == 12.5
+    assert len(client.search_runs([experiment_id])) == 1
+    run_file.write_text(json.dumps({"run_id": "0" * 32}))
+    with pytest.raises(TrackingError, match=f"cannot resume MLflow run {'0' * 32}"):
+        tracking.resume_run(run_file, "resgan")
+
+
+# ---- a real tracking server on 127.0.0.1 ---------------------------------------------------------
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """``mlflow server`` on a free 127.0.0.1 port with its own SQLite store and proxied artifacts."""
+    port = free_port()
+    store = tmp_path / "server"
+    store.mkdir()
+    log = open(store / "server.log", "wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{store}/mlflow.db", "--artifacts-destination", str(store / "artifacts"),
+         "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, (store / "server.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "mlflow server not healthy within 60 s"
+            time.sleep(0.5)
+        yield uri
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)  # the server and the workers it started
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+        log.close()
+
+
+def rest(uri: str, endpoint: str, **query) -> dict:
+    with urllib.request.urlopen(f"{uri}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(query)}", timeout=30) as r:
+        return json.loads(r.read())
+
+
+@pytest.mark.slow
+def test_train_stage_logs_to_a_tracking_server(tmp_path, monkeypatch, mlflow_server):
+    import keras
+    import numpy as np
+
+    from conftest import tiny_params
+    from resgan.models import load_generator
+    from resgan.stages import train
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    tracking.check_reachable(mlflow_server)  # healthy: no error
+    project = tmp_path / "project"
+    data = project / "data"
+    data.mkdir(parents=True)
+    images = np.random.default_rng(0).integers(0, 256, size=(24, 16, 16, 1), dtype=np.uint8)
+    np.savez(data / "train.npz", images=images)
+    (data / "summary.json").write_text(json.dumps({"data_hash": "feedbeef"}))
+    (project / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(project)
+    params = tiny_params(train={"steps": 3, "log_every": 1, "sample_every": 3, "checkpoint_every": 3})
+    try:
+        figures = train.run(params, params_path=project / "params.yaml", data_dir=data,
+                            models_dir=project / "models", checkpoint_dir=project / "checkpoints",
+                            metrics_path=project / "metrics.json", plots_path=project / "train.csv")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert figures["steps"] == 3
+    info = json.loads((project / "models" / "mlflow_run.json").read_text())
+    assert info["tracking_uri"] == mlflow_server
+    assert not (project / "mlflow.db").exists() and not (project / "mlruns").exists()  # all went to the server
+
+    run = rest(mlflow_server, "runs/get", run_id=info["run_id"])["run"]
+    assert run["info"]["status"] == "FINISHED"
+    params_logged = {p["key"]: p["value"] for p in run["data"]["params"]}
+    assert params_logged["train.lr_g"] == "0.0002" and params_logged["model.width"] == "8"
+    assert {t["key"]: t["value"] for t in run["data"]["tags"]}["data_hash"] == "feedbeef"
+    history = rest(mlflow_server, "metrics/get-history", run_id=info["run_id"], metric_key="loss/d")["metrics"]
+    assert sorted(m["step"] for m in history) == [1, 2, 3]
+    csv_loss = [float(line.split(",")[1]) for line in (project / "train.csv").read_text().splitlines()[1:]]
+    assert [m["value"] for m in sorted(history, key=lambda m: m["step"])] == pytest.approx(csv_loss, rel=1e-12)
+    # The artifacts went through the server's proxy into --artifacts-destination.
+    artifacts = rest(mlflow_server, "artifacts/list", run_id=info["run_id"], path="images")["files"]
+    assert any(f["path"].startswith("images/samples+step+3+") and f["path"].endswith(".png") for f in artifacts)
+    assert list((tmp_path / "server" / "artifacts").rglob("*.keras"))
+    model = load_generator(info["model_uri"])
+    assert tuple(model(np.zeros((2, 16), np.float32)).shape) == (2, 16, 16, 1)
