@@ -111,6 +111,145 @@ def evaluate(
         metrics_path=metrics, plots_dir=plots, generator=generator, registration_path=registration)
 
 
+# ---------------------------------------------------------------- sampling tools
+
+ModelOpt = Annotated[Optional[str], typer.Option(
+    "--model", "-m", help="The generator: models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/generator, "
+    "a logged-model id (m-...), or a local .keras file. Default: models:/<mlflow.registered_model>@champion.")]
+ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Replace an existing output.")]
+TruncationOpt = Annotated[Optional[float], typer.Option(
+    help="Truncation trick: redraw latent values beyond +-T (T > 0; smaller is tamer and less varied).")]
+
+
+def _quiet_mlflow() -> None:
+    """No artifact download bars or INFO chatter from MLflow on the command line."""
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+
+def _mlflow_param(params: Path, key: str, default: str) -> str:
+    """``mlflow.<key>`` from the params file, read leniently: a missing or broken file gives ``default``
+    (a typo in another section must not stop a registry command)."""
+    try:
+        import yaml
+
+        value = yaml.safe_load(params.read_text(encoding="utf-8")).get("mlflow", {}).get(key)
+    except Exception:  # no params file, unreadable YAML, not a mapping
+        return default
+    return value if isinstance(value, str) and value else default
+
+
+def _registered_name(params: Path) -> str:
+    return _mlflow_param(params, "registered_model", "resgan")
+
+
+def _model_ref(model: Optional[str], params: Path) -> str:
+    return model or f"models:/{_registered_name(params)}@champion"
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option("--out", "-o", help="grid.png (a grid), images.npz (uint8 NHWC + seed), "
+                                      "or a folder (no suffix) of 000000.png, 000001.png, ...")],
+    model: ModelOpt = None,
+    num: Annotated[int, typer.Option("--num", "-n", help="How many images (1 to 1,000,000).")] = 64,
+    seed: Annotated[int, typer.Option(help="Latent seed: the same seed gives the same pixels.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Images per generator call.")] = 256,
+    truncation: TruncationOpt = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="grid | folder | npz (default: from --out's suffix).")] = None,
+    columns: Annotated[Optional[int], typer.Option(help="Grid columns (default: near square).")] = None,
+    force: ForceOpt = False,
+    params: Annotated[Path, typer.Option("--params", "-p", help="Where the default model name is read from.")] = Path("params.yaml"),
+) -> None:
+    """Draw images from a trained or registered generator into a grid PNG, a folder of PNGs or an .npz."""
+    _quiet_mlflow()
+    from resgan.generate import generate as run
+
+    result = run(_model_ref(model, params), out, num=num, seed=seed, batch_size=batch_size, truncation=truncation,
+                 fmt=fmt, force=force, columns=columns)
+    print(result.line())
+
+
+@app.command()
+def interpolate(
+    out: Annotated[Path, typer.Option("--out", "-o", help="walk.png (a grid, one row per pair of seeds) or walk.gif (animated).")],
+    seeds: Annotated[str, typer.Option(help="Seeds to walk through, comma-separated (e.g. 1,5,9).")] = "0,1",
+    steps: Annotated[int, typer.Option(help="Images per pair of seeds, both ends included (2 to 1000).")] = 8,
+    model: ModelOpt = None,
+    truncation: TruncationOpt = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="grid | gif (default: from --out's suffix).")] = None,
+    duration: Annotated[int, typer.Option(help="GIF: milliseconds per frame.")] = 100,
+    scale: Annotated[int, typer.Option(help="Enlarge every image by this integer factor (nearest neighbour).")] = 1,
+    force: ForceOpt = False,
+    params: Annotated[Path, typer.Option("--params", "-p", help="Where the default model name is read from.")] = Path("params.yaml"),
+) -> None:
+    """A spherical latent walk between seeds: the image of each seed is the first of `generate --seed`."""
+    _quiet_mlflow()
+    from resgan.generate import interpolate as run, parse_seeds
+
+    result = run(_model_ref(model, params), out, parse_seeds(seeds), steps=steps, truncation=truncation, fmt=fmt,
+                 force=force, duration_ms=duration, scale=scale)
+    print(result.line())
+
+
+# ---------------------------------------------------------------- the model registry
+
+models_app = typer.Typer(
+    name="models",
+    help="The MLflow Model Registry: list versions of the registered generator, show one, move an alias.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+app.add_typer(models_app, name="models")
+
+NameOpt = Annotated[Optional[str], typer.Option(
+    "--name", help="Registered model name (default: mlflow.registered_model from --params, else resgan).")]
+RegistryParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Where the default name is read from.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+@models_app.command("list")
+def models_list(name: NameOpt = None, params: RegistryParamsOpt = Path("params.yaml"), as_json: JsonOpt = False) -> None:
+    """Versions of the registered model: aliases, evaluation tags (eval/...), source run, creation time."""
+    _quiet_mlflow()
+    from resgan import registry_cli
+
+    registry_cli.list_versions(name or _registered_name(params), _champion_metric(params), as_json)
+
+
+@models_app.command("show")
+def models_show(
+    version: Annotated[str, typer.Argument(metavar="VERSION_OR_ALIAS", help="A version number or an alias (champion).")],
+    name: NameOpt = None, params: RegistryParamsOpt = Path("params.yaml"), as_json: JsonOpt = False,
+) -> None:
+    """One version: aliases, tags, source model and run, status."""
+    _quiet_mlflow()
+    from resgan import registry_cli
+
+    registry_cli.show_version(name or _registered_name(params), version, as_json)
+
+
+@models_app.command("promote")
+def models_promote(
+    version: Annotated[str, typer.Argument(metavar="VERSION", help="The version number (or an alias that points at it).")],
+    alias: Annotated[str, typer.Option(help="The alias to point at VERSION.")] = "champion",
+    name: NameOpt = None, params: RegistryParamsOpt = Path("params.yaml"),
+) -> None:
+    """Point ALIAS (default champion) at VERSION by hand, whatever the metrics say."""
+    _quiet_mlflow()
+    from resgan import registry_cli
+
+    registry_cli.promote(name or _registered_name(params), version, alias)
+
+
+def _champion_metric(params: Path) -> str:
+    return _mlflow_param(params, "champion_metric", "fid")
+
+
 def main() -> None:
     """Console entry point: expected errors become one line on stderr and a non-zero exit code."""
     import os

@@ -1,73 +1,162 @@
 """Loading generators safely: from a local ``.keras`` file or from any MLflow model URI.
 
 Models are always deserialized by Keras with ``safe_mode=True`` (no lambdas, no pickle); an MLflow
-URI is first downloaded as files, then loaded the same way.
+URI (``models:/name@alias``, ``models:/name/3``, ``runs:/<id>/generator``, a logged-model id
+``m-...``) is first downloaded as files into a temporary folder, then loaded the same way.
+:func:`model_file` does the fetching and the cheap checks without TensorFlow, so a wrong reference
+fails fast; :func:`load_generator` is fetch + load + "is it a generator?".
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
+import shutil
+import tempfile
 import zipfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from resgan.errors import ResganError
 
-MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "m-")
+MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
+LOGGED_MODEL_ID = re.compile(r"m-[0-9a-f]{32}")  # what MLflow 3 names a LoggedModel
 
 
-def _load_keras(path: Path):
+def is_mlflow_ref(ref: str | Path) -> bool:
+    """Whether ``ref`` names an MLflow model (URI or logged-model id) rather than a local file."""
+    text = str(ref)
+    if Path(text).exists():
+        return False
+    return text.startswith(MLFLOW_SCHEMES) or LOGGED_MODEL_ID.fullmatch(text) is not None
+
+
+def _check_keras_file(path: Path, name: str) -> None:
+    """Cheap checks before Keras (and TensorFlow) start: it exists and is a ``.keras`` archive."""
+    if not path.exists():
+        raise ResganError(f"{name} not found")
+    if not path.is_file() or not zipfile.is_zipfile(path) or not _is_keras_archive(path):
+        raise ResganError(f"{name} is not a Keras model file (.keras zip archive)")
+    if path.suffix != ".keras":
+        raise ResganError(f"{name} looks like a Keras model but Keras loads only files named *.keras: rename it")
+
+
+def _load_keras(path: Path, name: str | None = None):
+    """Deserialize a ``.keras`` file with safe_mode; ``name`` is what error messages call it."""
+    name = name or str(path)
+    _check_keras_file(path, name)
+
     import keras
 
     import resgan.nn.layers  # noqa: F401  (registers the custom layers)
 
-    if not path.exists():
-        raise ResganError(f"{path} not found")
-    if not zipfile.is_zipfile(path):
-        raise ResganError(f"{path} is not a Keras model file (.keras zip archive)")
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except ValueError as error:
         text = str(error)
         if "safe_mode" in text or "lambda" in text.lower():
-            raise ResganError(f"{path} holds arbitrary code (e.g. a Lambda layer) and is refused: "
+            raise ResganError(f"{name} holds arbitrary code (e.g. a Lambda layer) and is refused: "
                               "resgan loads models with Keras safe_mode") from None
-        raise ResganError(f"{path} cannot be loaded as a Keras model: {text.splitlines()[0]}") from None
-    except (OSError, KeyError, TypeError) as error:
-        raise ResganError(f"{path} cannot be loaded as a Keras model: {error}") from None
+        raise ResganError(f"{name} cannot be loaded as a Keras model: {_first_line(error)}") from None
+    except Exception as error:  # a zip that is no Keras archive raises KeyError, BadZipFile, JSON errors...
+        raise ResganError(f"{name} cannot be loaded as a Keras model: {_first_line(error)}") from None
 
 
-def _download(uri: str) -> Path:
-    """Download the files of an MLflow model URI (or logged-model id) and return the .keras file."""
+def _is_keras_archive(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return "config.json" in names and "metadata.json" in names
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _check_store(uri: str) -> None:
+    """A missing SQLite store is an error here: reading a model must not create an empty mlflow.db."""
+    from resgan import tracking
+
+    tracking.check_reachable(uri)
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        if not db.is_file():
+            raise ResganError(f"no MLflow store at {db}: train a model first, or set MLFLOW_TRACKING_URI "
+                              "to the store that holds it")
+
+
+def _download(uri: str, dst: Path) -> Path:
+    """Download the files of an MLflow model URI (or logged-model id) into ``dst``; return the .keras file."""
     import mlflow
 
     from resgan import tracking
 
-    tracking.check_reachable(tracking.tracking_uri())
-    mlflow.set_tracking_uri(tracking.tracking_uri())
-    if uri.startswith("m-"):
+    store = tracking.tracking_uri()
+    _check_store(store)
+    mlflow.set_tracking_uri(store)
+    if LOGGED_MODEL_ID.fullmatch(uri):
         uri = f"models:/{uri}"
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
     except Exception as error:  # MlflowException and friends: unknown model, alias or version
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ResganError(f"cannot resolve model {uri}: {message}") from None
+        raise ResganError(f"cannot resolve model {uri}: {_first_line(error)}") from None
+    return _keras_file(local, uri)
+
+
+def _keras_file(local: Path, ref: str) -> Path:
+    """The ``.keras`` file of a downloaded or local MLflow model folder."""
+    if local.is_file():
+        return local
     found = sorted(local.rglob("*.keras"))
     if not found:
-        raise ResganError(f"model {uri} holds no .keras file: it is not a resgan generator")
+        raise ResganError(f"model {ref} holds no .keras file: it is not a resgan generator")
     return found[0]
 
 
-def load_generator(ref: str | Path):
-    """A generator from a ``.keras`` path or an MLflow model URI; checks that it maps latents to images."""
+@contextlib.contextmanager
+def model_file(ref: str | Path) -> Iterator[Path]:
+    """The checked ``.keras`` file behind ``ref``: a local file, the one inside a local MLflow model
+    folder, or one downloaded from MLflow into a temporary folder that is removed on exit.
+
+    Needs no TensorFlow: a bad reference fails before Keras starts.
+    """
     text = str(ref)
-    path = _download(text) if text.startswith(MLFLOW_SCHEMES) else Path(text)
-    model = _load_keras(path)
+    if is_mlflow_ref(text):
+        tmp = Path(tempfile.mkdtemp(prefix="resgan-model-"))
+        try:
+            path = _download(text, tmp)
+            _check_keras_file(path, text)
+            yield path
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        path = Path(text)
+        path = _keras_file(path, text) if path.is_dir() else path
+        _check_keras_file(path, text)
+        yield path
+
+
+def generator_from_file(path: Path, name: str | None = None):
+    """Load a ``.keras`` file and check that it maps latents to images (``name`` for messages)."""
+    name = name or str(path)
+    model = _load_keras(path, name)
     inputs, outputs = model.inputs, model.outputs
     if len(inputs) != 1 or len(inputs[0].shape) != 2 or len(outputs) != 1 or len(outputs[0].shape) != 4:
-        raise ResganError(f"{ref} is not a generator: it maps {[tuple(i.shape) for i in inputs]} to "
+        raise ResganError(f"{name} is not a generator: it maps {[tuple(i.shape) for i in inputs]} to "
                           f"{[tuple(o.shape) for o in outputs]}, expected (batch, latent) -> (batch, H, W, C)")
     return model
+
+
+def load_generator(ref: str | Path):
+    """A generator from a ``.keras`` path, a local MLflow model folder or an MLflow model URI
+    (``models:/name@alias``, ``models:/name/3``, ``runs:/<id>/generator``, ``m-<id>``)."""
+    with model_file(ref) as path:
+        return generator_from_file(path, str(ref))
 
 
 def latent_dim(model) -> int:
@@ -75,14 +164,31 @@ def latent_dim(model) -> int:
 
 
 def latents(num: int, dim: int, seed: int, truncation: float | None = None) -> np.ndarray:
-    """``num`` standard-normal latents from ``seed``; with ``truncation`` values beyond +-t are redrawn."""
+    """``num`` standard-normal latents from ``seed``.
+
+    Row ``i`` depends only on ``(seed, i, dim, truncation)``: ``latents(10, ...)`` is the first ten
+    rows of ``latents(20, ...)``, so "the image of seed s" is row 0 whatever ``num`` is. With
+    ``truncation`` t, each value beyond +-t is replaced by a draw from the normal truncated to
+    [-t, t] (inverse CDF of a second stream, seeded ``[seed, 1]``, at the same position), so the
+    result is exactly truncated-normal and keeps the row property.
+    """
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((num, dim)).astype(np.float32)
-    if truncation is not None:
-        if truncation <= 0:
-            raise ResganError("--truncation must be positive")
-        outside = np.abs(z) > truncation
-        while outside.any():
-            z[outside] = rng.standard_normal(int(outside.sum())).astype(np.float32)
-            outside = np.abs(z) > truncation
+    if truncation is None:
+        return z
+    if not truncation > 0:
+        raise ResganError("--truncation must be positive")
+    from scipy.special import ndtr, ndtri
+
+    low = ndtr(-truncation)
+    spread = 1.0 - 2.0 * low
+    redraw = np.random.default_rng([seed, 1])
+    rows = max(1, 2**20 // max(dim, 1))  # bounded memory for a million latents
+    for start in range(0, num, rows):
+        block = z[start:start + rows]
+        uniform = redraw.random(block.shape)  # drawn for every position: row i's values depend on i only
+        outside = np.abs(block) > truncation
+        if outside.any():
+            block[outside] = ndtri(low + uniform[outside] * spread).astype(np.float32)
+    np.clip(z, -truncation, truncation, out=z)  # float32 rounding of a value at the edge
     return z

@@ -8,6 +8,7 @@ feature extractor. Numbers from different extractors are never compared.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -78,8 +79,14 @@ def register(model_uri: str, name: str, metric: str, metric_key: str, results: d
     if value is None:
         decision = f"{metric_key} was not computed, so champion stays"
         move = False
+    elif not math.isfinite(float(value)):  # a NaN champion could never be beaten (every comparison is False)
+        decision = f"{metric_key} is {value}: not comparable, so champion stays as it is"
+        move = False
     elif current is None or int(current.version) == number:
         decision, move = "no champion yet: this version becomes champion", True
+    elif previous_value is not None and not math.isfinite(previous_value):
+        decision = f"champion v{current.version}'s {metric_key} is {previous_value}: this version replaces it"
+        move = True
     elif previous_value is None:
         decision = (f"champion v{current.version} has no {metric_key} (another feature extractor?); "
                     f"it stays; promote by hand with `resgan models promote {number} --alias champion`")
