@@ -2,10 +2,25 @@
 
 One call of :meth:`GAN.train_step` is one generator update preceded by ``d_steps`` discriminator
 updates, each on its own real batch. It runs inside ``strategy.run`` so the same code serves one
-device, ``MirroredStrategy`` and ``MultiWorkerMirroredStrategy``: losses are averaged over the
-global batch with ``tf.nn.compute_average_loss`` and gradients are summed across replicas by the
-optimizer. Batch-norm statistics in the generator are per replica (Keras' default, documented in
-the README); the EMA update runs in cross-replica context so every replica holds the same average.
+device, ``MirroredStrategy`` and ``MultiWorkerMirroredStrategy``. What makes N replicas of B/N the
+same maths as one replica of B:
+
+- losses are averaged over the global batch with ``tf.nn.compute_average_loss``;
+- gradients are summed across replicas once, here (``all_reduce``), before the optimizer sees them,
+  so the reported gradient norms are those of the global gradient and every replica (and
+  ``LossScaleOptimizer``'s finite check) sees the same numbers; the optimizers do not reduce again;
+- latents for the whole global batch are drawn in cross-replica context from one counter-based
+  generator (same on every worker) and each replica takes its slice, so the latents do not depend
+  on the number of replicas;
+- the generator's batch norm is synchronized across replicas (global batch statistics, as
+  BigGAN's cross-replica BN) whenever there is more than one replica;
+- spectral normalization's power iteration depends on the weights only, so every replica computes
+  the same ``u`` and kernel; those variables aggregate with ``ONLY_FIRST_REPLICA``;
+- the EMA update runs in cross-replica context so every replica holds the same average.
+
+Per-replica randomness (DiffAugment, the gradient penalty's interpolation factors) comes from
+stateful ops: replicas of one process get distinct op seeds; workers of a multi-worker cluster get
+a graph seed offset by their worker index, or every worker would draw the same numbers.
 """
 
 from __future__ import annotations
@@ -47,10 +62,13 @@ def resolve_precision(precision: str) -> str:
 
 
 def make_strategy(distribute: str) -> tf.distribute.Strategy:
-    """``none``: the default strategy (one device); ``mirrored``: all local devices;
+    """``none``: the default strategy (one device); ``mirrored``: every local GPU, or every logical
+    CPU device when there is no GPU (see ``tf.config.set_logical_device_configuration``);
     ``multi_worker``: workers from the standard ``TF_CONFIG``."""
     if distribute == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        split_cpu(int(os.environ.get("RESGAN_CPU_DEVICES") or 0))
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
     if distribute == "multi_worker":
         if not os.environ.get("TF_CONFIG"):
             from resgan.errors import ResganError
@@ -58,6 +76,24 @@ def make_strategy(distribute: str) -> tf.distribute.Strategy:
             raise ResganError("train.distribute: multi_worker needs TF_CONFIG describing the cluster")
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def split_cpu(count: int) -> None:
+    """Split the CPU into ``count`` logical devices (``RESGAN_CPU_DEVICES``, for trying ``mirrored``
+    without GPUs); nothing for ``count`` < 2 or when there are GPUs. Must run before TensorFlow
+    initialises its devices."""
+    if count < 2 or tf.config.list_physical_devices("GPU"):
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    if len(tf.config.get_logical_device_configuration(cpu) or []) == count:
+        return
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError as error:
+        from resgan.errors import ResganError
+
+        raise ResganError(f"RESGAN_CPU_DEVICES={count}: TensorFlow's devices are already initialised "
+                          f"({error})") from None
 
 
 @dataclass(frozen=True)
@@ -91,20 +127,31 @@ class GAN:
             self.g_optimizer.build(self.generator.trainable_variables)
             self.d_optimizer.build(self.discriminator.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-            # Latents come from a counter-based generator whose state is checkpointed with the weights.
-            self.rng = tf.random.Generator.from_seed(train.seed)
+        _first_replica_writes(self.discriminator)
+        # Latents come from a counter-based generator whose state is checkpointed with the weights.
+        # Made outside the strategy's scope on purpose: one stream per process, the same on every
+        # worker, drawn for the global batch in cross-replica context (see ``_step``).
+        self.rng = tf.random.Generator.from_seed(train.seed)
+        replicas = self.strategy.num_replicas_in_sync
+        if self.global_batch_size % replicas:
+            from resgan.errors import ResganError
+
+            raise ResganError(f"train.batch_size {self.global_batch_size} must be a multiple of the "
+                              f"{replicas} replicas")
         self.copy_to_ema()
         self._compiled = None
 
     def _build_generator(self, name: str = "generator") -> keras.Model:
+        # More than one replica: batch statistics over the global batch (an all-reduce per BN layer).
         g = build_generator(latent_dim=self.model_params.latent_dim, width=self.model_params.width,
                             image_size=self.shapes.image_size, channels=self.shapes.channels,
-                            blocks_per_resolution=self.model_params.blocks_per_resolution)
+                            blocks_per_resolution=self.model_params.blocks_per_resolution,
+                            synchronized_bn=self.strategy.num_replicas_in_sync > 1)
         g.name = name
         return g
 
     def _adam(self, lr: float, beta1: float, beta2: float, name: str) -> keras.optimizers.Optimizer:
-        optimizer = keras.optimizers.Adam(learning_rate=lr, beta_1=beta1, beta_2=beta2, name=name)
+        optimizer = _ReducedAdam(learning_rate=lr, beta_1=beta1, beta_2=beta2, name=name)
         if self.policy == "mixed_float16":  # float16 gradients underflow without dynamic loss scaling
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name=f"{name}_scaled")
         return optimizer
@@ -126,8 +173,19 @@ class GAN:
                 ema.assign(weight)
 
     # ---- one step ----------------------------------------------------------------------------
-    def _latents(self, batch: int) -> tf.Tensor:
+    def _latents(self, batch) -> tf.Tensor:
+        """``batch`` latents from the checkpointed generator (called in cross-replica context)."""
         return self.rng.normal((batch, self.model_params.latent_dim))
+
+    def _local(self, global_latents: tf.Tensor) -> tf.Tensor:
+        """This replica's slice of latents drawn for the global batch."""
+        context = tf.distribute.get_replica_context()
+        replicas = self.strategy.num_replicas_in_sync
+        if replicas == 1:
+            return global_latents
+        local = self.global_batch_size // replicas
+        start = tf.cast(context.replica_id_in_sync_group, tf.int32) * local
+        return global_latents[start:start + local]
 
     def _augment(self, images: tf.Tensor) -> tf.Tensor:
         return diff_augment(images, self.train_params.diffaugment) if self.train_params.diffaugment else images
@@ -135,9 +193,16 @@ class GAN:
     def _average(self, per_example: tf.Tensor) -> tf.Tensor:
         return tf.nn.compute_average_loss(tf.cast(per_example, tf.float32), global_batch_size=self.global_batch_size)
 
-    def _d_step(self, real: tf.Tensor) -> dict[str, tf.Tensor]:
-        batch = tf.shape(real)[0]
-        fake = self.generator(self._latents(batch), training=True)
+    def _reduce_gradients(self, grads, optimizer) -> tuple[list[tf.Tensor], tf.Tensor]:
+        """Sum (still loss-scaled) gradients over replicas; also return the global gradient's norm."""
+        context = tf.distribute.get_replica_context()
+        if self.strategy.num_replicas_in_sync > 1:
+            grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        norm = tf.linalg.global_norm([tf.cast(g, tf.float32) for g in grads]) / _loss_scale(optimizer)
+        return grads, norm
+
+    def _d_step(self, real: tf.Tensor, latents: tf.Tensor) -> dict[str, tf.Tensor]:
+        fake = self.generator(self._local(latents), training=True)
         with tf.GradientTape() as tape:
             real_logits = self.discriminator(self._augment(real), training=True)
             fake_logits = self.discriminator(self._augment(fake), training=True)
@@ -147,21 +212,23 @@ class GAN:
             loss = self._average(per_example)
             scaled = self.d_optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, self.discriminator.trainable_variables)
+        grads, norm = self._reduce_gradients(grads, self.d_optimizer)
         self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_variables))
         return {"loss_d": loss,
                 "d_real": self._average(tf.reshape(real_logits, [-1])),
                 "d_fake": self._average(tf.reshape(fake_logits, [-1])),
-                "grad_norm_d": tf.linalg.global_norm(grads) / self.d_optimizer_scale()}
+                "grad_norm_d": norm}
 
-    def _g_step(self, batch: tf.Tensor) -> dict[str, tf.Tensor]:
+    def _g_step(self, latents: tf.Tensor) -> dict[str, tf.Tensor]:
         with tf.GradientTape() as tape:
-            fake = self.generator(self._latents(batch), training=True)
+            fake = self.generator(self._local(latents), training=True)
             fake_logits = self.discriminator(self._augment(fake), training=True)
             loss = self._average(self.g_loss_fn(fake_logits))
             scaled = self.g_optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, self.generator.trainable_variables)
+        grads, norm = self._reduce_gradients(grads, self.g_optimizer)
         self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_variables))
-        return {"loss_g": loss, "grad_norm_g": tf.linalg.global_norm(grads) / self.g_optimizer_scale()}
+        return {"loss_g": loss, "grad_norm_g": norm}
 
     def d_optimizer_scale(self) -> tf.Tensor:
         return _loss_scale(self.d_optimizer)
@@ -169,19 +236,29 @@ class GAN:
     def g_optimizer_scale(self) -> tf.Tensor:
         return _loss_scale(self.g_optimizer)
 
+    def seed_graph(self) -> None:
+        """Called while tracing a step: on worker k > 0 of a cluster, give the function's graph the
+        seed ``train.seed + 1000003 k`` so its stateful random ops (DiffAugment, the gradient
+        penalty) draw other numbers than worker 0's. Elsewhere, and when eager, it does nothing."""
+        worker = worker_index(self.strategy)
+        if worker and not tf.executing_eagerly():
+            tf.random.set_seed(self.train_params.seed + 1_000_003 * worker)
+
     def _step(self, iterator) -> dict[str, tf.Tensor]:
-        sum_ = tf.distribute.ReduceOp.SUM
+        self.seed_graph()
+        sum_, mean = tf.distribute.ReduceOp.SUM, tf.distribute.ReduceOp.MEAN
         out: dict[str, tf.Tensor] = {}
         for _ in range(self.train_params.d_steps):
-            per_replica = self.strategy.run(self._d_step, args=(next(iterator),))
-            out = {k: self.strategy.reduce(sum_, v, axis=None) for k, v in per_replica.items()}
-        # Each replica draws its share of the global batch of latents for the generator update.
-        local_batch = self.global_batch_size // self.strategy.num_replicas_in_sync
-        per_replica = self.strategy.run(self._g_step, args=(tf.constant(local_batch),))
+            latents = self._latents(self.global_batch_size)
+            per_replica = self.strategy.run(self._d_step, args=(next(iterator), latents))
+            # Losses and logit means are shares of a global average: sum them. The gradient norm is
+            # the same number on every replica (computed after the all-reduce).
+            out = {k: self.strategy.reduce(mean if k.startswith("grad_norm") else sum_, v, axis=None)
+                   for k, v in per_replica.items()}
+        latents = self._latents(self.global_batch_size)
+        per_replica = self.strategy.run(self._g_step, args=(latents,))
         for key, value in per_replica.items():
-            reduce = sum_ if key.startswith("loss") else tf.distribute.ReduceOp.MEAN
-            out[key] = self.strategy.reduce(reduce, value, axis=None)
-        # Gradient norms were computed per replica on partial sums; report their mean as a guide.
+            out[key] = self.strategy.reduce(mean if key.startswith("grad_norm") else sum_, value, axis=None)
         self._update_ema()
         self.step.assign_add(1)
         return out
@@ -195,6 +272,38 @@ class GAN:
     # ---- sampling ----------------------------------------------------------------------------
     def fixed_latents(self, n: int, seed: int) -> np.ndarray:
         return np.random.default_rng(seed).standard_normal((n, self.model_params.latent_dim)).astype("float32")
+
+
+class _ReducedAdam(keras.optimizers.Adam):
+    """Adam that takes gradients already summed over replicas (``GAN._reduce_gradients``) instead of
+    all-reducing them itself: one all-reduce per update, and the step can report the global norm."""
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        return list(grads_and_vars)
+
+
+def _first_replica_writes(model: keras.Model) -> None:
+    """Spectral normalization assigns its ``u`` vector and normalized kernel during the forward pass,
+    in replica context. Every replica computes the same values (they depend on the weights only), so
+    the write of the first replica stands (``ONLY_FIRST_REPLICA``); MirroredStrategy refuses a
+    replica-context assign to a variable with no aggregation at all."""
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.SpectralNormalization):
+            for variable in (layer.vector_u, layer.kernel):
+                variable._aggregation = "only_first_replica"
+                inner = getattr(variable, "_value", None)
+                if isinstance(inner, tf.distribute.DistributedValues):
+                    inner._aggregation = tf.VariableAggregation.ONLY_FIRST_REPLICA
+
+
+def worker_index(strategy: tf.distribute.Strategy) -> int:
+    """0 for the chief (or worker 0 without a chief) and a single process; 1, 2 ... for the others."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if not task_type or task_type == "chief":
+        return 0
+    jobs = resolver.cluster_spec().jobs
+    return int(resolver.task_id) + (1 if "chief" in jobs else 0)
 
 
 def _loss_scale(optimizer) -> tf.Tensor:

@@ -25,15 +25,17 @@ class UpBlock(layers.Layer):
     residual: BN -> ReLU -> [Upsample x2 nearest] -> Conv3x3 -> BN -> ReLU -> Conv3x3
     shortcut: [Upsample x2 nearest] -> Conv1x1; the identity when neither the size nor the
     channel count changes (the extra blocks of ``blocks_per_resolution > 1``).
+    ``synchronized_bn``: batch statistics over all replicas of a tf.distribute strategy.
     """
 
-    def __init__(self, filters: int, upsample: bool = True, **kwargs):
+    def __init__(self, filters: int, upsample: bool = True, synchronized_bn: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.upsample = bool(upsample)
+        self.synchronized_bn = bool(synchronized_bn)
         dtype = self.dtype_policy
-        self.bn1 = layers.BatchNormalization(name="bn1", dtype=dtype)
-        self.bn2 = layers.BatchNormalization(name="bn2", dtype=dtype)
+        self.bn1 = layers.BatchNormalization(synchronized=self.synchronized_bn, name="bn1", dtype=dtype)
+        self.bn2 = layers.BatchNormalization(synchronized=self.synchronized_bn, name="bn2", dtype=dtype)
         self.up = layers.UpSampling2D(2, interpolation="nearest", name="up", dtype=dtype)
         self.conv1 = _conv(self.filters, 3, False, "conv1", dtype)
         self.conv2 = _conv(self.filters, 3, False, "conv2", dtype)
@@ -71,7 +73,10 @@ class UpBlock(layers.Layer):
         return (n, h * scale if h else None, w * scale if w else None, self.filters)
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "upsample": self.upsample}
+        config = {**super().get_config(), "filters": self.filters, "upsample": self.upsample}
+        if self.synchronized_bn:  # only when set: configs of saved models stay as they were
+            config["synchronized_bn"] = True
+        return config
 
 
 @keras.saving.register_keras_serializable(package="resgan")

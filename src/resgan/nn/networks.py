@@ -28,11 +28,14 @@ def _check(image_size: int, channels: int, width: int, blocks_per_resolution: in
 
 
 def build_generator(latent_dim: int, width: int, image_size: int, channels: int,
-                    blocks_per_resolution: int = 1) -> keras.Model:
+                    blocks_per_resolution: int = 1, synchronized_bn: bool = False) -> keras.Model:
     """The generator: latents (N, latent_dim) -> images (N, image_size, image_size, channels) in [-1, 1], float32.
 
     Dense -> 4x4xwidth -> one upsampling UpBlock per doubling (plus ``blocks_per_resolution - 1``
     same-size blocks after each) -> BN -> ReLU -> Conv3x3 -> tanh.
+    ``synchronized_bn``: batch-norm statistics over the global batch of a tf.distribute strategy
+    (Keras' ``synchronized=True``); the training maths then does not depend on the replica count.
+    Inference (``training=False``) and the weights are the same either way.
     """
     steps = _check(image_size, channels, width, blocks_per_resolution)
     if latent_dim < 1:
@@ -42,10 +45,10 @@ def build_generator(latent_dim: int, width: int, image_size: int, channels: int,
     x = layers.Reshape((4, 4, width), name="reshape")(x)
     for step in range(steps):
         size = 8 << step
-        x = UpBlock(width, name=f"up_{size}")(x)
+        x = UpBlock(width, synchronized_bn=synchronized_bn, name=f"up_{size}")(x)
         for extra in range(1, blocks_per_resolution):
-            x = UpBlock(width, upsample=False, name=f"up_{size}_{extra}")(x)
-    x = layers.BatchNormalization(name="bn_out")(x)
+            x = UpBlock(width, upsample=False, synchronized_bn=synchronized_bn, name=f"up_{size}_{extra}")(x)
+    x = layers.BatchNormalization(synchronized=synchronized_bn, name="bn_out")(x)
     x = layers.ReLU(name="relu_out")(x)
     x = layers.Conv2D(channels, 3, padding="same", name="conv_out")(x)
     images = layers.Activation("tanh", dtype="float32", name="images")(x)

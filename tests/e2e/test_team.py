@@ -1,0 +1,170 @@
+"""Team mode: the pipeline against a shared ``mlflow server`` (SQLite backend, proxied artifacts) on
+127.0.0.1, and a DVC remote (a local directory here; S3/GCS/Azure work the same way) that a teammate's
+clone pulls the prepared data and the models from."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+TINY = {
+    "prepare": {"image_size": 16, "max_images": 300},
+    "classifier": {"epochs": 1, "width": 8, "feature_dim": 16},
+    "model": {"latent_dim": 16, "width": 8},
+    "train": {"steps": 4, "batch_size": 16, "log_every": 2, "sample_every": 4, "checkpoint_every": 4},
+    "sample": {"num": 100, "grid": 16},
+    "evaluate": {"kid_subset_size": 50, "kid_subsets": 5, "ssim_pairs": 50, "max_real": 200},
+}
+# DVC-cached outputs a teammate pulls (the `cache: false` ones are per-machine records).
+PULLED = ("data/prepared/train.npz", "data/prepared/test.npz", "data/prepared/manifest.csv",
+          "models/classifier.keras", "models/generator.keras", "samples/samples.npz")
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com", **extra}
+    env.pop("DVC_ROOT", None)
+    return env
+
+
+@pytest.fixture
+def server(tmp_path):
+    """``mlflow server`` on 127.0.0.1: SQLite backend, artifacts proxied to a folder only it writes."""
+    root = tmp_path / "server"
+    root.mkdir()
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(root / "server.log", "wb")
+    process = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts")],
+        cwd=root, env=_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, (root / "server.log").read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "mlflow server did not answer /health within 180 s"
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.5)
+        yield url, root
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        log.close()
+
+
+@pytest.mark.slow
+def test_pipeline_against_a_tracking_server_and_a_dvc_remote_round_trip(tmp_path, server, monkeypatch):
+    url, server_root = server
+    repo = tmp_path / "project"
+    repo.mkdir()
+    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, repo / name)
+    shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(ROOT / "data" / "raw", repo / "data" / "raw")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = _env(MLFLOW_TRACKING_URI=url)
+    _run(["git", "init", "-q"], repo, env)
+    _run(["dvc", "init", "-q"], repo, env)
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "project"], repo, env)
+
+    _run(["dvc", "repro"], repo, env)
+
+    # ---- MLflow: everything went to the server; nothing to a local store ----
+    assert not (repo / "mlflow.db").exists() and not (repo / "mlruns").exists()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=url)
+    info = json.loads((repo / "models/mlflow_run.json").read_text())
+    assert info["tracking_uri"] == url
+    run = client.get_run(info["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # proxied: clients never see the store
+    assert run.data.params["train.steps"] == "4" and run.data.params["model.width"] == "8"
+    evaluation = json.loads((repo / "metrics/eval.json").read_text())
+    assert run.data.metrics["eval/fid_classifier"] == pytest.approx(evaluation["fid_classifier"])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/d")] == [2, 4]
+    # The server wrote the artifacts under its own destination.
+    stored = [p for p in (server_root / "artifacts").rglob("*") if p.is_file()]
+    assert any(p.name == "params.yaml" for p in stored) and any(p.name == "train.csv" for p in stored)
+
+    version = client.get_model_version_by_alias("resgan", "champion")
+    assert str(version.version) == "1" and version.run_id == info["run_id"]
+    assert float(version.tags["eval/fid_classifier"]) == pytest.approx(evaluation["fid_classifier"])
+    # The registered model, downloaded through the server, is the generator the pipeline wrote.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    import keras
+
+    from resgan.models import load_generator
+
+    served = load_generator("models:/resgan@champion")
+    local = keras.saving.load_model(repo / "models/generator.keras", safe_mode=True, compile=False)
+    z = np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)
+    np.testing.assert_array_equal(served(z, training=False).numpy(), local(z, training=False).numpy())
+
+    # ---- DVC: push to a remote, a teammate's clone pulls the same bytes ----
+    remote = tmp_path / "dvc-remote"
+    _run(["dvc", "remote", "add", "-d", "shared", str(remote)], repo, env)
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "pipeline run + remote"], repo, env)
+    pushed = _run(["dvc", "push"], repo, env)
+    assert "pushed" in pushed.stdout
+    assert sum(1 for p in remote.rglob("*") if p.is_file()) >= len(PULLED)
+
+    clone = tmp_path / "teammate"
+    _run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    for path in PULLED:
+        assert not (clone / path).exists(), path  # git carries only the pointers (dvc.lock)
+    _run(["dvc", "pull"], clone, env)
+    for path in PULLED:
+        assert _sha256(clone / path) == _sha256(repo / path), path
+    # Nothing to push back: the clone's cache holds exactly what the remote holds.
+    status = _run(["dvc", "status", "--cloud"], clone, env)
+    assert "up to date" in status.stdout.lower() or "in sync" in status.stdout.lower(), status.stdout
