@@ -182,6 +182,20 @@ def test_champion_stays_when_the_numbers_cannot_be_compared(use_store):
     assert _alias("mixed", "champion") == 1 and _alias("mixed", "candidate") == 3
 
 
+def test_scores_from_a_retrained_classifier_are_not_compared_with_the_champion(use_store):
+    from resgan import registry
+
+    store = use_store
+    old = {"feature_extractor_id": "classifier:aaaaaaaaaaaa"}
+    new = {"feature_extractor_id": "classifier:bbbbbbbbbbbb"}
+    registry.register(store.trained_uri, "refit", "fid", "fid_classifier", {"fid_classifier": 30.0}, old)
+    other = registry.register(store.other_uri, "refit", "fid", "fid_classifier", {"fid_classifier": 1.0}, new)
+    assert other.aliases == ("candidate",) and "another feature extractor" in other.decision
+    assert _alias("refit", "champion") == 1
+    same = registry.register(store.other_uri, "refit", "fid", "fid_classifier", {"fid_classifier": 2.0}, old)
+    assert same.aliases == ("candidate", "champion") and _alias("refit", "champion") == 3
+
+
 def test_a_non_finite_metric_never_takes_champion_and_never_keeps_it(use_store):
     from resgan import registry
 

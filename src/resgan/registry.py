@@ -15,6 +15,7 @@ from typing import Any
 from resgan.errors import ResganError
 
 CANDIDATE, CHAMPION = "candidate", "champion"
+EXTRACTOR_TAG = "feature_extractor_id"  # which weights produced the features: scores compare only within one
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,12 @@ def register(model_uri: str, name: str, metric: str, metric_key: str, results: d
         move = False
     elif current is None or int(current.version) == number:
         decision, move = "no champion yet: this version becomes champion", True
+    elif tags.get(EXTRACTOR_TAG) and current.tags.get(EXTRACTOR_TAG, tags[EXTRACTOR_TAG]) != tags[EXTRACTOR_TAG]:
+        # Scores from two feature extractors (e.g. a retrained classifier) are not on one scale.
+        decision = (f"champion v{current.version} was scored with another feature extractor "
+                    f"({current.tags[EXTRACTOR_TAG]}, now {tags[EXTRACTOR_TAG]}), so it stays; "
+                    f"promote by hand with `resgan models promote {number} --alias champion`")
+        move = False
     elif previous_value is not None and not math.isfinite(previous_value):
         decision = f"champion v{current.version}'s {metric_key} is {previous_value}: this version replaces it"
         move = True

@@ -82,6 +82,22 @@ def _save_figure(fig, path: Path) -> Path:
     return path
 
 
+def _extractor_id(name: str, classifier_path: Path, inception_weights: str) -> str:
+    """``<name>:<first 12 hex of the weights' SHA-256>``: FIDs compare only between equal ids."""
+    import hashlib
+
+    from resgan.metrics.features import find_inception_weights
+
+    path = Path(classifier_path) if name == "classifier" else find_inception_weights(inception_weights)
+    if path is None or not Path(path).is_file():
+        return name
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return f"{name}:{digest.hexdigest()[:12]}"
+
+
 def run(params: Params, samples_path: Path, data_dir: Path, classifier_path: Path, run_file: Path | None,
         metrics_path: Path, plots_dir: Path, generator: str | None = None,
         registration_path: Path | None = None) -> dict[str, Any]:
@@ -107,6 +123,8 @@ def run(params: Params, samples_path: Path, data_dir: Path, classifier_path: Pat
     print(f"evaluating {len(samples)} samples with {extractor.name if extractor else 'no'} features", flush=True)
     details: dict[str, Any] = {}
     results = evaluate_samples(samples, train_images, test_images, extractor, ep, train_labels, details)
+    if extractor is not None:
+        results["feature_extractor_id"] = _extractor_id(extractor.name, classifier_path, ep.inception_weights)
     test_memo = None
     if "memorization_max_ssim" in details:  # the real test split's figure: what "not memorized" looks like
         rng = np.random.default_rng(ep.seed)
@@ -153,6 +171,8 @@ def _register(params: Params, info: dict[str, Any], results: dict[str, Any]):
     metric = params.mlflow.champion_metric
     key = result_key(metric, str(results["features"]))
     summary_tags = {"feature_extractor": str(results["features"])}
+    if results.get("feature_extractor_id"):
+        summary_tags[registry.EXTRACTOR_TAG] = str(results["feature_extractor_id"])
     run_tags = _run_tags(info["run_id"])
     for name in ("data_hash", "git_commit", "dvc_exp_name"):
         if name in run_tags:
