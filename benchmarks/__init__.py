@@ -1,0 +1,1 @@
+"""Speed and memory figures of resgan (``make bench``); not part of the test suite."""
