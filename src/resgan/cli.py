@@ -81,14 +81,14 @@ def train(
 def sample(
     params: ParamsOpt = Path("params.yaml"),
     generator: Annotated[Path, typer.Option(help="The trained (EMA) generator.")] = Path("models/generator.keras"),
-    run_file: Annotated[Path, typer.Option("--run", help="mlflow_run.json written by train.")] = Path("models/mlflow_run.json"),
+    run_file: Annotated[str, typer.Option("--run", help="mlflow_run.json written by train ('' to log nowhere).")] = "models/mlflow_run.json",
     out: Annotated[Path, typer.Option(help="Output folder for samples.npz and grid.png.")] = Path("samples"),
 ) -> None:
     """Draw sample.num images from the generator with fixed seeds."""
     p = _load(params)
     from resgan.stages.sample import run
 
-    run(p, generator_path=generator, run_file=run_file, out_dir=out)
+    run(p, generator_path=generator, run_file=Path(run_file) if run_file else None, out_dir=out)
 
 
 @app.command()
@@ -97,7 +97,7 @@ def evaluate(
     samples: Annotated[Path, typer.Option(help="samples.npz from the sample stage.")] = Path("samples/samples.npz"),
     data: DataDir = Path("data/prepared"),
     classifier_path: Annotated[Path, typer.Option("--classifier", help="The domain classifier (.keras).")] = Path("models/classifier.keras"),
-    run_file: Annotated[Path, typer.Option("--run", help="mlflow_run.json written by train ('' to log nowhere).")] = Path("models/mlflow_run.json"),
+    run_file: Annotated[str, typer.Option("--run", help="mlflow_run.json written by train ('' to log nowhere).")] = "models/mlflow_run.json",
     metrics: Annotated[Path, typer.Option(help="Evaluation metrics (JSON).")] = Path("metrics/eval.json"),
     plots: Annotated[Path, typer.Option(help="Folder for evaluation plots.")] = Path("plots/eval"),
     generator: Annotated[Optional[str], typer.Option(help="Evaluate this generator (.keras file or MLflow model URI) instead of --samples.")] = None,
@@ -107,7 +107,8 @@ def evaluate(
     p = _load(params)
     from resgan.stages.evaluate import run
 
-    run(p, samples_path=samples, data_dir=data, classifier_path=classifier_path, run_file=run_file,
+    run(p, samples_path=samples, data_dir=data, classifier_path=classifier_path,
+        run_file=Path(run_file) if run_file else None,
         metrics_path=metrics, plots_dir=plots, generator=generator, registration_path=registration)
 
 

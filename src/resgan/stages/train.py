@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -77,11 +78,25 @@ class _Progress:
 
 
 def is_chief(strategy) -> bool:
-    """Only the chief of a multi-worker cluster writes checkpoints and talks to MLflow."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(resolver, "task_type", None):
+    """Only the chief of a multi-worker cluster writes checkpoints and talks to MLflow: the task of
+    type ``chief``, or worker 0 when the cluster has no chief (TensorFlow's convention)."""
+    from resgan.gan.trainer import worker_index
+
+    return worker_index(strategy) == 0
+
+
+def chief_from_tf_config(distribute: str) -> bool:
+    """The same answer as :func:`is_chief`, from ``TF_CONFIG`` alone (before TensorFlow is imported)."""
+    if distribute != "multi_worker":
         return True
-    return resolver.task_type in ("chief", None) or (resolver.task_type == "worker" and resolver.task_id == 0)
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        task, cluster = config.get("task", {}), config.get("cluster", {})
+    except (json.JSONDecodeError, AttributeError):
+        return True  # make_strategy reports a bad TF_CONFIG
+    if task.get("type") == "chief":
+        return True
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0 and "chief" not in cluster
 
 
 def _export_generator(gan, path: Path) -> Any:
@@ -131,7 +146,8 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
     key = run_key(params, str(summary.get("data_hash", "")))
     ckpt_dir = checkpoint_dir / key
 
-    experiment_id = tracking.setup(params.mlflow.experiment)  # fails fast when a server is down
+    # Fails fast when a server is down. Only the chief of a cluster talks to MLflow.
+    experiment_id = tracking.setup(params.mlflow.experiment) if chief_from_tf_config(tp.distribute) else None
 
     import keras
     import mlflow
@@ -173,8 +189,6 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
         if run_id:
             active = tracking.retry(lambda: mlflow.start_run(run_id=run_id), "resume run", retries)
         else:
-            import os
-
             active = tracking.retry(lambda: mlflow.start_run(
                 experiment_id=experiment_id, run_name=os.environ.get("DVC_EXP_NAME") or None,
                 tags=tracking.run_tags(summary)), "start run", retries)
@@ -230,7 +244,7 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
                 progress.update(step, figures)
             else:
                 progress.update(step, None)
-            if step % tp.sample_every == 0 or is_last:
+            if chief and (step % tp.sample_every == 0 or is_last):
                 grid = io.image_grid(generate(gan.ema_generator, grid_latents))
                 log(lambda: mlflow.log_image(grid, key="samples", step=step), "log sample grid")
             if chief and (step % tp.checkpoint_every == 0 or is_last):
