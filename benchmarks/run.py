@@ -1,6 +1,6 @@
 """``make bench``: speed and memory figures of resgan -> benchmarks/results/latest.json and a table.
 
-    python -m benchmarks.run            # the full run (about 10 minutes on 2 cores)
+    python -m benchmarks.run            # the full run (8-9 minutes on 2 idle cores; 15 under load)
     python -m benchmarks.run --quick    # a smoke run: tiny sizes, one repetition (results/quick.json)
 
 Absolute times on a shared machine drift, so every speed also comes as a ratio to something
