@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
+from project import make_project, project_env, run as run_command
 
 TINY = {
     "prepare": {"image_size": 16, "max_images": 400},
@@ -25,40 +19,18 @@ TINY = {
 }
 
 
-def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
-
-
 @pytest.fixture
 def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    """A copy of the project (pipeline, params, code) as a fresh git + DVC repository."""
-    repo = tmp_path / "project"
-    repo.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
-        shutil.copy(ROOT / name, repo / name)
-    shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copytree(ROOT / "data" / "raw", repo / "data" / "raw")
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    """A copy of the project as a fresh git + DVC repository, using the default store <root>/mlflow.db."""
+    env = project_env()
     env.pop("MLFLOW_TRACKING_URI", None)  # the default: <root>/mlflow.db, as a user gets it
-    _run(["git", "init", "-q"], repo, env)
-    _run(["dvc", "init", "-q"], repo, env)
-    _run(["git", "add", "-A"], repo, env)
-    _run(["git", "commit", "-qm", "project"], repo, env)
-    return repo, env
+    return make_project(tmp_path / "project", TINY, env), env
 
 
 @pytest.mark.slow
 def test_repro_runs_every_stage_tracks_one_run_and_registers_a_champion(project):
     repo, env = project
-    _run(["dvc", "repro"], repo, env)
+    run_command(["dvc", "repro"], repo, env)
 
     for output in ("data/prepared/train.npz", "models/classifier.keras", "models/generator.keras",
                    "samples/samples.npz", "samples/grid.png", "metrics/eval.json", "plots/train.csv",
@@ -90,13 +62,13 @@ def test_repro_runs_every_stage_tracks_one_run_and_registers_a_champion(project)
     assert set(client.get_registered_model("resgan").aliases) == {"champion", "candidate"}
     assert float(version.tags["eval/fid_classifier"]) == pytest.approx(evaluation["fid_classifier"])
 
-    again = _run(["dvc", "repro"], repo, env)
+    again = run_command(["dvc", "repro"], repo, env)
     assert "Data and pipelines are up to date." in again.stdout
 
     # An experiment with more steps: a new run, a new version; candidate moves to it.
-    _run(["git", "add", "-A"], repo, env)
-    _run(["git", "commit", "-qm", "first run"], repo, env)
-    _run(["dvc", "exp", "run", "-S", "train.steps=16"], repo, env)
+    run_command(["git", "add", "-A"], repo, env)
+    run_command(["git", "commit", "-qm", "first run"], repo, env)
+    run_command(["dvc", "exp", "run", "-S", "train.steps=16"], repo, env)
     runs = client.search_runs([run.info.experiment_id])
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
     assert str(client.get_model_version_by_alias("resgan", "candidate").version) == "2"

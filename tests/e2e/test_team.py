@@ -7,11 +7,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
+from project import BIN, make_project, project_env, run
+
 
 TINY = {
     "prepare": {"image_size": 16, "max_images": 300},
@@ -37,10 +34,7 @@ PULLED = ("data/prepared/train.npz", "data/prepared/test.npz", "data/prepared/ma
           "models/classifier.keras", "models/generator.keras", "samples/samples.npz")
 
 
-def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
+_run = run
 
 
 def _free_port() -> int:
@@ -53,12 +47,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com", **extra}
-    env.pop("DVC_ROOT", None)
-    return env
+_env = project_env
 
 
 @pytest.fixture
@@ -99,21 +88,8 @@ def server(tmp_path):
 @pytest.mark.slow
 def test_pipeline_against_a_tracking_server_and_a_dvc_remote_round_trip(tmp_path, server, monkeypatch):
     url, server_root = server
-    repo = tmp_path / "project"
-    repo.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
-        shutil.copy(ROOT / name, repo / name)
-    shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copytree(ROOT / "data" / "raw", repo / "data" / "raw")
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = _env(MLFLOW_TRACKING_URI=url)
-    _run(["git", "init", "-q"], repo, env)
-    _run(["dvc", "init", "-q"], repo, env)
-    _run(["git", "add", "-A"], repo, env)
-    _run(["git", "commit", "-qm", "project"], repo, env)
+    repo = make_project(tmp_path / "project", TINY, env)
 
     _run(["dvc", "repro"], repo, env)
 
