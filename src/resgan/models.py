@@ -54,14 +54,15 @@ def _load_keras(path: Path, name: str | None = None):
 
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
-    except ValueError as error:
-        text = str(error)
-        if "safe_mode" in text or "lambda" in text.lower():
+    except Exception as error:  # a zip that is no Keras archive raises KeyError, BadZipFile, JSON errors...
+        text, cause = str(error), _root_cause(error)
+        if "safe_mode" in text or (isinstance(error, ValueError) and "lambda" in text.lower()):
             raise ResganError(f"{name} holds arbitrary code (e.g. a Lambda layer) and is refused: "
                               "resgan loads models with Keras safe_mode") from None
-        raise ResganError(f"{name} cannot be loaded as a Keras model: {_first_line(error)}") from None
-    except Exception as error:  # a zip that is no Keras archive raises KeyError, BadZipFile, JSON errors...
-        raise ResganError(f"{name} cannot be loaded as a Keras model: {_first_line(error)}") from None
+        if cause.startswith("Could not locate"):  # a config naming a function or class outside Keras and resgan
+            raise ResganError(f"{name} names code that is neither Keras' nor resgan's and is refused: "
+                              f"{cause.split('. ')[0]}") from None
+        raise ResganError(f"{name} cannot be loaded as a Keras model: {cause}") from None
 
 
 def _is_keras_archive(path: Path) -> bool:
@@ -71,6 +72,16 @@ def _is_keras_archive(path: Path) -> bool:
     except (OSError, zipfile.BadZipFile):
         return False
     return "config.json" in names and "metadata.json" in names
+
+
+def _root_cause(error: BaseException) -> str:
+    """The first line of the innermost error that Keras chains into its deserialization messages
+    ("... could not be deserialized properly ... Exception encountered: <the cause>")."""
+    text = str(error)
+    if "Exception encountered:" in text:
+        text = text.rsplit("Exception encountered:", 1)[1]
+    text = text.strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _first_line(error: BaseException) -> str:

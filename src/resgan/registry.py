@@ -54,8 +54,20 @@ def register(model_uri: str, name: str, metric: str, metric_key: str, results: d
     """Register ``model_uri`` as a new version of ``name``; set ``candidate``; maybe move ``champion``.
 
     ``metric`` is a direction name (``fid``); ``metric_key`` the result key it is read from
-    (``fid_classifier``). Metric values are stored as version tags ``eval/<key>``.
+    (``fid_classifier``). Metric values are stored as version tags ``eval/<key>``. Registrations into one
+    SQLite store take turns (:func:`resgan.tracking.store_lock`), so concurrent experiments neither
+    collide on an alias nor decide ``champion`` from a stale one.
     """
+    import mlflow
+
+    from resgan import tracking
+
+    with tracking.store_lock(mlflow.get_tracking_uri()):
+        return _register(model_uri, name, metric, metric_key, results, tags, run_id)
+
+
+def _register(model_uri: str, name: str, metric: str, metric_key: str, results: dict[str, Any],
+              tags: dict[str, str], run_id: str | None) -> Registration:
     import mlflow
 
     from resgan.metrics.registry import is_better

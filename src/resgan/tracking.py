@@ -5,11 +5,16 @@
   copy of the repo), else the nearest folder above the working directory holding ``dvc.yaml`` or
   ``.git``, else the working directory.
 - One MLflow run per pipeline run: ``train`` starts it and writes ``models/mlflow_run.json``;
-  ``sample`` and ``evaluate`` resume it.
+  ``sample`` and ``evaluate`` resume it. :func:`open_run` makes a kill at any moment leave no orphan.
+- While training, :class:`BufferedLogger` keeps metrics and sample grids that the store refuses (a
+  server that is down) and delivers them in step order when it is back: training never waits for it.
+  Everything else (start, model, final figures) goes through :func:`retry`.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import os
 import subprocess
@@ -17,8 +22,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from resgan.errors import ResganError
 
@@ -78,17 +84,45 @@ def setup(experiment: str, root: Path | None = None) -> str:
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
-    client = mlflow.MlflowClient()
-    found = client.get_experiment_by_name(experiment)
-    if found is not None:
-        return found.experiment_id
-    try:
-        return client.create_experiment(experiment, artifact_location=_artifact_location(uri, root))
-    except Exception:  # created meanwhile by a concurrent run: fetch it
+    with store_lock(uri):  # MLflow creates and migrates a new store's tables on first use: one process at a time
+        client = mlflow.MlflowClient()
         found = client.get_experiment_by_name(experiment)
-        if found is None:
-            raise
-        return found.experiment_id
+        if found is not None:
+            return found.experiment_id
+        try:
+            return client.create_experiment(experiment, artifact_location=_artifact_location(uri, root))
+        except Exception:  # created meanwhile by a concurrent run: fetch it
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                raise
+            return found.experiment_id
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """One process (or thread) at a time in the block, for a local SQLite store ``uri``; nothing for a server.
+
+    For read-decide-write sequences that concurrent pipelines (``dvc queue start -j 2``) would interleave:
+    the first use of a new store (two processes creating MLflow's tables at once fail with "table ...
+    already exists") and model registration (version, then aliases from the current champion). The lock
+    file lives in the artifact folder beside the store (``mlruns/``, git-ignored)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    lock = db.parent / "mlruns" / f".{db.name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def retry(call: Callable[[], T], what: str, retries: int = 5, first_wait: float = 1.0) -> T:
@@ -104,6 +138,204 @@ def retry(call: Callable[[], T], what: str, retries: int = 5, first_wait: float 
             time.sleep(wait)
             wait = min(wait * 2, 30.0)
     raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def _quick_requests(timeout: int = 10) -> Iterator[None]:
+    """One HTTP attempt per MLflow request, ``timeout`` seconds at most (MLflow's own default is 7 retries
+    with backoff, minutes against a server that is down). For calls whose failure is handled here."""
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(timeout)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class BufferedLogger:
+    """Per-step metrics and images for one run, logged so that a store that is down never stops training.
+
+    Each entry joins a queue in step order, and each call tries (once, quickly) to deliver the whole queue
+    in that order. When the store refuses, the entries stay queued and training goes on; the next attempt
+    comes after 1, 2, 4 ... (at most ``max_wait``) seconds, and the backlog is delivered, oldest first, as
+    soon as the store answers again. At most ``max_images`` images wait (the oldest are dropped first, with
+    a warning); metrics always wait (they are small, and also in the checkpoint). :meth:`close` is the
+    last word: it retries like :func:`retry` and raises :class:`TrackingError` when the queue stays stuck.
+    """
+
+    BATCH = 1000  # MLflow's limit of metrics per log_batch
+
+    def __init__(self, run_id: str, max_images: int = 32, first_wait: float = 1.0, max_wait: float = 30.0,
+                 timeout: int = 10):
+        self.run_id = run_id
+        self.max_images, self.first_wait, self.max_wait, self.timeout = max_images, first_wait, max_wait, timeout
+        self.queue: collections.deque = collections.deque()
+        self.dropped_images = 0
+        self._wait = first_wait
+        self._next_try = 0.0
+        self._down_since: float | None = None
+
+    @property
+    def pending(self) -> int:
+        return len(self.queue)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.queue.append(("metrics", int(step), int(time.time() * 1000), dict(metrics)))
+        self._attempt()
+
+    def log_image(self, image, key: str, step: int) -> None:
+        self.queue.append(("image", int(step), int(time.time() * 1000), (key, image)))
+        images = [entry for entry in self.queue if entry[0] == "image"]
+        if len(images) > self.max_images:
+            self.queue.remove(images[0])
+            self.dropped_images += 1
+            print(f"MLflow: store unreachable; dropped the sample grid of step {images[0][1]} "
+                  f"(keeping the newest {self.max_images})", file=sys.stderr)
+        self._attempt()
+
+    def log_missing(self, rows: list[tuple[int, dict[str, float]]], probe: str, retries: int = 5) -> int:
+        """Queue the ``(step, metrics)`` rows whose step the run lacks for metric ``probe`` (logged while
+        the store was down, then the process died); returns how many. Used when a run resumes."""
+        from mlflow import MlflowClient
+
+        have = {m.step for m in retry(lambda: MlflowClient().get_metric_history(self.run_id, probe),
+                                      "read metric history", retries)}
+        missing = [(step, metrics) for step, metrics in rows if step not in have]
+        now = int(time.time() * 1000)
+        for step, metrics in missing:
+            self.queue.append(("metrics", int(step), now, dict(metrics)))
+        if missing:
+            print(f"MLflow: logging {len(missing)} step(s) the run lacks: {', '.join(str(s) for s, _ in missing)}",
+                  file=sys.stderr)
+            self._attempt()
+        return len(missing)
+
+    def flush(self) -> None:
+        """Deliver the queue in order; raises (keeping what is left) at the first entry the store refuses."""
+        from mlflow import MlflowClient
+        from mlflow.entities import Metric
+
+        client = MlflowClient()
+        while self.queue:
+            if self.queue[0][0] == "image":
+                _, step, timestamp, (key, image) = self.queue[0]
+                client.log_image(self.run_id, image, key=key, step=step, timestamp=timestamp, synchronous=True)
+                self.queue.popleft()
+                continue
+            batch: list = []
+            count = 0
+            for kind, step, timestamp, metrics in self.queue:
+                if kind != "metrics" or (batch and len(batch) + len(metrics) > self.BATCH):
+                    break
+                batch += [Metric(k, float(v), timestamp, step) for k, v in metrics.items()]
+                count += 1
+            client.log_batch(self.run_id, metrics=batch, synchronous=True)
+            for _ in range(count):
+                self.queue.popleft()
+
+    def _attempt(self) -> None:
+        now = time.monotonic()
+        if now < self._next_try:
+            return
+        backlog = len(self.queue)
+        try:
+            with _quick_requests(self.timeout):
+                self.flush()
+        except Exception as error:  # MLflow raises many types for a store that is down
+            if self._down_since is None:
+                self._down_since = now
+            print(f"MLflow: logging failed ({type(error).__name__}: {_first_line(error)[:200]}); training goes on, "
+                  f"{len(self.queue)} entries wait, next try in {self._wait:.0f} s", file=sys.stderr)
+            self._next_try = time.monotonic() + self._wait
+            self._wait = min(self._wait * 2, self.max_wait)
+            return
+        self._delivered(backlog)
+
+    def _delivered(self, backlog: int) -> None:
+        if self._down_since is not None:
+            print(f"MLflow: the store answers again; delivered {backlog} waiting entries in step order",
+                  file=sys.stderr)
+        self._down_since, self._wait, self._next_try = None, self.first_wait, 0.0
+
+    def close(self, retries: int = 5) -> None:
+        """Deliver everything still queued, retrying longer (see :func:`retry`); raise if it cannot."""
+        if self.queue:
+            backlog = len(self.queue)
+            retry(self.flush, f"deliver {backlog} waiting metric/image entries", retries)
+            self._delivered(backlog)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+LAUNCH_TAG = "launch_id"
+
+
+def open_run(run_file: Path, experiment_id: str, run_id: str | None, run_name: str | None, tags: dict[str, str],
+             on_new: Callable[[], None], retries: int = 5):
+    """Resume ``run_id`` (or the run ``run_file`` names), else start the stage's run; returns the active run.
+
+    A kill must never leave an orphaned run: before a run is created, ``run_file`` records a launch token
+    that the run carries as tag ``launch_id``, so the next call finds the run a killed call created and
+    adopts it. ``on_new`` logs what a new run gets (params, artifacts; it must be idempotent, for an adopted
+    run may have part of it already); ``run_file`` names the run only once ``on_new`` has returned.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    from resgan import io
+
+    recorded: dict[str, Any] = {}
+    if run_file.exists():
+        try:
+            recorded = json.loads(run_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            recorded = {}
+    run_id = run_id or recorded.get("run_id")
+    if run_id:
+        return retry(lambda: mlflow.start_run(run_id=run_id), "resume run", retries)
+    token = recorded.get("launch")
+    if not token:
+        token = uuid.uuid4().hex
+        io.write_json(run_file, {"launch": token})
+
+    def find_or_start():  # also right when a lost answer made a try look failed after the run was created
+        found = MlflowClient().search_runs([experiment_id], f"tags.{LAUNCH_TAG} = '{token}'", max_results=1)
+        if found:
+            return mlflow.start_run(run_id=found[0].info.run_id)
+        return mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags={**tags, LAUNCH_TAG: token})
+
+    active = retry(find_or_start, "start run", retries)
+    on_new()
+    io.write_json(run_file, {"run_id": active.info.run_id})
+    return active
+
+
+def logged_model_at(run_id: str, experiment_id: str, name: str, step: int) -> str | None:
+    """The ``model_uri`` of the READY model ``name`` that run ``run_id`` logged at ``step`` (tag ``step``),
+    or None. A call killed after logging the model but before recording it leaves one; the next call
+    reuses it rather than log a second. Models of the run still PENDING were cut short by a kill: they
+    are marked FAILED (no orphan stays "in progress")."""
+    from mlflow import MlflowClient
+    from mlflow.entities import LoggedModelStatus
+
+    client = MlflowClient()
+    found = None
+    for model in client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'"):
+        if model.name != name:
+            continue
+        if model.status == LoggedModelStatus.PENDING:
+            client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+        elif model.status == LoggedModelStatus.READY and model.tags.get("step") == str(step):
+            found = model
+    return found.model_uri if found else None
 
 
 def git_commit(root: Path | None = None) -> str | None:

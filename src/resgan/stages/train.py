@@ -173,9 +173,7 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
     else:
         start = 0
     run_file = ckpt_dir / "run.json"
-    run_id = record.get("run_id")
-    if run_id is None and run_file.exists():  # killed before the first checkpoint: same run, step 0
-        run_id = json.loads(run_file.read_text()).get("run_id")
+    run_id = record.get("run_id")  # else run.json's (killed before the first checkpoint: same run, step 0)
     history: list[dict[str, float]] = [row for row in record.get("history", []) if row["step"] <= start]
 
     retries = params.mlflow.tracking_retries
@@ -184,23 +182,25 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
         if chief:
             tracking.retry(call, what, retries=retries)
 
-    active = None
+    active = logger = None
     if chief:
-        if run_id:
-            active = tracking.retry(lambda: mlflow.start_run(run_id=run_id), "resume run", retries)
-        else:
-            active = tracking.retry(lambda: mlflow.start_run(
-                experiment_id=experiment_id, run_name=os.environ.get("DVC_EXP_NAME") or None,
-                tags=tracking.run_tags(summary)), "start run", retries)
-            io.write_json(run_file, {"run_id": active.info.run_id})
+        def log_setup() -> None:  # what a new run gets; idempotent (open_run may adopt a killed call's run)
             log(lambda: mlflow.log_params(params.flat()), "log params")
             root = tracking.project_root()
             for name in (params_path, root / "dvc.lock"):
                 if Path(name).exists():
                     log(lambda n=name: mlflow.log_artifact(str(n)), f"log {Path(name).name}")
+
+        active = tracking.open_run(run_file, experiment_id, run_id, os.environ.get("DVC_EXP_NAME") or None,
+                                   tracking.run_tags(summary), log_setup, retries)
         run_id = active.info.run_id
         log(lambda: mlflow.set_tags({"precision": precision, "checkpoint_key": key,
                                      "replicas": str(strategy.num_replicas_in_sync)}), "set tags")
+        # Per-step metrics and grids: a store that is down never stops training (see tracking.BufferedLogger).
+        logger = tracking.BufferedLogger(run_id)
+        if history:  # steps the checkpoint holds but the run lacks (logged while the store was down, then killed)
+            logger.log_missing([(row["step"], _metric_names({k: v for k, v in row.items() if k != "step"}))
+                                for row in history], probe="loss/d", retries=retries)
 
     dataset = train_dataset(images, tp.batch_size, tp.seed, epoch_offset=start)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
@@ -240,13 +240,14 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
                 figures["img_per_s"] = window_steps * tp.batch_size / max(elapsed, 1e-9)
                 window_start, window_steps = time.perf_counter(), 0
                 history.append({"step": step, **figures})
-                log(lambda: mlflow.log_metrics(_metric_names(figures), step=step), "log metrics")
+                if logger:
+                    logger.log_metrics(_metric_names(figures), step)
                 progress.update(step, figures)
             else:
                 progress.update(step, None)
             if chief and (step % tp.sample_every == 0 or is_last):
                 grid = io.image_grid(generate(gan.ema_generator, grid_latents))
-                log(lambda: mlflow.log_image(grid, key="samples", step=step), "log sample grid")
+                logger.log_image(grid, "samples", step)
             if chief and (step % tp.checkpoint_every == 0 or is_last):
                 try:
                     save_checkpoint()
@@ -280,17 +281,23 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
 
     if not chief:
         return {}
+    logger.close(retries)  # what waited for the store, in step order, before the model and final figures
     # Outputs: the EMA generator, the run pointer, final figures, the loss curves.
     models_dir.mkdir(parents=True, exist_ok=True)
     generator_path = models_dir / "generator.keras"
     exported = _export_generator(gan, generator_path)
     model_uri = record.get("model_uri")
     if not model_uri or start < step:
-        # Keras-native model whose pyfunc answers seeds with images (signature: resgan.serving.seed_signature).
-        requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
-        logged = tracking.retry(lambda: serving.log_model(
-            exported, name="generator", pip_requirements=requirements), "log model", retries)
-        model_uri = logged.model_uri
+        # A call killed after logging this model (from this checkpoint) but before recording it: reuse it.
+        model_uri = tracking.retry(lambda: tracking.logged_model_at(run_id, experiment_id, "generator", step),
+                                   "find logged model", retries)
+        if model_uri is None:
+            # Keras-native model whose pyfunc answers seeds with images (signature: resgan.serving.seed_signature).
+            requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
+            logged = tracking.retry(lambda: serving.log_model(
+                exported, name="generator", pip_requirements=requirements, tags={"step": str(step)}),
+                "log model", retries)
+            model_uri = logged.model_uri
         checkpoint.save(ckpt_dir, gan, {"run_id": run_id, "history": history, "key": key, "model_uri": model_uri})
     last = history[-1] if history else {}
     figures = {
@@ -307,7 +314,11 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
     if step > start:
         log(lambda: mlflow.log_metrics({"train/wall_s": wall, "train/steps": step}, step=step), "log final")
     log(lambda: mlflow.log_artifact(str(plots_path), "plots"), "log plots")
-    mlflow.end_run()
+    log(lambda: mlflow.MlflowClient().set_terminated(run_id, "FINISHED"), "end run")
+    try:
+        mlflow.end_run()  # the run is FINISHED already: this only pops it
+    except Exception:
+        pass
     print(f"trained {step} steps ({step - start} this run) in {wall:.0f} s; run {run_id}; "
           f"generator -> {generator_path}", flush=True)
     return figures

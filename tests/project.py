@@ -1,4 +1,5 @@
-"""A copy of the project (pipeline, params, code) as a fresh git + DVC repository, for e2e tests."""
+"""A copy of the project (pipeline, params, code) as a fresh git + DVC repository, for the tests that run
+DVC end to end (tests/e2e, tests/faults)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
