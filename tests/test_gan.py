@@ -230,6 +230,14 @@ def test_latest_always_names_a_complete_checkpoint_and_keeps_two(tmp_path):
     assert path.name == "ckpt-00000003.npz" and record["step"] == 3
     gan.step.assign(0)
     assert checkpoint.restore(path, gan) == 3
+    # The next trainer of the folder removes the killed writer's temporary files, and nothing else.
+    (tmp_path / ".latest.json.abc.json").write_text("{")
+    (tmp_path / ".keep-me").write_text("not ours")
+    removed = checkpoint.clean(tmp_path)
+    assert sorted(p.name for p in removed) == [".ckpt-00000004.npz.x1y2z3.npz", ".latest.json.abc.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".keep-me", "ckpt-00000002.json", "ckpt-00000002.npz", "ckpt-00000003.json", "ckpt-00000003.npz",
+        "latest.json"]
 
 
 def test_broken_checkpoint_folders_raise_resgan_errors_naming_the_file(tmp_path):

@@ -268,6 +268,7 @@ def test_sigkill_at_any_moment_then_rerun(tmp_path, monkeypatch):
     curve = pd.read_csv(project.plots)
     assert curve["step"].tolist() == list(range(1, 10))
     assert json.loads(project.metrics.read_text())["steps"] == 9
+    assert not list(folder.glob(".*")), "temporary files of the killed checkpoint write are gone"
 
     # Metric histories: every step, and a step twice only where a kill made it be computed again.
     client = _client()

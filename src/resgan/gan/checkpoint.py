@@ -48,6 +48,17 @@ def save(folder: Path, gan, record: dict[str, Any]) -> Path:
     return folder / f"{name}.npz"
 
 
+def clean(folder: Path) -> list[Path]:
+    """Remove the temporary files (``.ckpt-*``, ``.latest.json.*``, ``.run.json.*``) that a process
+    killed mid-write left in ``folder``; returns them. Only for the one trainer of the folder, before it
+    writes: a temporary file is never renamed after its writer died."""
+    stale = [path for path in folder.glob(".*") if path.is_file() and path.name.startswith(
+        (".ckpt-", ".latest.json.", ".run.json."))] if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def latest(folder: Path) -> tuple[Path, dict[str, Any]] | None:
     """The newest complete checkpoint and its record, or None when there is none."""
     pointer = folder / "latest.json"

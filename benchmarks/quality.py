@@ -1,0 +1,317 @@
+"""Quality per CPU-minute: two MNIST trainings with the same wall-clock budget, plain vs tuned, scored.
+
+    make bench-quality                            # = python -m benchmarks.quality  (about 25 minutes)
+    python -m benchmarks.quality --only tuned     # one of the two (the other's result is kept)
+    python -m benchmarks.quality --quick          # smoke run: 0.2-minute budgets, 500 samples
+    python -m benchmarks.quality --set tuned:train.lr_d=4e-4 --set tuned:model.width=48   # try a change
+
+Data: the real MNIST test set (10,000 digits, IDX files; ``--mnist`` or ``RESGAN_MNIST``, default
+``../shared/data/mnist`` beside the project), prepared with ``prepare.source: idx`` and ``fit: pad``
+to 32x32x1 (train split 9,000, test split 1,000). The domain classifier is trained once on it with the
+default ``classifier`` params, by the project's own stages.
+
+Each configuration trains with ``train.max_minutes`` (default 10: the budget is wall time, measured
+from the first step; the trace of the step function comes before it) in its own process, then
+draws 10,000 samples from its EMA generator (seed 1234) and writes them, uint8 N x 32 x 32, to
+``benchmarks/results/mnist_10min_<name>.npz`` (key ``images``), so anyone can score them.
+Scores: classifier FID and KID of the 10,000 samples against the 10,000 real digits, and the
+classifier score (Inception Score with the domain classifier, 10 splits), beside the real-vs-real
+floor (FID/KID between random halves of the real digits; 5,000 vs 5,000, so the FID of 5,000
+samples against a real half is given too, the like-for-like figure), the real digits' score and the
+predicted-class mix. Results go to ``benchmarks/results/quality.json``, a picture of both to
+``docs/images/mnist_plain_vs_tuned.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+PICTURE = ROOT / "docs" / "images" / "mnist_plain_vs_tuned.png"
+BIN = Path(sys.executable).parent
+
+DATA = {"source": "idx", "image_size": 32, "channels": 1, "fit": "pad", "test_fraction": 0.1, "seed": 0}
+# Everything a 10-minute run shares: a budget instead of a step count, rare logging, no grids.
+BUDGET = {"steps": 10_000_000, "checkpoint_every": 1_000_000, "sample_every": 1_000_000, "log_every": 200,
+          "seed": 0}
+
+# The issue's straightforward ResNet-GAN.
+PLAIN = {
+    "model": {"latent_dim": 128, "width": 64, "d_width": 0, "blocks_per_resolution": 1, "spectral_norm": True},
+    "train": {"loss": "hinge", "lr_g": 2e-4, "lr_d": 2e-4, "beta1_g": 0.0, "beta2_g": 0.9, "beta1_d": 0.0,
+              "beta2_d": 0.9, "d_steps": 1, "batch_size": 64, "ema_decay": 0.999, "ema_start": 0,
+              "precision": "mixed_bfloat16", "diffaugment": ""},
+}
+# Our best for this budget: the recommended MNIST preset (README, "Performance").
+TUNED = {
+    "model": {"latent_dim": 64, "width": 32, "d_width": 0, "blocks_per_resolution": 1, "spectral_norm": True},
+    "train": {"loss": "hinge", "lr_g": 2e-4, "lr_d": 2e-4, "beta1_g": 0.0, "beta2_g": 0.9, "beta1_d": 0.0,
+              "beta2_d": 0.9, "d_steps": 1, "batch_size": 32, "ema_decay": 0.999, "ema_start": 1000,
+              "precision": "auto", "diffaugment": ""},
+}
+CONFIGS = {"plain": PLAIN, "tuned": TUNED}
+SAMPLES, SAMPLE_SEED = 10_000, 1234
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f}] {message}", flush=True)
+
+
+def _env(store: Path) -> dict[str, str]:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "TF_CPP_MIN_LOG_LEVEL": "2",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{store}", "PYTHONPATH": str(ROOT)}
+    env.pop("DVC_ROOT", None)
+    return env
+
+
+def _command(args: list[str], env: dict[str, str], cwd: Path) -> str:
+    done = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def params_for(config: dict[str, dict], mnist: Path, minutes: float, overrides: list[str]) -> dict[str, Any]:
+    """A whole params.yaml: the defaults, the data and budget settings, ``config``, then ``overrides``."""
+    from resgan.config import parse_params
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["prepare"].update({**DATA, "path": str(mnist)})
+    raw["train"].update({**BUDGET, "max_minutes": minutes})
+    for section, values in config.items():
+        raw[section].update(values)
+    for item in overrides:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        raw[section][name] = _value(value)
+    parse_params(raw)  # wrong keys or values stop here (a ParamsError naming the key), before minutes of training
+    return raw
+
+
+def _value(text: str) -> Any:
+    """A command-line value as YAML reads it, with numbers like ``4e-4`` (YAML 1.1 strings) as floats."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def score(images: np.ndarray, real: np.ndarray, real_halves: tuple[np.ndarray, np.ndarray], extractor) -> dict:
+    """Classifier FID, KID and score of ``images`` (uint8 NHWC) against ``real``; class mix."""
+    from resgan.metrics.distances import fid, kid
+    from resgan.metrics.scores import inception_score
+
+    feats, probs = extractor(images)
+    real_feats, _ = real
+    _, half_b = real_halves
+    kid_mean, kid_std = kid(real_feats, feats, subsets=100, subset_size=1000, rng=np.random.default_rng(0))
+    counts = np.bincount(probs.argmax(axis=1), minlength=probs.shape[1])
+    is_mean, is_std = inception_score(probs, splits=10)
+    return {"fid_classifier": fid(real_feats, feats), "fid_classifier_5k_vs_half": fid(half_b, feats[: len(half_b)]),
+            "kid_classifier_mean": kid_mean, "kid_classifier_std": kid_std,
+            "classifier_score_mean": is_mean, "classifier_score_std": is_std,
+            "class_fractions": [round(float(c) / len(images), 4) for c in counts],
+            "max_class_fraction": float(counts.max() / len(images))}
+
+
+def picture(grids: dict[str, np.ndarray], steps: dict[str, int], minutes: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(grids), figsize=(5 * len(grids), 5.4))
+    for axis, (name, grid) in zip(np.atleast_1d(axes), grids.items()):
+        axis.imshow(grid[..., 0], cmap="gray", vmin=0, vmax=255)
+        axis.set_title(f"{name}: {steps[name]} steps in {minutes:g} min")
+        axis.axis("off")
+    figure.tight_layout()
+    PICTURE.parent.mkdir(parents=True, exist_ok=True)
+    tmp = PICTURE.with_suffix(".tmp.png")
+    figure.savefig(tmp, dpi=100)
+    os.replace(tmp, PICTURE)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n")[0])
+    parser.add_argument("--mnist", type=Path, default=Path(os.environ.get("RESGAN_MNIST", ROOT.parent / "shared" / "data" / "mnist")))
+    parser.add_argument("--minutes", type=float, help="training budget per configuration (default 10; quick 0.2)")
+    parser.add_argument("--only", choices=sorted(CONFIGS), action="append", help="run only these (repeatable)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME:KEY=VALUE",
+                        help="change one param of one configuration, e.g. tuned:train.lr_d=4e-4")
+    parser.add_argument("--quick", action="store_true", help="0.2-minute budgets and 500 samples: checks the script")
+    parser.add_argument("--work", type=Path, help="keep the prepared data, classifier and runs here (default: a temp dir)")
+    args = parser.parse_args(argv)
+
+    minutes = args.minutes or (0.2 if args.quick else 10.0)
+    num = 500 if args.quick else SAMPLES
+    names = args.only or list(CONFIGS)
+    if not any(args.mnist.glob("*images*idx3*")):
+        sys.exit(f"no MNIST IDX images in {args.mnist}: pass --mnist DIR (or set RESGAN_MNIST) to a folder "
+                 "holding t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz")
+    overrides: dict[str, list[str]] = {name: [] for name in CONFIGS}
+    for item in args.overrides:
+        name, _, change = item.partition(":")
+        if name not in CONFIGS or "=" not in change:
+            sys.exit(f"--set {item!r}: expected NAME:SECTION.KEY=VALUE with NAME one of {sorted(CONFIGS)}")
+        overrides[name].append(change)
+    from resgan.errors import ResganError
+
+    try:
+        all_params = {name: params_for(CONFIGS[name], args.mnist.resolve(), minutes, overrides[name]) for name in names}
+    except ResganError as error:
+        sys.exit(f"error: {error}")
+
+    out_path = RESULTS / ("quality_quick.json" if args.quick else "quality.json")
+    results: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
+    results.setdefault("runs", {})
+    work = args.work or Path(tempfile.mkdtemp(prefix="resgan-quality-"))
+    work.mkdir(parents=True, exist_ok=True)
+    env = _env(work / "mlflow.db")
+    try:
+        data, classifier = work / "data", work / "classifier.keras"
+        first = next(iter(all_params.values()))
+        (work / "params.yaml").write_text(yaml.safe_dump(first, sort_keys=False))
+        if not (data / "train.npz").exists():
+            log("prepare: MNIST test set -> 32x32")
+            _command(["resgan", "prepare", "--params", "params.yaml", "--out", str(data)], env, work)
+        if not classifier.exists():
+            log("classifier: the domain classifier for the scores")
+            _command(["resgan", "classifier", "--params", "params.yaml", "--data", str(data), "--out", str(classifier),
+                      "--metrics", str(work / "classifier.json")], env, work)
+
+        from resgan.data.pipeline import load_split
+        from resgan.metrics.distances import fid, kid
+        from resgan.metrics.features import ClassifierFeatures
+        from resgan.metrics.scores import inception_score
+        from resgan.models import load_generator
+        from resgan.stages.sample import draw
+
+        train_images, _ = load_split(data / "train.npz")
+        test_images, _ = load_split(data / "test.npz")
+        real_images = np.concatenate([train_images, test_images])
+        extractor = ClassifierFeatures(classifier)
+        real_feats, real_probs = extractor(real_images)
+        order = np.random.default_rng(0).permutation(len(real_images))
+        half_a, half_b = (real_feats[order[: len(order) // 2]], real_feats[order[len(order) // 2:]])
+        floor_kid = kid(half_a, half_b, subsets=100, subset_size=1000, rng=np.random.default_rng(0))
+        real_score = inception_score(real_probs, splits=10)
+        real_counts = np.bincount(real_probs.argmax(axis=1), minlength=real_probs.shape[1])
+        results["real"] = {
+            "n": int(len(real_images)), "fid_classifier_floor_halves": fid(half_a, half_b),
+            "kid_classifier_floor_mean": floor_kid[0], "kid_classifier_floor_std": floor_kid[1],
+            "classifier_score_mean": real_score[0], "classifier_score_std": real_score[1],
+            "max_class_fraction": float(real_counts.max() / len(real_images)),
+            "classifier_accuracy": json.loads((work / "classifier.json").read_text())["accuracy"]
+            if (work / "classifier.json").exists() else None}
+        log(f"real digits: floor FID {results['real']['fid_classifier_floor_halves']:.3f}, "
+            f"score {real_score[0]:.3f}")
+
+        for name, params in all_params.items():
+            run_dir = work / name
+            shutil.rmtree(run_dir, ignore_errors=True)
+            run_dir.mkdir()
+            (run_dir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+            load_before = os.getloadavg()
+            log(f"{name}: training for {minutes:g} minutes")
+            out = _command([sys.executable, "-m", "benchmarks.child", "train", "--params", str(run_dir / "params.yaml"),
+                            "--data", str(data), "--out", str(run_dir)], env, ROOT)
+            child = json.loads(out.strip().splitlines()[-1].removeprefix("BENCH_RESULT "))
+            trained = child["result"]
+            log(f"{name}: {trained['steps']} steps, {trained['img_per_s']} img/s; sampling {num}")
+            generator = load_generator(run_dir / "models" / "generator.keras")
+            images = draw(generator, num, seed=SAMPLE_SEED, batch_size=500, show_progress=False)
+            npz = RESULTS / (f"mnist_{minutes:g}min_{name}.npz" if not args.quick else f"quick_{name}.npz")
+            tmp = npz.with_suffix(".tmp.npz")
+            np.savez_compressed(tmp, images=images[..., 0])
+            os.replace(tmp, npz)
+            scores = score(images, (real_feats, real_probs), (half_a, half_b), extractor)
+            log(f"{name}: FID {scores['fid_classifier']:.3f}, score {scores['classifier_score_mean']:.3f}, "
+                f"max class {scores['max_class_fraction']:.3f}")
+            results["runs"][name] = {
+                "params": {s: params[s] for s in ("model", "train")}, "steps": trained["steps"],
+                "img_per_s": trained["img_per_s"], "train_wall_s": trained["wall_s"], "precision": trained["precision"],
+                "peak_rss_mib": round(child["max_rss_mib"], 1), "samples": str(npz.relative_to(ROOT)),
+                "samples_shape": list(images[..., 0].shape), "load_average_before": [round(x, 2) for x in load_before],
+                "load_average_after": [round(x, 2) for x in os.getloadavg()], "minutes": minutes, **scores}
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+    results["targets"] = targets(results)
+    results["meta"] = {"commit": _git_commit(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"),
+                       "data": {**DATA, "n_train": int(len(train_images)), "n_test": int(len(test_images))}}
+    tmp = out_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    os.replace(tmp, out_path)
+    if not args.quick:
+        from resgan.io import image_grid
+
+        grids = {}
+        for n, run in results["runs"].items():  # the first 64 of each configuration's samples
+            with np.load(ROOT / run["samples"]) as saved:
+                grids[n] = image_grid(saved["images"][:64, ..., None], columns=8)
+        picture(grids, {n: results["runs"][n]["steps"] for n in grids}, minutes)
+    print_table(results)
+    print(f"results -> {out_path.relative_to(ROOT)}")
+
+
+def targets(results: dict) -> dict[str, Any]:
+    runs, real = results["runs"], results.get("real", {})
+    if not {"plain", "tuned"} <= set(runs):
+        return {}
+    plain, tuned = runs["plain"], runs["tuned"]
+    ratio = tuned["fid_classifier"] / plain["fid_classifier"]
+    score_ratio = tuned["classifier_score_mean"] / real["classifier_score_mean"]
+    return {
+        "tuned_fid_over_plain": {"value": round(ratio, 4), "target": "<= 1/3", "met": ratio <= 1 / 3},
+        "tuned_score_over_real": {"value": round(score_ratio, 4), "target": ">= 0.9", "met": score_ratio >= 0.9},
+        "tuned_max_class_fraction": {"value": round(tuned["max_class_fraction"], 4), "target": "<= 0.15",
+                                     "met": tuned["max_class_fraction"] <= 0.15},
+    }
+
+
+def print_table(results: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    real = results.get("real", {})
+    table = Table(title="MNIST, equal wall-clock budgets (classifier features)")
+    for column in ("run", "steps", "img/s", "FID", "FID 5k vs half", "KID", "score", "max class"):
+        table.add_column(column, justify="right")
+    for name, run in results["runs"].items():
+        table.add_row(name, str(run["steps"]), f"{run['img_per_s']:.0f}", f"{run['fid_classifier']:.3f}",
+                      f"{run['fid_classifier_5k_vs_half']:.3f}", f"{run['kid_classifier_mean']:.4f}",
+                      f"{run['classifier_score_mean']:.3f}", f"{run['max_class_fraction']:.3f}")
+    if real:
+        table.add_row("real (halves)", "", "", "", f"{real['fid_classifier_floor_halves']:.3f}",
+                      f"{real['kid_classifier_floor_mean']:.4f}", f"{real['classifier_score_mean']:.3f}",
+                      f"{real['max_class_fraction']:.3f}")
+    Console().print(table)
+    for key, target in results.get("targets", {}).items():
+        print(f"{key}: {target['value']} (target {target['target']}): {'met' if target['met'] else 'NOT met'}")
+
+
+def _git_commit() -> str | None:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return done.stdout.strip() or None
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
