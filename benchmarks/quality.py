@@ -58,7 +58,7 @@ PLAIN = {
 # Our best for this budget: the recommended MNIST preset (README, "Performance").
 TUNED = {
     "model": {"latent_dim": 64, "width": 32, "d_width": 0, "blocks_per_resolution": 1, "spectral_norm": True},
-    "train": {"loss": "hinge", "lr_g": 2e-4, "lr_d": 2e-4, "beta1_g": 0.0, "beta2_g": 0.9, "beta1_d": 0.0,
+    "train": {"loss": "hinge", "lr_g": 4e-4, "lr_d": 4e-4, "beta1_g": 0.0, "beta2_g": 0.9, "beta1_d": 0.0,
               "beta2_d": 0.9, "d_steps": 1, "batch_size": 32, "ema_decay": 0.999, "ema_start": 1000,
               "precision": "auto", "diffaugment": ""},
 }
@@ -156,6 +156,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME:KEY=VALUE",
                         help="change one param of one configuration, e.g. tuned:train.lr_d=4e-4")
     parser.add_argument("--quick", action="store_true", help="0.2-minute budgets and 500 samples: checks the script")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="folder for quality.json and the samples (default benchmarks/results); the picture "
+                             "goes to docs/images only with the default")
     parser.add_argument("--work", type=Path, help="keep the prepared data, classifier and runs here (default: a temp dir)")
     args = parser.parse_args(argv)
 
@@ -178,7 +181,9 @@ def main(argv: list[str] | None = None) -> None:
     except ResganError as error:
         sys.exit(f"error: {error}")
 
-    out_path = RESULTS / ("quality_quick.json" if args.quick else "quality.json")
+    results_dir = args.results.resolve()
+    results_dir.mkdir(parents=True, exist_ok=True)
+    out_path = results_dir / ("quality_quick.json" if args.quick else "quality.json")
     results: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
     results.setdefault("runs", {})
     work = args.work or Path(tempfile.mkdtemp(prefix="resgan-quality-"))
@@ -237,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
             log(f"{name}: {trained['steps']} steps, {trained['img_per_s']} img/s; sampling {num}")
             generator = load_generator(run_dir / "models" / "generator.keras")
             images = draw(generator, num, seed=SAMPLE_SEED, batch_size=500, show_progress=False)
-            npz = RESULTS / (f"mnist_{minutes:g}min_{name}.npz" if not args.quick else f"quick_{name}.npz")
+            npz = results_dir / (f"mnist_{minutes:g}min_{name}.npz" if not args.quick else f"quick_{name}.npz")
             tmp = npz.with_suffix(".tmp.npz")
             np.savez_compressed(tmp, images=images[..., 0])
             os.replace(tmp, npz)
@@ -247,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
             results["runs"][name] = {
                 "params": {s: params[s] for s in ("model", "train")}, "steps": trained["steps"],
                 "img_per_s": trained["img_per_s"], "train_wall_s": trained["wall_s"], "precision": trained["precision"],
-                "peak_rss_mib": round(child["max_rss_mib"], 1), "samples": str(npz.relative_to(ROOT)),
+                "peak_rss_mib": round(child["max_rss_mib"], 1), "samples": _shown(npz),
                 "samples_shape": list(images[..., 0].shape), "load_average_before": [round(x, 2) for x in load_before],
                 "load_average_after": [round(x, 2) for x in os.getloadavg()], "minutes": minutes, **scores}
     finally:
@@ -260,16 +265,16 @@ def main(argv: list[str] | None = None) -> None:
     tmp = out_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=2, default=float) + "\n")
     os.replace(tmp, out_path)
-    if not args.quick:
+    if not args.quick and results_dir == RESULTS:
         from resgan.io import image_grid
 
         grids = {}
         for n, run in results["runs"].items():  # the first 64 of each configuration's samples
-            with np.load(ROOT / run["samples"]) as saved:
+            with np.load(ROOT / run["samples"]) as saved:  # relative to the project
                 grids[n] = image_grid(saved["images"][:64, ..., None], columns=8)
         picture(grids, {n: results["runs"][n]["steps"] for n in grids}, minutes)
     print_table(results)
-    print(f"results -> {out_path.relative_to(ROOT)}")
+    print(f"results -> {_shown(out_path)}")
 
 
 def targets(results: dict) -> dict[str, Any]:
@@ -306,6 +311,14 @@ def print_table(results: dict) -> None:
     Console().print(table)
     for key, target in results.get("targets", {}).items():
         print(f"{key}: {target['value']} (target {target['target']}): {'met' if target['met'] else 'NOT met'}")
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the project when inside it (what results record), else as given."""
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def _git_commit() -> str | None:
