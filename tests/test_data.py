@@ -397,8 +397,9 @@ def test_prepare_digits_outputs(tmp_path, capsys):
 
     target = load_digits().target
     manifest = pd.read_csv(tmp_path / "manifest.csv")
-    assert list(manifest.columns) == ["index", "source", "label", "split", "split_index", "sha256"]
+    assert list(manifest.columns) == ["index", "source", "label", "split", "split_index", "npz_index", "sha256"]
     assert len(manifest) == 300 and manifest["source"].iloc[7] == "digits:7"
+    assert (manifest["npz_index"] == manifest["split_index"]).all()  # no npz cap: every image, same rows
     for _, row in manifest.sample(20, random_state=0).iterrows():
         arrays = train if row["split"] == "train" else test
         pixels = arrays["images"][row["split_index"]]

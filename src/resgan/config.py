@@ -45,11 +45,20 @@ class PrepareParams(_Section):
     min_size: int = Field(8, ge=1, le=4096)  # pixels; smaller images are bad input
     labels_from_folders: bool = True
     max_images: int = Field(0, ge=0)  # 0: all
+    shard_size: int = Field(0, ge=0, le=10_000_000)  # train images per shard file under shards/; 0: no shards
+    npz_max_images: int = Field(0, ge=0)  # with shards: cap on images in each of train.npz/test.npz; 0: all
 
     @field_validator("image_size")
     @classmethod
     def _size(cls, value: int) -> int:
         return _power_of_two(value)
+
+    @model_validator(mode="after")
+    def _npz_cap_needs_shards(self) -> "PrepareParams":
+        if self.npz_max_images and not self.shard_size:
+            raise ValueError("npz_max_images needs shard_size > 0 (without shards, train.npz is what training "
+                             "reads, so it must hold every training image)")
+        return self
 
 
 class ClassifierParams(_Section):
@@ -91,6 +100,8 @@ class TrainParams(_Section):
     max_minutes: float = Field(0.0, ge=0.0)  # wall-clock budget; 0: none
     seed: int = Field(0, ge=0)
     distribute: Literal["none", "mirrored", "multi_worker"] = "none"
+    input: Literal["auto", "memory", "stream"] = "auto"  # auto: stream when prepare wrote shards
+    shuffle_buffer: int = Field(10_000, ge=1, le=10_000_000)  # images; streaming only
 
     @field_validator("diffaugment")
     @classmethod

@@ -1,12 +1,23 @@
-"""The tf.data input pipeline for training: prepared uint8 images -> shuffled float batches in [-1, 1]."""
+"""The tf.data input pipeline for training: prepared uint8 images -> shuffled float batches in [-1, 1].
+
+Two ways in, chosen by :func:`open_train_data` from ``train.input``: ``memory`` loads ``train.npz``
+and shuffles all of it (:func:`train_dataset`); ``stream`` reads the train shards that the prepare
+stage wrote (:mod:`resgan.data.shards`) through a bounded shuffle buffer (:func:`stream_dataset`),
+so memory use does not grow with the data set. ``auto`` streams when there are shards.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from resgan.data import shards as shard_files
 from resgan.errors import ResganError
+
+# Images in flight while streaming: shard files read at once (interleaved), chosen by AUTOTUNE up to this.
+MAX_PARALLEL_READS = 8
 
 
 def load_split(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -40,3 +51,92 @@ def train_dataset(images: np.ndarray, global_batch_size: int, seed: int, epoch_o
     ds = ds.batch(global_batch_size, drop_remainder=True)
     ds = ds.map(lambda x: tf.cast(x, tf.float32) / 127.5 - 1.0, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _epoch_seed(seed: int, epoch_offset: int) -> int:
+    return seed + 7919 * epoch_offset
+
+
+def stream_dataset(index: shard_files.ShardIndex, global_batch_size: int, seed: int, epoch_offset: int = 0,
+                   shuffle_buffer: int = 10_000):
+    """An endless ``tf.data.Dataset`` of float32 batches in [-1, 1] streamed from the shards of ``index``.
+
+    Every epoch visits the shard files in a new seeded order, reads up to MAX_PARALLEL_READS of them
+    at once (interleaved), mixes their images in a shuffle buffer of ``shuffle_buffer`` images,
+    batches whole batches of raw records and decodes them in parallel. Memory: the buffer and the
+    prefetched batches, whatever the number of shards. ``epoch_offset`` changes the order on resume
+    as in :func:`train_dataset`. Under ``tf.distribute`` every worker reads every shard and keeps
+    its share of the elements (data sharding), which works for any number of shards.
+    """
+    import tensorflow as tf
+
+    if index.count < global_batch_size:
+        raise ResganError(f"train.batch_size {global_batch_size} is larger than the {index.count} training images "
+                          f"in {index.folder}")
+    height, width, channels = index.shape
+    seed = _epoch_seed(seed, epoch_offset)
+    files = tf.data.Dataset.from_tensor_slices([str(path) for path in index.paths])
+    files = files.shuffle(len(index.shards), seed=seed, reshuffle_each_iteration=True)
+    ds = files.interleave(lambda path: tf.data.FixedLengthRecordDataset(path, index.record_bytes),
+                          cycle_length=min(len(index.shards), MAX_PARALLEL_READS), block_length=1,
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.shuffle(min(shuffle_buffer, index.count), seed=seed + 1, reshuffle_each_iteration=True).repeat()
+    ds = ds.batch(global_batch_size, drop_remainder=True)
+
+    def decode(records):
+        images = tf.reshape(tf.io.decode_raw(records, tf.uint8), (global_batch_size, height, width, channels))
+        return tf.cast(images, tf.float32) / 127.5 - 1.0
+
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """The training images as the train stage needs them: their shape, and a dataset on demand."""
+
+    mode: str  # "memory" or "stream"
+    count: int
+    image_size: int
+    channels: int
+    images: np.ndarray | None = None  # memory
+    index: shard_files.ShardIndex | None = None  # stream
+
+    def dataset(self, global_batch_size: int, seed: int, epoch_offset: int = 0, shuffle_buffer: int = 10_000):
+        if self.mode == "stream":
+            return stream_dataset(self.index, global_batch_size, seed, epoch_offset, shuffle_buffer)
+        return train_dataset(self.images, global_batch_size, seed, epoch_offset)
+
+
+def open_train_data(data_dir: str | Path, mode: str = "auto") -> TrainData:
+    """The prepared train split of ``data_dir`` for ``train.input`` ``mode`` (auto, memory, stream).
+
+    ``stream`` (and ``auto`` when ``shards/index.json`` lists shards) checks every shard against
+    the index first (size and SHA-256, one read of the data), so a missing, truncated or altered
+    shard is one :class:`resgan.data.shards.ShardError` naming the file, before any training; it
+    never loads ``train.npz``. ``memory`` loads ``train.npz``, and refuses one that
+    ``prepare.npz_max_images`` cut down to a sample of the training data.
+    """
+    data_dir = Path(data_dir)
+    index = shard_files.read_index(data_dir)
+    has_shards = index is not None and index.count > 0
+    if mode == "stream" or (mode == "auto" and has_shards):
+        if not has_shards:
+            where = data_dir / shard_files.FOLDER / shard_files.INDEX
+            state = "does not exist" if index is None else "lists no shards"
+            raise ResganError(f"train.input is 'stream' but {where} {state}: set prepare.shard_size > 0 and "
+                              "re-run the prepare stage, or set train.input to auto or memory")
+        shard_files.verify(index)
+        print(f"train: streaming {index.count} images from {len(index.shards)} shard(s) in {index.folder}",
+              flush=True)
+        return TrainData("stream", index.count, int(index.shape[0]), int(index.shape[2]), index=index)
+    if mode not in ("auto", "memory"):
+        raise ResganError(f"train.input: unknown mode {mode!r}; use auto, memory or stream")
+    images, _ = load_split(data_dir / "train.npz")
+    if has_shards and len(images) != index.count:
+        raise ResganError(f"{data_dir / 'train.npz'} holds {len(images)} of the {index.count} training images "
+                          "(a sample, prepare.npz_max_images): train.input: memory would train on the sample; "
+                          "set train.input to auto or stream")
+    return TrainData("memory", len(images), int(images.shape[1]), int(images.shape[3]), images=images)

@@ -31,7 +31,7 @@ KERAS_CLASS_NAMES = {
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per input image, a large folder has millions
 class RawItem:
     """One input image before conversion: a file (``path``) or a uint8 array (``pixels``)."""
 

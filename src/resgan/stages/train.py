@@ -138,11 +138,11 @@ def _weights_finite(gan) -> bool:
 def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, checkpoint_dir: Path,
         metrics_path: Path, plots_path: Path) -> dict[str, Any]:
     """Train (or resume) to ``train.steps``; write the outputs; return the final figures."""
-    from resgan.data.pipeline import load_split, train_dataset
+    from resgan.data.pipeline import open_train_data
 
     summary = _read_summary(data_dir)
-    images, _ = load_split(data_dir / "train.npz")
     tp = params.train
+    train_data = open_train_data(data_dir, tp.input)  # train.npz in memory, or the shards streamed
     key = run_key(params, str(summary.get("data_hash", "")))
     ckpt_dir = checkpoint_dir / key
 
@@ -161,10 +161,12 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
     keras.utils.set_random_seed(tp.seed)
     strategy = make_strategy(tp.distribute)
     chief = is_chief(strategy)
-    shapes = Shapes(image_size=int(images.shape[1]), channels=int(images.shape[3]))
+    shapes = Shapes(image_size=train_data.image_size, channels=train_data.channels)
     gan = GAN(params.model, tp, shapes, strategy=strategy, global_batch_size=tp.batch_size)
 
     found = checkpoint.latest(ckpt_dir)
+    if chief and checkpoint.clean(ckpt_dir):
+        print(f"removed the temporary files of an interrupted checkpoint write in {ckpt_dir}", flush=True)
     record: dict[str, Any] = {}
     if found:
         path, record = found
@@ -202,7 +204,7 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
             logger.log_missing([(row["step"], _metric_names({k: v for k, v in row.items() if k != "step"}))
                                 for row in history], probe="loss/d", retries=retries)
 
-    dataset = train_dataset(images, tp.batch_size, tp.seed, epoch_offset=start)
+    dataset = train_data.dataset(tp.batch_size, tp.seed, epoch_offset=start, shuffle_buffer=tp.shuffle_buffer)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
     grid_latents = gan.fixed_latents(GRID_SIZE, tp.seed + GRID_SEED_OFFSET)
 
