@@ -12,7 +12,6 @@ import io as pyio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mlflow_server import MlflowServer, free_port
 from test_registry import LATENT, SIZE, Store, registry_store
 
 BIN = Path(sys.executable).parent  # the venv's bin: resgan, mlflow and uvicorn live here
@@ -50,12 +50,6 @@ def resgan(*args: str, cwd: Path, tracking_uri: str, timeout: float = 300) -> su
     env.pop("DVC_ROOT", None)
     return subprocess.run([str(BIN / "resgan"), *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tiles(grid: np.ndarray, rows: int, columns: int) -> np.ndarray:
@@ -387,15 +381,8 @@ def _env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def tracking_server(tmp_path_factory):
     """A real ``mlflow server`` on 127.0.0.1 with its own SQLite store and proxied artifacts."""
-    root = tmp_path_factory.mktemp("server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process, handle = _start(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts")],
-        cwd=root, env=_env(), probe=f"{url}/health", log=root / "server.log")
-    yield url
-    _stop(process, handle)
+    with MlflowServer(tmp_path_factory.mktemp("server"), env=_env()) as server:
+        yield server.uri
 
 
 @pytest.mark.slow

@@ -4,18 +4,13 @@ talking to a real ``mlflow server`` on 127.0.0.1 over HTTP."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.parse
 import urllib.request
 
 import mlflow
 import pytest
 
+from mlflow_server import MlflowServer, free_port
 from resgan import tracking
 from resgan.errors import ResganError
 from resgan.tracking import TrackingError
@@ -34,12 +29,6 @@ def _forget_mlflow_uri(monkeypatch):
 def no_env(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("DVC_ROOT", raising=False)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ---- where the store is --------------------------------------------------------------------------
@@ -193,38 +182,8 @@ def test_resume_run_continues_the_recorded_run(tmp_path, monkeypatch):
 @pytest.fixture
 def mlflow_server(tmp_path):
     """``mlflow server`` on a free 127.0.0.1 port with its own SQLite store and proxied artifacts."""
-    port = free_port()
-    store = tmp_path / "server"
-    store.mkdir()
-    log = open(store / "server.log", "wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{store}/mlflow.db", "--artifacts-destination", str(store / "artifacts"),
-         "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, (store / "server.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "mlflow server not healthy within 60 s"
-            time.sleep(0.5)
-        yield uri
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)  # the server and the workers it started
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
-        log.close()
+    with MlflowServer(tmp_path / "server") as server:
+        yield server.uri
 
 
 def rest(uri: str, endpoint: str, **query) -> dict:

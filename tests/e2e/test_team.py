@@ -6,19 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
-import socket
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from project import BIN, make_project, project_env, run
+from mlflow_server import MlflowServer
+from project import make_project, project_env, run
 
 
 TINY = {
@@ -37,12 +31,6 @@ PULLED = ("data/prepared/train.npz", "data/prepared/test.npz", "data/prepared/ma
 _run = run
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -53,36 +41,8 @@ _env = project_env
 @pytest.fixture
 def server(tmp_path):
     """``mlflow server`` on 127.0.0.1: SQLite backend, artifacts proxied to a folder only it writes."""
-    root = tmp_path / "server"
-    root.mkdir()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(root / "server.log", "wb")
-    process = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts")],
-        cwd=root, env=_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, (root / "server.log").read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, "mlflow server did not answer /health within 180 s"
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.5)
-        yield url, root
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        log.close()
+    with MlflowServer(tmp_path / "server", env=_env()) as running:
+        yield running.uri, running.root
 
 
 @pytest.mark.slow

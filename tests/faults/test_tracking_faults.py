@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -19,63 +16,13 @@ import pandas as pd
 import pytest
 
 from conftest import tiny_params
+from mlflow_server import MlflowServer as Server, free_port
 from resgan.stages import train
 from test_kill import TRAIN_ARGS, Child, _no_child_left  # noqa: F401 (autouse: no child outlives its test)
 from test_train_stage import DATA_HASH, make_project
 
 BIN = Path(sys.executable).parent
 METRICS = ("loss/d", "loss/g", "d/real", "d/fake", "grad_norm/d", "grad_norm/g", "perf/img_per_s")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """``mlflow server`` on one 127.0.0.1 port with its own SQLite store and proxied artifacts; it can be
-    stopped (SIGTERM to its process group) and started again on the same port with the same store."""
-
-    def __init__(self, root: Path):
-        self.root, self.port = root, free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        root.mkdir(parents=True, exist_ok=True)
-        self.process: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 120) -> None:
-        with open(self.root / "server.log", "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--backend-store-uri", f"sqlite:///{self.root}/mlflow.db",
-                 "--artifacts-destination", str(self.root / "artifacts"), "--workers", "1"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.process.poll() is None, (self.root / "server.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"mlflow server not healthy within {timeout} s"
-            time.sleep(0.3)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)  # the server and the workers it started
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    def client(self) -> mlflow.MlflowClient:
-        return mlflow.MlflowClient(tracking_uri=self.uri)
 
 
 def test_buffered_logger_waits_while_the_store_is_down_and_delivers_in_step_order(tmp_path, monkeypatch, capsys):
