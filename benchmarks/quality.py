@@ -57,7 +57,7 @@ PLAIN = {
 }
 # Our best for this budget: the recommended MNIST preset (README, "Performance").
 TUNED = {
-    "model": {"latent_dim": 64, "width": 32, "d_width": 0, "blocks_per_resolution": 1, "spectral_norm": True},
+    "model": {"latent_dim": 64, "width": 48, "d_width": 0, "blocks_per_resolution": 1, "spectral_norm": True},
     "train": {"loss": "hinge", "lr_g": 4e-4, "lr_d": 4e-4, "beta1_g": 0.0, "beta2_g": 0.9, "beta1_d": 0.0,
               "beta2_d": 0.9, "d_steps": 1, "batch_size": 32, "ema_decay": 0.999, "ema_start": 1000,
               "precision": "auto", "diffaugment": ""},
