@@ -161,6 +161,24 @@ def test_mixed_bfloat16_step_is_finite_and_images_are_float32(float32_policy_aft
     assert all(w.dtype == "float32" for w in gan.ema_generator.trainable_weights)
 
 
+def test_tapered_model_params_reach_g_ema_d_and_the_exported_generator(tmp_path, eager):
+    from resgan.stages.train import _export_generator
+
+    gan = make_gan(model={"width": 4, "width_growth": 2.0, "max_width": 12})
+    # 16x16: widths 4 (16x16), 8 (8x8), 12 (4x4, capped from 16).
+    for g in (gan.generator, gan.ema_generator):
+        assert g.get_layer("reshape").output.shape[-1] == 12
+        assert [g.get_layer(n).output.shape[-1] for n in ("up_8", "up_16")] == [8, 4]
+    assert [gan.discriminator.get_layer(n).output.shape[-1] for n in ("down_8", "down_4", "block_4")] == [8, 12, 12]
+    figures = {k: float(v) for k, v in gan.train_step(iter(numbered_batches(2))).items()}
+    assert all(np.isfinite(v) for v in figures.values()), figures
+    exported = _export_generator(gan, tmp_path / "generator.keras")
+    loaded = keras.saving.load_model(tmp_path / "generator.keras", safe_mode=True)
+    z = np.random.default_rng(0).standard_normal((3, 16)).astype("float32")
+    np.testing.assert_allclose(loaded(z, training=False), gan.ema_generator(z, training=False), atol=1e-6)
+    assert exported.count_params() == gan.ema_generator.count_params()
+
+
 # ---- to_uint8 ------------------------------------------------------------------------------------
 
 def test_to_uint8_maps_the_range_ends_and_rounds_half_to_even():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from resgan.nn.layers import DownBlock, GlobalSumPooling2D, UpBlock
-from resgan.nn.networks import build_discriminator, build_generator
+from resgan.nn.networks import build_discriminator, build_generator, level_widths
 
 
 def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -77,6 +77,37 @@ def test_blocks_per_resolution_adds_same_size_blocks():
     assert [block.downsample for block in down] == [True, False, False, True, False, False, False]
     assert generator.output.shape == (None, 16, 16, 1)
     assert discriminator.output.shape == (None, 1)
+
+
+def test_width_growth_tapers_both_networks_by_resolution():
+    # 32x32: width 8 at 32x32, x2 per halving, capped at 48 -> 4x4: 48, 8x8: 32, 16x16: 16, 32x32: 8.
+    assert level_widths(8, 3, 2.0, 48) == [8, 16, 32, 48]
+    assert level_widths(8, 3, 1.5) == [8, 12, 18, 27]
+    generator = build_generator(16, 8, 32, 1, width_growth=2.0, max_width=48)
+    discriminator = build_discriminator(32, 1, 8, width_growth=2.0, max_width=48)
+    assert generator.get_layer("reshape").output.shape == (None, 4, 4, 48)
+    up = {layer.name: layer.output.shape for layer in generator.layers if isinstance(layer, UpBlock)}
+    assert up == {"up_8": (None, 8, 8, 32), "up_16": (None, 16, 16, 16), "up_32": (None, 32, 32, 8)}
+    down = {layer.name: layer.output.shape for layer in discriminator.layers if isinstance(layer, DownBlock)}
+    assert down == {"down_16": (None, 16, 16, 16), "down_8": (None, 8, 8, 32), "down_4": (None, 4, 4, 48),
+                    "block_4": (None, 4, 4, 48)}
+    assert generator.output.shape == (None, 32, 32, 1) and discriminator.output.shape == (None, 1)
+    # Growth 1 is the untapered network, weight for weight.
+    assert build_generator(16, 8, 16, 1, width_growth=1.0).count_params() == build_generator(16, 8, 16, 1).count_params()
+    with pytest.raises(ValueError, match="max_width"):
+        level_widths(8, 3, 2.0, 4)
+    with pytest.raises(ValueError, match="width_growth"):
+        level_widths(8, 3, 0.5)
+
+
+def test_model_params_reject_a_cap_below_the_width():
+    from resgan.config import ModelParams
+
+    assert ModelParams(width=8, width_growth=2.0, max_width=64).max_width == 64
+    with pytest.raises(ValueError, match="max_width"):
+        ModelParams(width=32, max_width=16)
+    with pytest.raises(ValueError, match="max_width"):
+        ModelParams(width=8, d_width=32, max_width=16)
 
 
 @pytest.mark.parametrize("kwargs", [dict(image_size=8), dict(image_size=24), dict(image_size=512),

@@ -74,8 +74,16 @@ class ModelParams(_Section):
     latent_dim: int = Field(128, ge=1, le=4096)
     width: int = Field(32, ge=4, le=2048)  # channels of every G and D block
     d_width: int = Field(0, ge=0, le=2048)  # 0: same as width
+    width_growth: float = Field(1.0, ge=1.0, le=4.0)  # channels x this at each halving of resolution
+    max_width: int = Field(0, ge=0, le=4096)  # cap on any block's channels with width_growth; 0: none
     blocks_per_resolution: int = Field(1, ge=1, le=8)
     spectral_norm: bool = True  # on the discriminator
+
+    @model_validator(mode="after")
+    def _cap_above_widths(self) -> "ModelParams":
+        if self.max_width and self.max_width < max(self.width, self.d_width):
+            raise ValueError(f"max_width ({self.max_width}) must be 0 or at least width and d_width")
+        return self
 
 
 class TrainParams(_Section):

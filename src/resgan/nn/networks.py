@@ -1,4 +1,8 @@
-"""The ResNet generator and discriminator (SNGAN / BigGAN layout, one width for every block).
+"""The ResNet generator and discriminator (SNGAN / BigGAN layout).
+
+By default every block has the same width. ``width_growth`` > 1 tapers the networks the way
+DCGAN and BigGAN do: ``width`` channels at the image's resolution, multiplied by ``width_growth``
+at each halving (capped at ``max_width``), so the cheap low resolutions get the most channels.
 
 Both end in a float32 layer, so images and logits are float32 under the ``mixed_bfloat16`` and
 ``mixed_float16`` policies (losses and image writers expect float32).
@@ -12,6 +16,19 @@ import keras
 from keras import layers
 
 from resgan.nn.layers import DownBlock, GlobalSumPooling2D, UpBlock
+
+
+def level_widths(width: int, levels: int, width_growth: float = 1.0, max_width: int = 0) -> list[int]:
+    """Channels at each resolution level: index 0 is the image's resolution, index ``levels`` is 4x4.
+
+    ``round(width * width_growth ** level)``, capped at ``max_width`` (0: no cap), never below ``width``.
+    """
+    if width_growth < 1.0:
+        raise ValueError(f"width_growth must be at least 1, got {width_growth!r}")
+    if max_width and max_width < width:
+        raise ValueError(f"max_width ({max_width}) must be 0 or at least width ({width})")
+    widths = [max(width, int(round(width * width_growth ** level))) for level in range(levels + 1)]
+    return [min(w, max_width) for w in widths] if max_width else widths
 
 
 def _check(image_size: int, channels: int, width: int, blocks_per_resolution: int) -> int:
@@ -28,11 +45,13 @@ def _check(image_size: int, channels: int, width: int, blocks_per_resolution: in
 
 
 def build_generator(latent_dim: int, width: int, image_size: int, channels: int,
-                    blocks_per_resolution: int = 1, synchronized_bn: bool = False) -> keras.Model:
+                    blocks_per_resolution: int = 1, synchronized_bn: bool = False,
+                    width_growth: float = 1.0, max_width: int = 0) -> keras.Model:
     """The generator: latents (N, latent_dim) -> images (N, image_size, image_size, channels) in [-1, 1], float32.
 
-    Dense -> 4x4xwidth -> one upsampling UpBlock per doubling (plus ``blocks_per_resolution - 1``
-    same-size blocks after each) -> BN -> ReLU -> Conv3x3 -> tanh.
+    Dense -> 4x4 -> one upsampling UpBlock per doubling (plus ``blocks_per_resolution - 1``
+    same-size blocks after each) -> BN -> ReLU -> Conv3x3 -> tanh. Each block has the channels of
+    the resolution it outputs (:func:`level_widths`; ``width`` everywhere by default).
     ``synchronized_bn``: batch-norm statistics over the global batch of a tf.distribute strategy
     (Keras' ``synchronized=True``); the training maths then does not depend on the replica count.
     Inference (``training=False``) and the weights are the same either way.
@@ -40,14 +59,15 @@ def build_generator(latent_dim: int, width: int, image_size: int, channels: int,
     steps = _check(image_size, channels, width, blocks_per_resolution)
     if latent_dim < 1:
         raise ValueError(f"latent_dim must be positive, got {latent_dim!r}")
+    widths = level_widths(width, steps, width_growth, max_width)
     z = keras.Input((latent_dim,), name="z")
-    x = layers.Dense(4 * 4 * width, name="dense")(z)
-    x = layers.Reshape((4, 4, width), name="reshape")(x)
+    x = layers.Dense(4 * 4 * widths[steps], name="dense")(z)
+    x = layers.Reshape((4, 4, widths[steps]), name="reshape")(x)
     for step in range(steps):
-        size = 8 << step
-        x = UpBlock(width, synchronized_bn=synchronized_bn, name=f"up_{size}")(x)
+        size, filters = 8 << step, widths[steps - 1 - step]
+        x = UpBlock(filters, synchronized_bn=synchronized_bn, name=f"up_{size}")(x)
         for extra in range(1, blocks_per_resolution):
-            x = UpBlock(width, upsample=False, synchronized_bn=synchronized_bn, name=f"up_{size}_{extra}")(x)
+            x = UpBlock(filters, upsample=False, synchronized_bn=synchronized_bn, name=f"up_{size}_{extra}")(x)
     x = layers.BatchNormalization(synchronized=synchronized_bn, name="bn_out")(x)
     x = layers.ReLU(name="relu_out")(x)
     x = layers.Conv2D(channels, 3, padding="same", name="conv_out")(x)
@@ -56,24 +76,26 @@ def build_generator(latent_dim: int, width: int, image_size: int, channels: int,
 
 
 def build_discriminator(image_size: int, channels: int, width: int, blocks_per_resolution: int = 1,
-                        spectral_norm: bool = True) -> keras.Model:
+                        spectral_norm: bool = True, width_growth: float = 1.0, max_width: int = 0) -> keras.Model:
     """The discriminator: images (N, image_size, image_size, channels) -> logits (N, 1), float32.
 
     Optimized first DownBlock -> downsampling DownBlocks to 4x4 (each followed by
     ``blocks_per_resolution - 1`` same-size blocks) -> one more 4x4 block (as SNGAN's last blocks)
     -> ReLU -> global sum pooling -> Dense(1). ``spectral_norm`` wraps every conv and the Dense.
+    Each block has the channels of the resolution it outputs (:func:`level_widths`).
     Images are expected in [-1, 1]. There is no batch normalization, so each example's logit
     depends only on that example (the gradient penalty relies on it).
     """
     steps = _check(image_size, channels, width, blocks_per_resolution)
+    widths = level_widths(width, steps, width_growth, max_width)
     images = keras.Input((image_size, image_size, channels), name="images")
     x = images
     for step in range(steps):
-        size = image_size >> (step + 1)
-        x = DownBlock(width, spectral_norm, first=step == 0, name=f"down_{size}")(x)
+        size, filters = image_size >> (step + 1), widths[step + 1]
+        x = DownBlock(filters, spectral_norm, first=step == 0, name=f"down_{size}")(x)
         for extra in range(1, blocks_per_resolution):
-            x = DownBlock(width, spectral_norm, downsample=False, name=f"down_{size}_{extra}")(x)
-    x = DownBlock(width, spectral_norm, downsample=False, name="block_4")(x)
+            x = DownBlock(filters, spectral_norm, downsample=False, name=f"down_{size}_{extra}")(x)
+    x = DownBlock(widths[steps], spectral_norm, downsample=False, name="block_4")(x)
     x = layers.ReLU(name="relu_out")(x)
     x = GlobalSumPooling2D(name="sum_pool")(x)
     dense = layers.Dense(1, name="dense")
@@ -81,3 +103,19 @@ def build_discriminator(image_size: int, channels: int, width: int, blocks_per_r
     # SpectralNormalization casts back to its input's dtype; this makes the logits float32.
     logits = layers.Activation("linear", dtype="float32", name="logits")(x)
     return keras.Model(images, logits, name="discriminator")
+
+
+def generator_from_params(model, image_size: int, channels: int, synchronized_bn: bool = False) -> keras.Model:
+    """The generator that ``model`` (:class:`resgan.config.ModelParams`) describes."""
+    return build_generator(latent_dim=model.latent_dim, width=model.width, image_size=image_size,
+                           channels=channels, blocks_per_resolution=model.blocks_per_resolution,
+                           synchronized_bn=synchronized_bn, width_growth=model.width_growth,
+                           max_width=model.max_width)
+
+
+def discriminator_from_params(model, image_size: int, channels: int) -> keras.Model:
+    """The discriminator that ``model`` (:class:`resgan.config.ModelParams`) describes (``d_width`` or ``width``)."""
+    return build_discriminator(image_size=image_size, channels=channels, width=model.d_width or model.width,
+                               blocks_per_resolution=model.blocks_per_resolution,
+                               spectral_norm=model.spectral_norm, width_growth=model.width_growth,
+                               max_width=model.max_width)

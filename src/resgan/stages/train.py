@@ -103,14 +103,12 @@ def _export_generator(gan, path: Path) -> Any:
     """Save the EMA generator as a float32 Keras model (portable whatever precision trained it)."""
     import keras
 
-    from resgan.nn.networks import build_generator
+    from resgan.nn.networks import generator_from_params
 
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
-        model = build_generator(latent_dim=gan.model_params.latent_dim, width=gan.model_params.width,
-                                image_size=gan.shapes.image_size, channels=gan.shapes.channels,
-                                blocks_per_resolution=gan.model_params.blocks_per_resolution)
+        model = generator_from_params(gan.model_params, gan.shapes.image_size, gan.shapes.channels)
     finally:
         keras.mixed_precision.set_global_policy(policy)
     model.set_weights([np.asarray(w, dtype=np.float32) for w in gan.ema_generator.get_weights()])
