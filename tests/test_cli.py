@@ -11,10 +11,8 @@ import base64
 import io as pyio
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mlflow_server import MlflowServer, free_port
+from mlflow_server import MlflowServer, free_port, start_server, stop_server
 from test_registry import LATENT, SIZE, Store, registry_store
 
 BIN = Path(sys.executable).parent  # the venv's bin: resgan, mlflow and uvicorn live here
@@ -342,35 +340,6 @@ def test_a_missing_local_store_is_not_created(tmp_path):
 
 # ---------------------------------------------------------------- servers (slow)
 
-def _start(args: list[str], cwd: Path, env: dict[str, str], probe: str, log: Path, timeout: float = 180):
-    """Start a server in its own process group; wait until ``probe`` answers 200."""
-    handle = open(log, "wb")
-    process = subprocess.Popen(args, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        try:
-            with urllib.request.urlopen(probe, timeout=2) as response:
-                if response.status == 200:
-                    return process, handle
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.5)
-    _stop(process, handle)
-    pytest.fail(f"{' '.join(args[:3])} did not come up:\n{log.read_text(errors='replace')[-3000:]}")
-
-
-def _stop(process: subprocess.Popen, handle) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)
-    handle.close()
-
 
 def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **extra)
@@ -429,7 +398,7 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_seeds_with_the_images_generate_draws(store, tmp_path):
     port = free_port()
-    process, handle = _start(
+    process = start_server(
         [str(BIN / "mlflow"), "models", "serve", "-m", "models:/resgan@champion", "--env-manager", "local",
          "--host", "127.0.0.1", "--port", str(port)],
         cwd=tmp_path, env=_env(MLFLOW_TRACKING_URI=store.uri), probe=f"http://127.0.0.1:{port}/ping",
@@ -456,4 +425,4 @@ def test_mlflow_models_serve_answers_seeds_with_the_images_generate_draws(store,
         assert status == 400 and error["error_code"] == "INVALID_PARAMETER_VALUE"
         assert "seeds must be non-negative integers" in error["message"]
     finally:
-        _stop(process, handle)
+        stop_server(process)

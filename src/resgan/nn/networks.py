@@ -21,13 +21,13 @@ from resgan.nn.layers import DownBlock, GlobalSumPooling2D, UpBlock
 def level_widths(width: int, levels: int, width_growth: float = 1.0, max_width: int = 0) -> list[int]:
     """Channels at each resolution level: index 0 is the image's resolution, index ``levels`` is 4x4.
 
-    ``round(width * width_growth ** level)``, capped at ``max_width`` (0: no cap), never below ``width``.
+    ``round(width * width_growth ** level)``, capped at ``max_width`` (0: no cap).
     """
     if width_growth < 1.0:
         raise ValueError(f"width_growth must be at least 1, got {width_growth!r}")
     if max_width and max_width < width:
         raise ValueError(f"max_width ({max_width}) must be 0 or at least width ({width})")
-    widths = [max(width, int(round(width * width_growth ** level))) for level in range(levels + 1)]
+    widths = [int(round(width * width_growth ** level)) for level in range(levels + 1)]
     return [min(w, max_width) for w in widths] if max_width else widths
 
 
