@@ -121,7 +121,7 @@ def test_npz_cap_keeps_a_seeded_sample_and_the_full_hash(sharded, tmp_path):
 
     with pytest.raises(ResganError, match=r"train\.npz holds 100 of the 270 training images .*set train\.input"):
         pipeline.open_train_data(out, "memory")  # a sample is not the training data
-    with pytest.raises(ParamsError, match=r"prepare: npz_max_images needs shard_size > 0"):
+    with pytest.raises(ParamsError, match=r"prepare\.npz_max_images: needs shard_size > 0"):
         parse_params({"prepare": {"npz_max_images": 10}})
 
 

@@ -21,6 +21,14 @@ class ParamsError(ResganError):
     """params.yaml is missing, malformed or invalid."""
 
 
+class _FieldError(ValueError):
+    """A check across fields of a section that blames one of them: the message names ``section.field``."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 class _Section(BaseModel):
     # strict: "5" is not an int and 1 is not a bool; ints are accepted where floats are expected.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
@@ -56,8 +64,8 @@ class PrepareParams(_Section):
     @model_validator(mode="after")
     def _npz_cap_needs_shards(self) -> "PrepareParams":
         if self.npz_max_images and not self.shard_size:
-            raise ValueError("npz_max_images needs shard_size > 0 (without shards, train.npz is what training "
-                             "reads, so it must hold every training image)")
+            raise _FieldError("npz_max_images", "needs shard_size > 0 (without shards, train.npz is what training "
+                                               "reads, so it must hold every training image)")
         return self
 
 
@@ -82,7 +90,7 @@ class ModelParams(_Section):
     @model_validator(mode="after")
     def _cap_above_widths(self) -> "ModelParams":
         if self.max_width and self.max_width < max(self.width, self.d_width):
-            raise ValueError(f"max_width ({self.max_width}) must be 0 or at least width and d_width")
+            raise _FieldError("max_width", "must be 0 or at least width and d_width")
         return self
 
 
@@ -243,6 +251,9 @@ def _format(error: ValidationError) -> str:
     where = ".".join(str(p) for p in first["loc"] if not isinstance(p, int)) or "params"
     message = first["msg"].removeprefix("Value error, ")
     got = first.get("input")
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, _FieldError) and isinstance(got, dict):  # a section's check naming its field
+        where, got = f"{where}.{cause.field}", got.get(cause.field)
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
     more = len(error.errors()) - 1
     return f"params: {where}: {message}{shown}" + (f" and {more} more problem(s)" if more else "")
