@@ -13,7 +13,9 @@ default ``classifier`` params, by the project's own stages.
 Each configuration trains with ``train.max_minutes`` (default 10: the budget is wall time, measured
 from the first step; the trace of the step function comes before it) in its own process, then
 draws 10,000 samples from its EMA generator (seed 1234) and writes them, uint8 N x 32 x 32, to
-``benchmarks/results/mnist_10min_<name>.npz`` (key ``images``), so anyone can score them.
+``benchmarks/results/mnist_10min_<name>.npz`` (key ``images``; for the tuned run, which is
+class-conditional, also ``labels``: the class each image was drawn for, every class in turn), so
+anyone can score them.
 Scores: classifier FID and KID of the 10,000 samples against the 10,000 real digits, and the
 classifier score (Inception Score with the domain classifier, 10 splits), beside the real-vs-real
 floor (FID/KID between random halves of the real digits; 5,000 vs 5,000, so the FID of 5,000
@@ -57,7 +59,8 @@ PLAIN = {
 }
 # Our best for this budget: the recommended MNIST preset (README, "Performance").
 TUNED = {
-    "model": {"latent_dim": 64, "width": 48, "d_width": 0, "blocks_per_resolution": 1, "spectral_norm": True},
+    "model": {"latent_dim": 64, "width": 48, "d_width": 0, "blocks_per_resolution": 1, "spectral_norm": True,
+              "conditional": True},
     "train": {"loss": "hinge", "lr_g": 4e-4, "lr_d": 4e-4, "beta1_g": 0.0, "beta2_g": 0.9, "beta1_d": 0.0,
               "beta2_d": 0.9, "d_steps": 1, "batch_size": 32, "ema_decay": 0.999, "ema_start": 1000,
               "precision": "auto", "diffaugment": ""},
@@ -112,8 +115,10 @@ def _value(text: str) -> Any:
     return value
 
 
-def score(images: np.ndarray, real: np.ndarray, real_halves: tuple[np.ndarray, np.ndarray], extractor) -> dict:
-    """Classifier FID, KID and score of ``images`` (uint8 NHWC) against ``real``; class mix."""
+def score(images: np.ndarray, real: np.ndarray, real_halves: tuple[np.ndarray, np.ndarray], extractor,
+          labels: np.ndarray | None = None) -> dict:
+    """Classifier FID, KID and score of ``images`` (uint8 NHWC) against ``real``; class mix; with the
+    ``labels`` a conditional generator drew for, the share the classifier puts in that class."""
     from resgan.metrics.distances import fid, kid
     from resgan.metrics.scores import inception_score
 
@@ -127,7 +132,8 @@ def score(images: np.ndarray, real: np.ndarray, real_halves: tuple[np.ndarray, n
             "kid_classifier_mean": kid_mean, "kid_classifier_std": kid_std,
             "classifier_score_mean": is_mean, "classifier_score_std": is_std,
             "class_fractions": [round(float(c) / len(images), 4) for c in counts],
-            "max_class_fraction": float(counts.max() / len(images))}
+            "max_class_fraction": float(counts.max() / len(images)),
+            "class_accuracy": None if labels is None else float(np.mean(probs.argmax(axis=1) == labels))}
 
 
 def picture(grids: dict[str, np.ndarray], steps: dict[str, int], minutes: float) -> None:
@@ -205,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
         from resgan.metrics.distances import fid, kid
         from resgan.metrics.features import ClassifierFeatures
         from resgan.metrics.scores import inception_score
-        from resgan.models import load_generator
+        from resgan.models import class_labels, load_generator, num_classes
         from resgan.stages.sample import draw
 
         train_images, _ = load_split(data / "train.npz")
@@ -242,11 +248,13 @@ def main(argv: list[str] | None = None) -> None:
             log(f"{name}: {trained['steps']} steps, {trained['img_per_s']} img/s; sampling {num}")
             generator = load_generator(run_dir / "models" / "generator.keras")
             images = draw(generator, num, seed=SAMPLE_SEED, batch_size=500, show_progress=False)
+            # A conditional generator draws every class in turn; the npz says which class each image is for.
+            labels = class_labels(num, num_classes(generator), SAMPLE_SEED)
             npz = results_dir / (f"mnist_{minutes:g}min_{name}.npz" if not args.quick else f"quick_{name}.npz")
             tmp = npz.with_suffix(".tmp.npz")
-            np.savez_compressed(tmp, images=images[..., 0])
+            np.savez_compressed(tmp, images=images[..., 0], **({} if labels is None else {"labels": labels}))
             os.replace(tmp, npz)
-            scores = score(images, (real_feats, real_probs), (half_a, half_b), extractor)
+            scores = score(images, (real_feats, real_probs), (half_a, half_b), extractor, labels)
             log(f"{name}: FID {scores['fid_classifier']:.3f}, score {scores['classifier_score_mean']:.3f}, "
                 f"max class {scores['max_class_fraction']:.3f}")
             results["runs"][name] = {
@@ -298,16 +306,17 @@ def print_table(results: dict) -> None:
 
     real = results.get("real", {})
     table = Table(title="MNIST, equal wall-clock budgets (classifier features)")
-    for column in ("run", "steps", "img/s", "FID", "FID 5k vs half", "KID", "score", "max class"):
+    for column in ("run", "steps", "img/s", "FID", "FID 5k vs half", "KID", "score", "max class", "class acc."):
         table.add_column(column, justify="right")
     for name, run in results["runs"].items():
         table.add_row(name, str(run["steps"]), f"{run['img_per_s']:.0f}", f"{run['fid_classifier']:.3f}",
                       f"{run['fid_classifier_5k_vs_half']:.3f}", f"{run['kid_classifier_mean']:.4f}",
-                      f"{run['classifier_score_mean']:.3f}", f"{run['max_class_fraction']:.3f}")
+                      f"{run['classifier_score_mean']:.3f}", f"{run['max_class_fraction']:.3f}",
+                      "" if run.get("class_accuracy") is None else f"{run['class_accuracy']:.3f}")
     if real:
         table.add_row("real (halves)", "", "", "", f"{real['fid_classifier_floor_halves']:.3f}",
                       f"{real['kid_classifier_floor_mean']:.4f}", f"{real['classifier_score_mean']:.3f}",
-                      f"{real['max_class_fraction']:.3f}")
+                      f"{real['max_class_fraction']:.3f}", f"{real.get('classifier_accuracy') or 0:.3f}")
     Console().print(table)
     for key, target in results.get("targets", {}).items():
         print(f"{key}: {target['value']} (target {target['target']}): {'met' if target['met'] else 'NOT met'}")

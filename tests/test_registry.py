@@ -333,7 +333,7 @@ def test_logged_generator_is_keras_native_with_a_seed_pyfunc_and_no_pickle(use_s
     meta = yaml.safe_load((local / "MLmodel").read_text())
     assert meta["flavors"]["keras"]["data"] == "data" and (local / "data" / "model.keras").is_file()
     assert meta["flavors"]["python_function"]["loader_module"] == "resgan.serving"
-    assert meta["metadata"]["resgan"] == {"latent_dim": LATENT, "image_shape": [SIZE, SIZE, 1]}
+    assert meta["metadata"]["resgan"] == {"latent_dim": LATENT, "image_shape": [SIZE, SIZE, 1], "num_classes": 0}
     inputs = json.loads(meta["signature"]["inputs"])
     assert [(c["name"], c["type"], c["required"]) for c in inputs] == [("seed", "long", True),
                                                                       ("truncation", "double", False)]

@@ -120,6 +120,8 @@ ModelOpt = Annotated[Optional[str], typer.Option(
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Replace an existing output.")]
 TruncationOpt = Annotated[Optional[float], typer.Option(
     help="Truncation trick: redraw latent values beyond +-T (T > 0; smaller is tamer and less varied).")]
+LabelOpt = Annotated[Optional[int], typer.Option(
+    help="Class-conditional models: draw this class (0 to K-1) only; default every class in turn.")]
 
 
 def _quiet_mlflow() -> None:
@@ -161,6 +163,7 @@ def generate(
     truncation: TruncationOpt = None,
     fmt: Annotated[Optional[str], typer.Option("--format", help="grid | folder | npz (default: from --out's suffix).")] = None,
     columns: Annotated[Optional[int], typer.Option(help="Grid columns (default: near square).")] = None,
+    label: LabelOpt = None,
     force: ForceOpt = False,
     params: Annotated[Path, typer.Option("--params", "-p", help="Where the default model name is read from.")] = Path("params.yaml"),
 ) -> None:
@@ -169,7 +172,7 @@ def generate(
     from resgan.generate import generate as run
 
     result = run(_model_ref(model, params), out, num=num, seed=seed, batch_size=batch_size, truncation=truncation,
-                 fmt=fmt, force=force, columns=columns)
+                 fmt=fmt, force=force, columns=columns, label=label)
     print(result.line())
 
 
@@ -183,6 +186,7 @@ def interpolate(
     fmt: Annotated[Optional[str], typer.Option("--format", help="grid | gif (default: from --out's suffix).")] = None,
     duration: Annotated[int, typer.Option(help="GIF: milliseconds per frame.")] = 100,
     scale: Annotated[int, typer.Option(help="Enlarge every image by this integer factor (nearest neighbour).")] = 1,
+    label: LabelOpt = None,
     force: ForceOpt = False,
     params: Annotated[Path, typer.Option("--params", "-p", help="Where the default model name is read from.")] = Path("params.yaml"),
 ) -> None:
@@ -191,7 +195,7 @@ def interpolate(
     from resgan.generate import interpolate as run, parse_seeds
 
     result = run(_model_ref(model, params), out, parse_seeds(seeds), steps=steps, truncation=truncation, fmt=fmt,
-                 force=force, duration_ms=duration, scale=scale)
+                 force=force, duration_ms=duration, scale=scale, label=label)
     print(result.line())
 
 

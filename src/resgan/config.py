@@ -86,6 +86,7 @@ class ModelParams(_Section):
     max_width: int = Field(0, ge=0, le=4096)  # cap on any block's channels with width_growth; 0: none
     blocks_per_resolution: int = Field(1, ge=1, le=8)
     spectral_norm: bool = True  # on the discriminator
+    conditional: bool = False  # class-conditional G and projection D; needs labels in the prepared data
 
     @model_validator(mode="after")
     def _cap_above_widths(self) -> "ModelParams":

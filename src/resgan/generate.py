@@ -116,12 +116,13 @@ def _writing(out: Path) -> Iterator[None]:
 # ------------------------------------------------------------------ running the generator
 
 def run_generator(model, z: np.ndarray, batch_size: int,
-                  progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """uint8 NHWC images for latents ``z``, ``batch_size`` at a time (inference mode, graph-compiled).
+                  progress: Callable[[int], None] | None = None, labels: np.ndarray | None = None) -> np.ndarray:
+    """uint8 NHWC images for latents ``z`` (and class ``labels``, for a conditional generator),
+    ``batch_size`` at a time (inference mode, graph-compiled).
 
     The graph gives the same numbers as an eager ``model(z, training=False)``, about twice as fast.
     """
-    return np.concatenate(list(iter_images(model, z, batch_size, progress)), axis=0)
+    return np.concatenate(list(iter_images(model, z, batch_size, progress, labels)), axis=0)
 
 
 _COMPILED: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
@@ -138,14 +139,16 @@ def compiled(model):
     return call
 
 
-def iter_images(model, z: np.ndarray, batch_size: int,
-                progress: Callable[[int], None] | None = None) -> Iterator[np.ndarray]:
-    """uint8 NHWC batches of images for latents ``z``."""
+def iter_images(model, z: np.ndarray, batch_size: int, progress: Callable[[int], None] | None = None,
+                labels: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    """uint8 NHWC batches of images for latents ``z`` (and ``labels``, for a conditional generator)."""
     from resgan.gan.trainer import to_uint8
+    from resgan.models import generator_inputs
 
     call = compiled(model)
     for start in range(0, len(z), batch_size):
-        batch = to_uint8(call(z[start:start + batch_size]))
+        window = slice(start, start + batch_size)
+        batch = to_uint8(call(generator_inputs(z[window], None if labels is None else labels[window])))
         if progress is not None:
             progress(len(batch))
         yield batch
@@ -362,8 +365,11 @@ class Result:
 
 def generate(model_ref: str, out: Path, num: int = 64, seed: int = 0, batch_size: int = 256,
              truncation: float | None = None, fmt: str | None = None, force: bool = False,
-             columns: int | None = None, show_progress: bool | None = None) -> Result:
-    """``num`` images from the generator ``model_ref`` (file or MLflow URI) written to ``out``."""
+             columns: int | None = None, show_progress: bool | None = None, label: int | None = None) -> Result:
+    """``num`` images from the generator ``model_ref`` (file or MLflow URI) written to ``out``.
+
+    A class-conditional generator draws class ``label`` only, or every class in turn (the npz
+    then holds ``labels`` too); ``label`` is an error for an unconditional one."""
     check_range("--num", num, 1, MAX_NUM)
     check_range("--seed", seed, 0, MAX_SEED)
     check_range("--batch-size", batch_size, 1, 65_536)
@@ -373,9 +379,10 @@ def generate(model_ref: str, out: Path, num: int = 64, seed: int = 0, batch_size
     fmt = resolve_format(out, fmt, GENERATE_FORMATS)
     check_output(out, fmt, force)
 
-    from resgan.models import latent_dim, latents
+    from resgan.models import class_labels, latent_dim, latents, num_classes
 
     model = load_quietly(model_ref)
+    labels = class_labels(num, num_classes(model), seed, label)
     h, w, c = image_shape(model)
     if fmt != "npz":
         _check_image_channels(model, model_ref)
@@ -388,20 +395,23 @@ def generate(model_ref: str, out: Path, num: int = 64, seed: int = 0, batch_size
     show = (sys.stderr.isatty() if show_progress is None else show_progress) and num > batch_size
     with progress_bar(num, "generating", show) as advance:
         if fmt == "folder":
-            count = write_folder(out, iter_images(model, z, batch_size, advance), force)
+            count = write_folder(out, iter_images(model, z, batch_size, advance, labels), force)
             return Result(out, fmt, count, (h, w, c))
-        images = run_generator(model, z, batch_size, advance)
+        images = run_generator(model, z, batch_size, advance, labels)
     if fmt == "grid":
         write_grid(out, images, columns)
         gh, gw = grid_shape(num, h, w, columns)
         return Result(out, fmt, num, (gw, gh))
-    write_npz(out, images, seed)
+    write_npz(out, images, seed, **({} if labels is None else {"labels": labels.astype(np.int64)}))
     return Result(out, fmt, num, images.shape)
 
 
 def interpolate(model_ref: str, out: Path, seeds: list[int], steps: int = 8, truncation: float | None = None,
-                fmt: str | None = None, force: bool = False, duration_ms: int = 100, scale: int = 1) -> Result:
-    """A spherical latent walk through ``seeds``: a grid (one row per pair) or an animated GIF."""
+                fmt: str | None = None, force: bool = False, duration_ms: int = 100, scale: int = 1,
+                label: int | None = None) -> Result:
+    """A spherical latent walk through ``seeds``: a grid (one row per pair) or an animated GIF.
+
+    A class-conditional generator walks within one class: ``label``, or the first seed's class."""
     check_range("--steps", steps, 2, 1000)
     check_range("--duration", duration_ms, 10, 60_000)
     check_range("--scale", scale, 1, 32)
@@ -409,13 +419,15 @@ def interpolate(model_ref: str, out: Path, seeds: list[int], steps: int = 8, tru
     fmt = resolve_format(out, fmt, INTERPOLATE_FORMATS)
     check_output(out, fmt, force)
 
-    from resgan.models import latent_dim
+    from resgan.models import class_labels, latent_dim, num_classes
 
     model = load_quietly(model_ref)
     _check_image_channels(model, model_ref)
     walk = walk_latents(latent_dim(model), seeds, steps, truncation)
     pairs = walk.shape[0]
-    images = run_generator(model, walk.reshape(pairs * steps, -1), 256)
+    first = class_labels(1, num_classes(model), seeds[0], label)
+    labels = None if first is None else np.full(pairs * steps, first[0], dtype=np.int32)
+    images = run_generator(model, walk.reshape(pairs * steps, -1), 256, labels=labels)
     images = upscale(images, scale)
     if fmt == "grid":
         write_grid(out, images, columns=steps)

@@ -157,9 +157,14 @@ def generator_from_file(path: Path, name: str | None = None):
     name = name or str(path)
     model = _load_keras(path, name)
     inputs, outputs = model.inputs, model.outputs
-    if len(inputs) != 1 or len(inputs[0].shape) != 2 or len(outputs) != 1 or len(outputs[0].shape) != 4:
+    conditional = len(inputs) == 2 and len(inputs[1].shape) == 1 and "int" in str(inputs[1].dtype)
+    if (len(inputs) not in (1, 2) or len(inputs[0].shape) != 2 or (len(inputs) == 2 and not conditional)
+            or len(outputs) != 1 or len(outputs[0].shape) != 4):
         raise ResganError(f"{name} is not a generator: it maps {[tuple(i.shape) for i in inputs]} to "
-                          f"{[tuple(o.shape) for o in outputs]}, expected (batch, latent) -> (batch, H, W, C)")
+                          f"{[tuple(o.shape) for o in outputs]}, expected (batch, latent) -> (batch, H, W, C), "
+                          "or (batch, latent) and (batch,) class labels for a conditional one")
+    if conditional and num_classes(model) < 2:
+        raise ResganError(f"{name} is not a resgan generator: it takes labels but has no class embedding")
     return model
 
 
@@ -172,6 +177,43 @@ def load_generator(ref: str | Path):
 
 def latent_dim(model) -> int:
     return int(model.inputs[0].shape[-1])
+
+
+def num_classes(model) -> int:
+    """The classes a conditional generator draws (its label embedding's size); 0 for an unconditional one."""
+    if len(model.inputs) < 2:
+        return 0
+    from resgan.nn.networks import CLASS_EMBEDDING
+
+    try:
+        return int(model.get_layer(CLASS_EMBEDDING).input_dim)
+    except ValueError:  # no such layer
+        return 0
+
+
+def class_labels(num: int, classes: int, seed: int, label: int | None = None) -> np.ndarray | None:
+    """Labels for ``num`` images of a generator with ``classes`` classes (None when it has none).
+
+    ``label`` given: that class for every image (a clear error when it is not one). Otherwise row
+    ``i`` gets class ``(seed + i) % classes``: every class equally often and, as with
+    :func:`latents`, row ``i`` depends only on ``(seed, i)``: ``--num 10`` draws the first ten
+    images of ``--num 20``, and ``--seed s --num 1`` draws class ``s % classes``.
+    """
+    if not classes:
+        if label is not None:
+            raise ResganError("a label was given, but this generator is not class-conditional (it was "
+                              "trained with model.conditional: false)")
+        return None
+    if label is not None:
+        if not 0 <= label < classes:
+            raise ResganError(f"the label must be a class from 0 to {classes - 1}, got {label}")
+        return np.full(num, label, dtype=np.int32)
+    return ((np.arange(num, dtype=np.int64) + seed) % classes).astype(np.int32)
+
+
+def generator_inputs(z: np.ndarray, labels: np.ndarray | None):
+    """The generator's input: ``z``, or ``[z, labels]`` for a conditional generator."""
+    return z if labels is None else [z, labels]
 
 
 def latents(num: int, dim: int, seed: int, truncation: float | None = None) -> np.ndarray:

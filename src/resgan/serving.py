@@ -38,12 +38,14 @@ BATCH_SIZE = 256
 
 
 def seed_signature():
-    """Input: ``seed`` (long, required) and ``truncation`` (double, optional); params: ``format``."""
+    """Input: ``seed`` (long, required), ``truncation`` (double, optional) and ``label`` (long,
+    optional: a class-conditional model's class); params: ``format``."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
     return ModelSignature(
-        inputs=Schema([ColSpec("long", "seed"), ColSpec("double", "truncation", required=False)]),
+        inputs=Schema([ColSpec("long", "seed"), ColSpec("double", "truncation", required=False),
+                       ColSpec("long", "label", required=False)]),
         outputs=Schema([ColSpec("long", "seed"), ColSpec("string", "image")]),
         params=ParamSchema([ParamSpec("format", "string", "png")]),
     )
@@ -88,9 +90,12 @@ def save_model(path, keras_model, mlflow_model=None, signature=None, pip_require
     pyfunc = mlflow_model.flavors[PYFUNC]
     pyfunc["loader_module"] = __name__
     pyfunc["data"] = mlflow_model.flavors["keras"]["data"]
+    from resgan.models import num_classes
+
     shape = tuple(int(d) for d in keras_model.outputs[0].shape[1:])
     mlflow_model.metadata = {**(mlflow_model.metadata or {}), "resgan": {
-        "latent_dim": int(keras_model.inputs[0].shape[-1]), "image_shape": list(shape)}}
+        "latent_dim": int(keras_model.inputs[0].shape[-1]), "image_shape": list(shape),
+        "num_classes": num_classes(keras_model)}}
     mlflow_model.save(os.path.join(path, MLMODEL_FILE_NAME))
 
 
@@ -107,13 +112,14 @@ def log_model(keras_model, name: str = "generator", signature=None, pip_requirem
 
 
 class SeedModel:
-    """The pyfunc implementation: seeds (and optional truncations) -> images."""
+    """The pyfunc implementation: seeds (and optional truncations and class labels) -> images."""
 
     def __init__(self, generator):
         self.generator = generator
-        from resgan.models import latent_dim
+        from resgan.models import latent_dim, num_classes
 
         self.latent_dim = latent_dim(generator)
+        self.num_classes = num_classes(generator)
 
     def predict(self, model_input, params: dict[str, Any] | None = None):
         import pandas as pd
@@ -125,8 +131,8 @@ class SeedModel:
         if fmt not in FORMATS:
             raise MlflowException.invalid_parameter_value(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
         try:
-            seeds, truncations = _read_input(model_input)
-            images = self.images(seeds, truncations)
+            seeds, truncations, labels = _read_input(model_input)
+            images = self.images(seeds, truncations, labels)
         except (ResganError, ValueError) as error:
             raise MlflowException.invalid_parameter_value(str(error)) from None
         if fmt == "png":
@@ -135,16 +141,20 @@ class SeedModel:
             column = [image.tolist() for image in images]
         return pd.DataFrame({"seed": seeds.astype(np.int64), "image": column})
 
-    def images(self, seeds: np.ndarray, truncations: list[float | None]) -> np.ndarray:
-        """uint8 NHWC images, one per seed, as ``resgan generate --seed s --num 1`` draws them."""
+    def images(self, seeds: np.ndarray, truncations: list[float | None],
+               labels: list[int | None] | None = None) -> np.ndarray:
+        """uint8 NHWC images, one per seed, as ``resgan generate --seed s --num 1 [--label l]`` draws them."""
         from resgan.generate import run_generator
-        from resgan.models import latents
+        from resgan.models import class_labels, latents
 
         z = np.stack([latents(1, self.latent_dim, int(s), t)[0] for s, t in zip(seeds, truncations)])
-        return run_generator(self.generator, z, BATCH_SIZE)
+        labels = labels or [None] * len(seeds)
+        classes = [class_labels(1, self.num_classes, int(s), l) for s, l in zip(seeds, labels)]
+        y = None if self.num_classes == 0 else np.concatenate(classes)
+        return run_generator(self.generator, z, BATCH_SIZE, labels=y)
 
 
-def _read_input(model_input) -> tuple[np.ndarray, list[float | None]]:
+def _read_input(model_input) -> tuple[np.ndarray, list[float | None], list[int | None]]:
     import pandas as pd
 
     if isinstance(model_input, dict):
@@ -164,7 +174,13 @@ def _read_input(model_input) -> tuple[np.ndarray, list[float | None]]:
         truncations = [None if np.isnan(t) else float(t) for t in values]
         if any(t is not None and not t > 0 for t in truncations):
             raise ValueError("truncation must be positive")
-    return raw.astype(np.int64), truncations
+    labels: list[int | None] = [None] * len(raw)
+    if "label" in model_input.columns:
+        values = pd.to_numeric(model_input["label"], errors="coerce").to_numpy(dtype=np.float64)
+        if any(not np.isnan(v) and (v != np.floor(v) or v < 0) for v in values):
+            raise ValueError("labels must be non-negative integers (class indices)")
+        labels = [None if np.isnan(v) else int(v) for v in values]
+    return raw.astype(np.int64), truncations, labels
 
 
 def encode_png(image: np.ndarray) -> str:

@@ -36,8 +36,10 @@ def load_split(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     return images, labels
 
 
-def train_dataset(images: np.ndarray, global_batch_size: int, seed: int, epoch_offset: int = 0):
-    """An endless ``tf.data.Dataset`` of float32 batches in [-1, 1], reshuffled every epoch.
+def train_dataset(images: np.ndarray, global_batch_size: int, seed: int, epoch_offset: int = 0,
+                  labels: np.ndarray | None = None):
+    """An endless ``tf.data.Dataset`` of float32 batches in [-1, 1], reshuffled every epoch; with
+    ``labels``, of ``(images, labels)`` batches (labels int32), each label staying with its image.
 
     ``epoch_offset`` changes the shuffle order on resume so a resumed run does not replay the
     batches it already saw. Batches are whole (``drop_remainder``) so every step has the same shape.
@@ -46,10 +48,15 @@ def train_dataset(images: np.ndarray, global_batch_size: int, seed: int, epoch_o
 
     if len(images) < global_batch_size:
         raise ResganError(f"train.batch_size {global_batch_size} is larger than the {len(images)} training images")
-    ds = tf.data.Dataset.from_tensor_slices(images)
+    if labels is not None and len(labels) != len(images):
+        raise ResganError(f"{len(labels)} labels for {len(images)} training images")
+    ds = tf.data.Dataset.from_tensor_slices(images if labels is None else (images, labels.astype(np.int32)))
     ds = ds.shuffle(len(images), seed=seed + 7919 * epoch_offset, reshuffle_each_iteration=True).repeat()
     ds = ds.batch(global_batch_size, drop_remainder=True)
-    ds = ds.map(lambda x: tf.cast(x, tf.float32) / 127.5 - 1.0, num_parallel_calls=tf.data.AUTOTUNE)
+    if labels is None:
+        ds = ds.map(lambda x: tf.cast(x, tf.float32) / 127.5 - 1.0, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda x, y: (tf.cast(x, tf.float32) / 127.5 - 1.0, y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -102,12 +109,36 @@ class TrainData:
     image_size: int
     channels: int
     images: np.ndarray | None = None  # memory
+    labels: np.ndarray | None = None  # memory, when the data has labels
     index: shard_files.ShardIndex | None = None  # stream
 
-    def dataset(self, global_batch_size: int, seed: int, epoch_offset: int = 0, shuffle_buffer: int = 10_000):
+    def dataset(self, global_batch_size: int, seed: int, epoch_offset: int = 0, shuffle_buffer: int = 10_000,
+                with_labels: bool = False):
+        """Batches of images, or of ``(images, labels)`` with ``with_labels`` (see :meth:`num_classes`)."""
         if self.mode == "stream":
+            if with_labels:
+                raise ResganError("model.conditional needs the labels, which train.npz holds and the train shards "
+                                  "do not: set train.input: memory")
             return stream_dataset(self.index, global_batch_size, seed, epoch_offset, shuffle_buffer)
-        return train_dataset(self.images, global_batch_size, seed, epoch_offset)
+        return train_dataset(self.images, global_batch_size, seed, epoch_offset,
+                             labels=self.labels if with_labels else None)
+
+    def num_classes(self, class_names: list[str] | None = None) -> int:
+        """The classes a conditional model draws: ``class_names`` (from the prepare summary) or the
+        largest label + 1. A clear error when some or all training images have no label."""
+        if self.mode == "stream":
+            self.dataset(1, 0, with_labels=True)  # the error about shards and labels
+        if self.labels is None:
+            raise ResganError("model.conditional needs labelled images, and the prepared data has no labels "
+                              "(a folder source labels images by their class sub-folder)")
+        unlabelled = int(np.sum(self.labels < 0))
+        if unlabelled:
+            raise ResganError(f"model.conditional needs a label on every image; {unlabelled} of {len(self.labels)} "
+                              "training images have none (files in the folder's root, outside a class sub-folder)")
+        count = max(len(class_names or []), int(self.labels.max()) + 1)
+        if count < 2:
+            raise ResganError(f"model.conditional needs at least 2 classes; the training images have {count}")
+        return count
 
 
 def open_train_data(data_dir: str | Path, mode: str = "auto") -> TrainData:
@@ -134,9 +165,9 @@ def open_train_data(data_dir: str | Path, mode: str = "auto") -> TrainData:
         return TrainData("stream", index.count, int(index.shape[0]), int(index.shape[2]), index=index)
     if mode not in ("auto", "memory"):
         raise ResganError(f"train.input: unknown mode {mode!r}; use auto, memory or stream")
-    images, _ = load_split(data_dir / "train.npz")
+    images, labels = load_split(data_dir / "train.npz")
     if has_shards and len(images) != index.count:
         raise ResganError(f"{data_dir / 'train.npz'} holds {len(images)} of the {index.count} training images "
                           "(a sample, prepare.npz_max_images): train.input: memory would train on the sample; "
                           "set train.input to auto or stream")
-    return TrainData("memory", len(images), int(images.shape[1]), int(images.shape[3]), images=images)
+    return TrainData("memory", len(images), int(images.shape[1]), int(images.shape[3]), images=images, labels=labels)

@@ -100,6 +100,7 @@ def split_cpu(count: int) -> None:
 class Shapes:
     image_size: int
     channels: int
+    num_classes: int = 0  # the data's classes; used when ``model.conditional``
 
 
 class GAN:
@@ -115,10 +116,16 @@ class GAN:
         self.global_batch_size = global_batch_size or train.batch_size
         self.d_loss_fn, self.g_loss_fn = get_losses(train.loss)
         self.policy = keras.mixed_precision.global_policy().name
+        self.num_classes = shapes.num_classes if model.conditional else 0
+        if model.conditional and self.num_classes < 2:
+            from resgan.errors import ResganError
+
+            raise ResganError(f"model.conditional needs at least 2 classes, got {shapes.num_classes}")
         with self.strategy.scope():
             self.generator = self._build_generator()
             self.ema_generator = self._build_generator(name="ema_generator")
-            self.discriminator = discriminator_from_params(model, shapes.image_size, shapes.channels)
+            self.discriminator = discriminator_from_params(model, shapes.image_size, shapes.channels,
+                                                           num_classes=self.num_classes)
             self.g_optimizer = self._adam(train.lr_g, train.beta1_g, train.beta2_g, "g_adam")
             self.d_optimizer = self._adam(train.lr_d, train.beta1_d, train.beta2_d, "d_adam")
             self.g_optimizer.build(self.generator.trainable_variables)
@@ -141,7 +148,8 @@ class GAN:
     def _build_generator(self, name: str = "generator") -> keras.Model:
         # More than one replica: batch statistics over the global batch (an all-reduce per BN layer).
         g = generator_from_params(self.model_params, self.shapes.image_size, self.shapes.channels,
-                                  synchronized_bn=self.strategy.num_replicas_in_sync > 1)
+                                  synchronized_bn=self.strategy.num_replicas_in_sync > 1,
+                                  num_classes=self.num_classes)
         g.name = name
         return g
 
@@ -196,8 +204,10 @@ class GAN:
         norm = tf.linalg.global_norm([tf.cast(g, tf.float32) for g in grads]) / _loss_scale(optimizer)
         return grads, norm
 
-    def _d_step(self, real: tf.Tensor, latents: tf.Tensor) -> dict[str, tf.Tensor]:
-        fake = self.generator(self._local(latents), training=True)
+    def _d_step(self, batch, latents: tf.Tensor) -> dict[str, tf.Tensor]:
+        # Conditional: the fakes are drawn for the real batch's labels, so both halves have the data's class mix.
+        real, labels = batch if self.num_classes else (batch, None)
+        fake = self.generator(self._with_labels(self._local(latents), labels), training=True)
         local = tf.shape(real)[0]
         with tf.GradientTape() as tape:
             # One discriminator pass over real and fake together: twice the batch per conv, which
@@ -205,11 +215,15 @@ class GAN:
             # power iteration per update, so both halves are judged by the same normalized D.
             # D has no batch norm, so each logit is the one a separate pass would give.
             both = tf.concat([self._augment(real), self._augment(fake)], axis=0)  # both float32
-            logits = self.discriminator(both, training=True)
+            both_labels = None if labels is None else tf.concat([labels, labels], axis=0)
+            logits = self.discriminator(self._with_labels(both, both_labels), training=True)
             real_logits, fake_logits = logits[:local], logits[local:]
             per_example = self.d_loss_fn(real_logits, fake_logits)
             if self.train_params.loss == "wasserstein_gp":
-                per_example += self.train_params.gp_weight * gradient_penalty(self.discriminator, real, fake)
+                def critic(x, training):
+                    return self.discriminator(self._with_labels(x, labels), training=training)
+
+                per_example += self.train_params.gp_weight * gradient_penalty(critic, real, fake)
             loss = self._average(per_example)
             scaled = self.d_optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, self.discriminator.trainable_variables)
@@ -220,10 +234,14 @@ class GAN:
                 "d_fake": self._average(tf.reshape(fake_logits, [-1])),
                 "grad_norm_d": norm}
 
-    def _g_step(self, latents: tf.Tensor) -> dict[str, tf.Tensor]:
+    def _with_labels(self, x: tf.Tensor, labels: tf.Tensor | None):
+        """A network's input: ``x``, or ``[x, labels]`` for a conditional model."""
+        return x if labels is None else [x, labels]
+
+    def _g_step(self, latents: tf.Tensor, labels: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
         with tf.GradientTape() as tape:
-            fake = self.generator(self._local(latents), training=True)
-            fake_logits = self.discriminator(self._augment(fake), training=True)
+            fake = self.generator(self._with_labels(self._local(latents), labels), training=True)
+            fake_logits = self.discriminator(self._with_labels(self._augment(fake), labels), training=True)
             loss = self._average(self.g_loss_fn(fake_logits))
             scaled = self.g_optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, self.generator.trainable_variables)
@@ -249,15 +267,19 @@ class GAN:
         self.seed_graph()
         sum_, mean = tf.distribute.ReduceOp.SUM, tf.distribute.ReduceOp.MEAN
         out: dict[str, tf.Tensor] = {}
+        labels = None
         for _ in range(self.train_params.d_steps):
             latents = self._latents(self.global_batch_size)
-            per_replica = self.strategy.run(self._d_step, args=(next(iterator), latents))
+            batch = next(iterator)
+            if self.num_classes:
+                labels = batch[1]  # the G step draws for the last real batch's labels: the data's class mix
+            per_replica = self.strategy.run(self._d_step, args=(batch, latents))
             # Losses and logit means are shares of a global average: sum them. The gradient norm is
             # the same number on every replica (computed after the all-reduce).
             out = {k: self.strategy.reduce(mean if k.startswith("grad_norm") else sum_, v, axis=None)
                    for k, v in per_replica.items()}
         latents = self._latents(self.global_batch_size)
-        per_replica = self.strategy.run(self._g_step, args=(latents,))
+        per_replica = self.strategy.run(self._g_step, args=(latents, labels))
         for key, value in per_replica.items():
             out[key] = self.strategy.reduce(mean if key.startswith("grad_norm") else sum_, value, axis=None)
         self._update_ema()
@@ -273,6 +295,10 @@ class GAN:
     # ---- sampling ----------------------------------------------------------------------------
     def fixed_latents(self, n: int, seed: int) -> np.ndarray:
         return np.random.default_rng(seed).standard_normal((n, self.model_params.latent_dim)).astype("float32")
+
+    def fixed_labels(self, n: int) -> np.ndarray | None:
+        """Labels for a sample grid: 0, 1, ..., K-1, 0, ... (None when unconditional)."""
+        return np.arange(n, dtype=np.int32) % self.num_classes if self.num_classes else None
 
 
 class _ReducedAdam(keras.optimizers.Adam):
@@ -320,9 +346,13 @@ def to_uint8(images: np.ndarray | tf.Tensor) -> np.ndarray:
     return np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
-def generate(generator: keras.Model, latents: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Run ``generator`` on ``latents`` in batches (inference mode) and return uint8 NHWC images."""
+def generate(generator: keras.Model, latents: np.ndarray, batch_size: int = 256,
+             labels: np.ndarray | None = None) -> np.ndarray:
+    """Run ``generator`` on ``latents`` (and ``labels``, for a conditional one) in batches (inference
+    mode) and return uint8 NHWC images."""
     out = []
     for start in range(0, len(latents), batch_size):
-        out.append(to_uint8(generator(latents[start:start + batch_size], training=False)))
+        z = latents[start:start + batch_size]
+        inputs = z if labels is None else [z, labels[start:start + batch_size]]
+        out.append(to_uint8(generator(inputs, training=False)))
     return np.concatenate(out, axis=0)

@@ -34,7 +34,7 @@ def _cap(images: np.ndarray, labels: np.ndarray | None, max_n: int, rng: np.rand
 
 def evaluate_samples(samples: np.ndarray, train_images: np.ndarray, test_images: np.ndarray, extractor,
                      params: EvaluateParams, train_labels: np.ndarray | None = None,
-                     details: dict | None = None) -> dict:
+                     details: dict | None = None, sample_labels: np.ndarray | None = None) -> dict:
     """Score generated ``samples`` against the prepared data; return flat, JSON-ready results.
 
     All images are uint8 NHWC of one shape. The reference set is a random subset of at most
@@ -52,7 +52,9 @@ def evaluate_samples(samples: np.ndarray, train_images: np.ndarray, test_images:
     ``ssim_diversity_generated``, ``ssim_diversity_real``, ``memorization_mean/_median/_p95/_fraction``;
     ``pr_<e>_precision/_recall``, ``pr_<e>_floor_precision/_recall``, ``pr_n``, ``pr_floor_n``;
     ``class_histogram_generated`` (predicted-class counts), ``class_histogram_real`` and
-    ``class_tv_distance`` (with ``train_labels``); ``n_generated``, ``n_real_reference``,
+    ``class_tv_distance`` (with ``train_labels``); ``class_accuracy`` (with ``sample_labels``, the
+    classes a conditional generator was asked for: the fraction the classifier puts in the class
+    asked for); ``n_generated``, ``n_real_reference``,
     ``n_real_test``, ``reference_split``, ``features``, ``notes`` (what was skipped and why) and
     ``time_<part>_s`` for features, each metric (``time_ssim_s`` includes ``time_memorization_s``)
     and the total. Memorization compares the samples with every train image, not only the
@@ -63,6 +65,8 @@ def evaluate_samples(samples: np.ndarray, train_images: np.ndarray, test_images:
     _check_sets(samples, train_images, test_images)
     if train_labels is not None and len(train_labels) != len(train_images):
         raise MetricError(f"evaluate: {len(train_labels)} train labels for {len(train_images)} train images")
+    if sample_labels is not None and len(sample_labels) != len(samples):
+        raise MetricError(f"evaluate: {len(sample_labels)} sample labels for {len(samples)} samples")
     specs = [get_metric(name) for name in params.metrics]
     needs_features = any(spec.needs_features for spec in specs)
     if needs_features and extractor is None:
@@ -97,6 +101,8 @@ def evaluate_samples(samples: np.ndarray, train_images: np.ndarray, test_images:
             histogram = np.bincount(predicted, minlength=num_classes)
             results["class_histogram_generated"] = histogram.tolist()
             ctx.details["predicted_class"] = predicted
+            if sample_labels is not None:
+                results["class_accuracy"] = float(np.mean(predicted == np.asarray(sample_labels)))
             if real_labels is not None and len(real_labels) and int(np.max(real_labels)) < num_classes:
                 real_histogram = np.bincount(np.asarray(real_labels, dtype=np.int64), minlength=num_classes)
                 results["class_histogram_real"] = real_histogram.tolist()

@@ -150,3 +150,38 @@ class GlobalSumPooling2D(layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[-1])
+
+
+@keras.saving.register_keras_serializable(package="resgan")
+class ClassProjection(layers.Layer):
+    """The projection discriminator's class term (Miyato & Koyama 2018): ``[features (N, C), label (N,)]``
+    -> ``<embed(label), features>`` of shape (N, 1).
+
+    The embedding is a bias-free Dense on the one-hot label, so Keras' SpectralNormalization can
+    normalize it with the rest of the discriminator (as SNGAN does)."""
+
+    def __init__(self, num_classes: int, spectral_norm: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes!r}")
+        self.num_classes, self.spectral_norm = int(num_classes), bool(spectral_norm)
+
+    def build(self, input_shape):
+        features_shape, _ = input_shape
+        embed = layers.Dense(features_shape[-1], use_bias=False, name="embed", dtype=self.dtype_policy)
+        self.embed = (layers.SpectralNormalization(embed, name="sn_embed", dtype=self.dtype_policy)
+                      if self.spectral_norm else embed)
+        self.embed.build((features_shape[0], self.num_classes))
+        self.built = True
+
+    def call(self, inputs, training=None):
+        features, label = inputs
+        one_hot = ops.one_hot(ops.cast(label, "int32"), self.num_classes, dtype=features.dtype)
+        embedded = self.embed(one_hot, training=training)  # training: SpectralNormalization's power iteration
+        return ops.sum(embedded * features, axis=-1, keepdims=True)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], 1)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "spectral_norm": self.spectral_norm}

@@ -4,6 +4,11 @@ By default every block has the same width. ``width_growth`` > 1 tapers the netwo
 DCGAN and BigGAN do: ``width`` channels at the image's resolution, multiplied by ``width_growth``
 at each halving (capped at ``max_width``), so the cheap low resolutions get the most channels.
 
+With ``num_classes`` > 0 both are class-conditional, as in SNGAN and BigGAN: the generator takes
+``[z, label]`` and starts from ``z`` concatenated with a learned class embedding; the discriminator
+takes ``[images, label]`` and adds the projection term ``<embed(label), features>`` to its logit
+(Miyato & Koyama 2018), so it judges "is this a real digit 7", not just "is this a real digit".
+
 Both end in a float32 layer, so images and logits are float32 under the ``mixed_bfloat16`` and
 ``mixed_float16`` policies (losses and image writers expect float32).
 """
@@ -15,7 +20,9 @@ import math
 import keras
 from keras import layers
 
-from resgan.nn.layers import DownBlock, GlobalSumPooling2D, UpBlock
+from resgan.nn.layers import ClassProjection, DownBlock, GlobalSumPooling2D, UpBlock
+
+CLASS_EMBEDDING = "class_embedding"  # the conditional generator's label embedding (its input_dim: the classes)
 
 
 def level_widths(width: int, levels: int, width_growth: float = 1.0, max_width: int = 0) -> list[int]:
@@ -46,8 +53,11 @@ def _check(image_size: int, channels: int, width: int, blocks_per_resolution: in
 
 def build_generator(latent_dim: int, width: int, image_size: int, channels: int,
                     blocks_per_resolution: int = 1, synchronized_bn: bool = False,
-                    width_growth: float = 1.0, max_width: int = 0) -> keras.Model:
+                    width_growth: float = 1.0, max_width: int = 0, num_classes: int = 0) -> keras.Model:
     """The generator: latents (N, latent_dim) -> images (N, image_size, image_size, channels) in [-1, 1], float32.
+
+    With ``num_classes`` > 0 its inputs are ``[z, label]`` (``label`` int32 of shape (N,), 0..K-1):
+    the Dense layer reads ``z`` concatenated with the label's ``latent_dim``-wide embedding.
 
     Dense -> 4x4 -> one upsampling UpBlock per doubling (plus ``blocks_per_resolution - 1``
     same-size blocks after each) -> BN -> ReLU -> Conv3x3 -> tanh. Each block has the channels of
@@ -61,7 +71,12 @@ def build_generator(latent_dim: int, width: int, image_size: int, channels: int,
         raise ValueError(f"latent_dim must be positive, got {latent_dim!r}")
     widths = level_widths(width, steps, width_growth, max_width)
     z = keras.Input((latent_dim,), name="z")
-    x = layers.Dense(4 * 4 * widths[steps], name="dense")(z)
+    inputs, x = z, z
+    if num_classes:
+        label = keras.Input((), dtype="int32", name="label")
+        embedded = layers.Embedding(num_classes, latent_dim, name=CLASS_EMBEDDING)(label)
+        inputs, x = [z, label], layers.Concatenate(name="z_and_class")([z, embedded])
+    x = layers.Dense(4 * 4 * widths[steps], name="dense")(x)
     x = layers.Reshape((4, 4, widths[steps]), name="reshape")(x)
     for step in range(steps):
         size, filters = 8 << step, widths[steps - 1 - step]
@@ -72,12 +87,16 @@ def build_generator(latent_dim: int, width: int, image_size: int, channels: int,
     x = layers.ReLU(name="relu_out")(x)
     x = layers.Conv2D(channels, 3, padding="same", name="conv_out")(x)
     images = layers.Activation("tanh", dtype="float32", name="images")(x)
-    return keras.Model(z, images, name="generator")
+    return keras.Model(inputs, images, name="generator")
 
 
 def build_discriminator(image_size: int, channels: int, width: int, blocks_per_resolution: int = 1,
-                        spectral_norm: bool = True, width_growth: float = 1.0, max_width: int = 0) -> keras.Model:
+                        spectral_norm: bool = True, width_growth: float = 1.0, max_width: int = 0,
+                        num_classes: int = 0) -> keras.Model:
     """The discriminator: images (N, image_size, image_size, channels) -> logits (N, 1), float32.
+
+    With ``num_classes`` > 0 its inputs are ``[images, label]`` and the logit gains the projection
+    ``<embed(label), pooled features>`` (the embedding spectrally normalized with the rest).
 
     Optimized first DownBlock -> downsampling DownBlocks to 4x4 (each followed by
     ``blocks_per_resolution - 1`` same-size blocks) -> one more 4x4 block (as SNGAN's last blocks)
@@ -97,25 +116,32 @@ def build_discriminator(image_size: int, channels: int, width: int, blocks_per_r
             x = DownBlock(filters, spectral_norm, downsample=False, name=f"down_{size}_{extra}")(x)
     x = DownBlock(widths[steps], spectral_norm, downsample=False, name="block_4")(x)
     x = layers.ReLU(name="relu_out")(x)
-    x = GlobalSumPooling2D(name="sum_pool")(x)
+    features = GlobalSumPooling2D(name="sum_pool")(x)
     dense = layers.Dense(1, name="dense")
-    x = (layers.SpectralNormalization(dense, name="sn_dense") if spectral_norm else dense)(x)
+    x = (layers.SpectralNormalization(dense, name="sn_dense") if spectral_norm else dense)(features)
+    inputs = images
+    if num_classes:
+        label = keras.Input((), dtype="int32", name="label")
+        projection = ClassProjection(num_classes, spectral_norm=spectral_norm, name="projection")([features, label])
+        inputs, x = [images, label], layers.Add(name="logit_and_projection")([x, projection])
     # SpectralNormalization casts back to its input's dtype; this makes the logits float32.
     logits = layers.Activation("linear", dtype="float32", name="logits")(x)
-    return keras.Model(images, logits, name="discriminator")
+    return keras.Model(inputs, logits, name="discriminator")
 
 
-def generator_from_params(model, image_size: int, channels: int, synchronized_bn: bool = False) -> keras.Model:
-    """The generator that ``model`` (:class:`resgan.config.ModelParams`) describes."""
+def generator_from_params(model, image_size: int, channels: int, synchronized_bn: bool = False,
+                          num_classes: int = 0) -> keras.Model:
+    """The generator that ``model`` (:class:`resgan.config.ModelParams`) describes; ``num_classes``
+    of the data when ``model.conditional`` (ignored otherwise)."""
     return build_generator(latent_dim=model.latent_dim, width=model.width, image_size=image_size,
                            channels=channels, blocks_per_resolution=model.blocks_per_resolution,
                            synchronized_bn=synchronized_bn, width_growth=model.width_growth,
-                           max_width=model.max_width)
+                           max_width=model.max_width, num_classes=num_classes if model.conditional else 0)
 
 
-def discriminator_from_params(model, image_size: int, channels: int) -> keras.Model:
+def discriminator_from_params(model, image_size: int, channels: int, num_classes: int = 0) -> keras.Model:
     """The discriminator that ``model`` (:class:`resgan.config.ModelParams`) describes (``d_width`` or ``width``)."""
     return build_discriminator(image_size=image_size, channels=channels, width=model.d_width or model.width,
                                blocks_per_resolution=model.blocks_per_resolution,
                                spectral_norm=model.spectral_norm, width_growth=model.width_growth,
-                               max_width=model.max_width)
+                               max_width=model.max_width, num_classes=num_classes if model.conditional else 0)

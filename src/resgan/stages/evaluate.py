@@ -20,10 +20,11 @@ from resgan.config import Params
 from resgan.errors import ResganError
 
 
-def _load_samples(path: Path) -> np.ndarray:
+def _load_samples(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The samples' images and, from a conditional generator, the classes they were drawn for."""
     try:
         with np.load(path) as data:
-            return data["images"]
+            return data["images"], (data["labels"] if "labels" in data.files else None)
     except FileNotFoundError:
         raise ResganError(f"{path} not found: run the sample stage first (or pass --generator)") from None
     except (OSError, ValueError, KeyError) as error:
@@ -110,19 +111,22 @@ def run(params: Params, samples_path: Path, data_dir: Path, classifier_path: Pat
 
     ep = params.evaluate
     if generator:
-        from resgan.models import load_generator
+        from resgan.models import class_labels, load_generator, num_classes
         from resgan.stages.sample import draw
 
-        samples = draw(load_generator(generator), params.sample.num, params.sample.seed, params.sample.batch_size)
+        model = load_generator(generator)
+        samples = draw(model, params.sample.num, params.sample.seed, params.sample.batch_size)
+        sample_labels = class_labels(params.sample.num, num_classes(model), params.sample.seed)
     else:
-        samples = _load_samples(samples_path)
+        samples, sample_labels = _load_samples(samples_path)
     train_images, train_labels = load_split(data_dir / "train.npz")
     test_images, _ = load_split(data_dir / "test.npz")
     needs_features = any(get_metric(m).needs_features for m in ep.metrics)
     extractor = resolve_extractor(ep.features, classifier_path, ep.inception_weights) if needs_features else None
     print(f"evaluating {len(samples)} samples with {extractor.name if extractor else 'no'} features", flush=True)
     details: dict[str, Any] = {}
-    results = evaluate_samples(samples, train_images, test_images, extractor, ep, train_labels, details)
+    results = evaluate_samples(samples, train_images, test_images, extractor, ep, train_labels, details,
+                               sample_labels=sample_labels)
     if extractor is not None:
         results["feature_extractor_id"] = _extractor_id(extractor.name, classifier_path, ep.inception_weights)
     test_memo = None

@@ -1,7 +1,8 @@
 """The sample stage: ``sample.num`` images from the EMA generator with fixed seeds.
 
-Writes ``samples.npz`` (``images`` uint8 NHWC, ``seed``) and ``grid.png``; logs the grid into the
-pipeline's MLflow run.
+Writes ``samples.npz`` (``images`` uint8 NHWC, ``seed``, and ``labels`` for a class-conditional
+generator, which draws every class in turn) and ``grid.png``; logs the grid into the pipeline's
+MLflow run.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ def draw(model, num: int, seed: int, batch_size: int, truncation: float | None =
          show_progress: bool | None = None) -> np.ndarray:
     """``num`` uint8 images from ``model``; the same seed gives the same images."""
     from resgan.gan.trainer import to_uint8
-    from resgan.models import latent_dim, latents
+    from resgan.models import class_labels, generator_inputs, latent_dim, latents, num_classes
 
     z = latents(num, latent_dim(model), seed, truncation)
+    labels = class_labels(num, num_classes(model), seed)
     show = sys.stderr.isatty() if show_progress is None else show_progress
     out = np.empty((num, *model.outputs[0].shape[1:]), dtype=np.uint8)
     starts = range(0, num, batch_size)
@@ -31,17 +33,21 @@ def draw(model, num: int, seed: int, batch_size: int, truncation: float | None =
 
         starts = track(starts, description="sampling", transient=True)
     for start in starts:
-        out[start:start + batch_size] = to_uint8(model(z[start:start + batch_size], training=False))
+        window = slice(start, start + batch_size)
+        inputs = generator_inputs(z[window], None if labels is None else labels[window])
+        out[window] = to_uint8(model(inputs, training=False))
     return out
 
 
 def run(params: Params, generator_path: Path, run_file: Path | None, out_dir: Path) -> dict[str, Any]:
-    from resgan.models import load_generator
+    from resgan.models import class_labels, load_generator, num_classes
 
     model = load_generator(generator_path)
     sp = params.sample
     images = draw(model, sp.num, sp.seed, sp.batch_size)
-    io.save_npz(out_dir / "samples.npz", images=images, seed=np.int64(sp.seed))
+    labels = class_labels(sp.num, num_classes(model), sp.seed)  # the classes draw() asked for
+    extra = {} if labels is None else {"labels": labels.astype(np.int64)}
+    io.save_npz(out_dir / "samples.npz", images=images, seed=np.int64(sp.seed), **extra)
     grid_path = out_dir / "grid.png"
     io.save_grid(grid_path, images[: sp.grid])
     if run_file is not None and str(run_file):

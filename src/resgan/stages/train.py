@@ -108,7 +108,8 @@ def _export_generator(gan, path: Path) -> Any:
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
-        model = generator_from_params(gan.model_params, gan.shapes.image_size, gan.shapes.channels)
+        model = generator_from_params(gan.model_params, gan.shapes.image_size, gan.shapes.channels,
+                                      num_classes=gan.num_classes)
     finally:
         keras.mixed_precision.set_global_policy(policy)
     model.set_weights([np.asarray(w, dtype=np.float32) for w in gan.ema_generator.get_weights()])
@@ -141,6 +142,8 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
     summary = _read_summary(data_dir)
     tp = params.train
     train_data = open_train_data(data_dir, tp.input)  # train.npz in memory, or the shards streamed
+    # A conditional model's classes; missing labels fail here, before MLflow or a checkpoint is touched.
+    num_classes = train_data.num_classes(summary.get("class_names")) if params.model.conditional else 0
     key = run_key(params, str(summary.get("data_hash", "")))
     ckpt_dir = checkpoint_dir / key
 
@@ -159,7 +162,7 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
     keras.utils.set_random_seed(tp.seed)
     strategy = make_strategy(tp.distribute)
     chief = is_chief(strategy)
-    shapes = Shapes(image_size=train_data.image_size, channels=train_data.channels)
+    shapes = Shapes(image_size=train_data.image_size, channels=train_data.channels, num_classes=num_classes)
     gan = GAN(params.model, tp, shapes, strategy=strategy, global_batch_size=tp.batch_size)
 
     found = checkpoint.latest(ckpt_dir)
@@ -202,9 +205,11 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
             logger.log_missing([(row["step"], _metric_names({k: v for k, v in row.items() if k != "step"}))
                                 for row in history], probe="loss/d", retries=retries)
 
-    dataset = train_data.dataset(tp.batch_size, tp.seed, epoch_offset=start, shuffle_buffer=tp.shuffle_buffer)
+    dataset = train_data.dataset(tp.batch_size, tp.seed, epoch_offset=start, shuffle_buffer=tp.shuffle_buffer,
+                                 with_labels=bool(num_classes))
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
     grid_latents = gan.fixed_latents(GRID_SIZE, tp.seed + GRID_SEED_OFFSET)
+    grid_labels = gan.fixed_labels(GRID_SIZE)  # a conditional model's grid: classes 0, 1, ..., K-1 in turn
 
     def save_checkpoint() -> Path:
         if not _weights_finite(gan):
@@ -246,7 +251,7 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
             else:
                 progress.update(step, None)
             if chief and (step % tp.sample_every == 0 or is_last):
-                grid = io.image_grid(generate(gan.ema_generator, grid_latents))
+                grid = io.image_grid(generate(gan.ema_generator, grid_latents, labels=grid_labels))
                 logger.log_image(grid, "samples", step)
             if chief and (step % tp.checkpoint_every == 0 or is_last):
                 try:

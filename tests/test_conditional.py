@@ -1,0 +1,313 @@
+"""Class-conditional models (``model.conditional``): the networks, the labels in the train step, the
+train and sample stages, ``resgan generate --label`` and the served model's ``label`` column."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+
+from conftest import tiny_params
+from resgan.data.pipeline import TrainData, train_dataset
+from resgan.errors import ResganError
+from resgan.gan.trainer import GAN, Shapes
+from resgan.models import class_labels, generator_inputs, load_generator, num_classes
+from resgan.nn.networks import build_discriminator, build_generator
+
+CLASSES = 3
+BATCH = 8
+
+
+@pytest.fixture
+def eager():
+    tf.config.run_functions_eagerly(True)
+    yield
+    tf.config.run_functions_eagerly(False)
+
+
+@pytest.fixture(autouse=True)
+def _clean_global_state():
+    yield
+    if mlflow.active_run():
+        mlflow.end_run()
+    keras.mixed_precision.set_global_policy("float32")
+    mlflow.set_tracking_uri(None)
+
+
+def shapes_dataset(n: int = 48, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """16x16 grey images of three classes told apart by shape: 0 a disc, 1 a square, 2 a horizontal bar."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:16, :16]
+    labels = np.arange(n) % CLASSES
+    images = np.zeros((n, 16, 16, 1), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        cy, cx = rng.integers(6, 10, size=2)
+        if label == 0:
+            mask = (yy - cy) ** 2 + (xx - cx) ** 2 < 16
+        elif label == 1:
+            mask = (abs(yy - cy) < 4) & (abs(xx - cx) < 4)
+        else:
+            mask = (abs(yy - cy) < 2) & (abs(xx - cx) < 6)
+        images[i, ..., 0] = np.clip(mask * 200 + rng.integers(0, 40, size=mask.shape), 0, 255)
+    return images, labels.astype(np.int64)
+
+
+# ---- the networks --------------------------------------------------------------------------------
+
+def test_the_generator_draws_another_image_for_another_label_and_the_same_for_the_same():
+    g = build_generator(latent_dim=8, width=8, image_size=16, channels=1, num_classes=CLASSES)
+    assert [tuple(i.shape) for i in g.inputs] == [(None, 8), (None,)]
+    z = np.repeat(np.random.default_rng(0).standard_normal((1, 8)).astype("float32"), CLASSES, axis=0)
+    images = g([z, np.arange(CLASSES, dtype=np.int32)], training=False).numpy()
+    for a in range(CLASSES):
+        for b in range(a + 1, CLASSES):
+            assert np.abs(images[a] - images[b]).max() > 1e-4, (a, b)
+    again = g([z[:1], np.array([1], dtype=np.int32)], training=False).numpy()
+    np.testing.assert_allclose(again[0], images[1], atol=1e-6)
+    assert num_classes(g) == CLASSES
+    assert num_classes(build_generator(latent_dim=8, width=8, image_size=16, channels=1)) == 0
+
+
+def test_the_projection_adds_the_label_embeddings_dot_product_with_the_pooled_features():
+    d = build_discriminator(image_size=16, channels=1, width=8, spectral_norm=False, num_classes=CLASSES)
+    images = np.random.default_rng(1).uniform(-1, 1, (4, 16, 16, 1)).astype("float32")
+    labels = np.array([0, 1, 2, 1], dtype=np.int32)
+    logits = d([images, labels], training=False).numpy()[:, 0]
+    features = keras.Model(d.inputs, d.get_layer("sum_pool").output)([images, labels]).numpy()
+    dense = d.get_layer("dense")
+    kernel, bias = (w.numpy() for w in dense.weights)
+    embed = d.get_layer("projection").embed.kernel.numpy()  # (classes, channels)
+    expected = features @ kernel[:, 0] + bias[0] + np.sum(embed[labels] * features, axis=1)
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-4)
+    swapped = d([images, (labels + 1) % CLASSES], training=False).numpy()[:, 0]
+    assert np.abs(swapped - logits).max() > 1e-4  # the label moves the logit
+
+
+def test_spectral_norm_wraps_the_class_embedding_too():
+    d = build_discriminator(image_size=16, channels=1, width=8, spectral_norm=True, num_classes=CLASSES)
+    assert isinstance(d.get_layer("projection").embed, keras.layers.SpectralNormalization)
+
+
+# ---- the train step ------------------------------------------------------------------------------
+
+def make_gan(**train) -> GAN:
+    p = tiny_params(model={"conditional": True, "spectral_norm": False},
+                    train={"diffaugment": "", "seed": 0, **train})
+    keras.utils.set_random_seed(0)
+    return GAN(p.model, p.train, Shapes(image_size=16, channels=1, num_classes=CLASSES))
+
+
+def test_a_step_updates_only_the_embeddings_of_the_classes_in_the_batch(eager):
+    """Labels reach both networks and stay with their images: with a batch of classes 0 and 1 only,
+    class 2's rows of D's projection and of G's embedding get no gradient, so the first Adam step
+    leaves them exactly as they were, while the rows of 0 and 1 move."""
+    gan = make_gan()
+    images, labels = shapes_dataset(BATCH)
+    labels = np.array([0, 1] * (BATCH // 2))
+    batches = train_dataset(images, BATCH, seed=0, labels=labels)
+    d_embed = gan.discriminator.get_layer("projection").embed.kernel
+    g_embed = gan.generator.get_layer("class_embedding").embeddings
+    before_d, before_g = d_embed.numpy().copy(), g_embed.numpy().copy()
+    figures = {k: float(v) for k, v in gan.train_step(iter(batches)).items()}
+    assert all(np.isfinite(v) for v in figures.values()), figures
+    after_d, after_g = d_embed.numpy(), g_embed.numpy()
+    for before, after in ((before_d, after_d), (before_g, after_g)):
+        np.testing.assert_array_equal(after[2], before[2])
+        assert all(np.abs(after[c] - before[c]).max() > 0 for c in (0, 1))
+
+
+@pytest.mark.parametrize("loss", ["hinge", "wasserstein_gp"])
+def test_every_step_kind_trains_with_finite_figures(loss, eager):
+    gan = make_gan(loss=loss, diffaugment="translation")
+    images, labels = shapes_dataset()
+    figures = {k: float(v) for k, v in gan.train_step(iter(train_dataset(images, BATCH, 0, labels=labels))).items()}
+    assert all(np.isfinite(v) for v in figures.values()), figures
+
+
+def test_a_dataset_with_labels_keeps_each_label_with_its_image():
+    images, labels = shapes_dataset(12)
+    images[:, 0, 0, 0] = np.arange(12)  # each image says its index
+    seen = 0
+    for x, y in train_dataset(images, 4, seed=3, labels=labels).take(6):
+        index = np.rint((x.numpy()[:, 0, 0, 0] + 1.0) * 127.5).astype(int)
+        np.testing.assert_array_equal(y.numpy(), labels[index])
+        seen += 1
+    assert seen == 6
+
+
+def test_num_classes_of_the_data_and_its_errors():
+    images, labels = shapes_dataset(6)
+    data = TrainData("memory", 6, 16, 1, images=images, labels=labels)
+    assert data.num_classes() == CLASSES
+    assert data.num_classes(["a", "b", "c", "d"]) == 4  # a class without training images still counts
+    with pytest.raises(ResganError, match="no labels"):
+        TrainData("memory", 6, 16, 1, images=images).num_classes()
+    with pytest.raises(ResganError, match="2 of 6 training images have none"):
+        TrainData("memory", 6, 16, 1, images=images, labels=np.array([0, 1, -1, 2, -1, 0])).num_classes()
+    with pytest.raises(ResganError, match="at least 2 classes"):
+        TrainData("memory", 6, 16, 1, images=images, labels=np.zeros(6, dtype=np.int64)).num_classes()
+    with pytest.raises(ResganError, match="train.input: memory"):
+        TrainData("stream", 6, 16, 1).num_classes()
+
+
+# ---- labels for sampling --------------------------------------------------------------------------
+
+def test_class_labels_cycle_through_every_class_and_keep_the_row_property():
+    np.testing.assert_array_equal(class_labels(7, 3, seed=0), [0, 1, 2, 0, 1, 2, 0])
+    np.testing.assert_array_equal(class_labels(4, 3, seed=5), [2, 0, 1, 2])
+    np.testing.assert_array_equal(class_labels(20, 3, seed=5)[:4], class_labels(4, 3, seed=5))
+    counts = np.bincount(class_labels(10_000, 10, seed=123), minlength=10)
+    assert counts.min() == counts.max() == 1000
+    np.testing.assert_array_equal(class_labels(3, 3, seed=9, label=2), [2, 2, 2])
+    assert class_labels(3, 0, seed=0) is None
+    with pytest.raises(ResganError, match="from 0 to 2, got 3"):
+        class_labels(3, 3, seed=0, label=3)
+    with pytest.raises(ResganError, match="not class-conditional"):
+        class_labels(3, 0, seed=0, label=1)
+
+
+# ---- the stages, the CLI and the served model -----------------------------------------------------
+
+def make_project(root: Path, params) -> dict[str, Path]:
+    data = root / "data" / "prepared"
+    data.mkdir(parents=True)
+    images, labels = shapes_dataset()
+    np.savez(data / "train.npz", images=images, labels=labels)
+    (data / "summary.json").write_text(json.dumps({"data_hash": "c0ffee", "class_names": ["disc", "square", "bar"]}))
+    (root / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json")))
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    (root / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    return {"data": data, "params": root / "params.yaml", "models": root / "models"}
+
+
+def train_in(root: Path, params, monkeypatch) -> dict[str, Path]:
+    from resgan.stages import train
+
+    paths = make_project(root, params)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+    monkeypatch.chdir(root)
+    train.run(params, params_path=paths["params"], data_dir=paths["data"], models_dir=paths["models"],
+              checkpoint_dir=root / "checkpoints", metrics_path=root / "metrics" / "train.json",
+              plots_path=root / "plots" / "train.csv")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def conditional_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("conditional")
+    params = tiny_params(model={"conditional": True}, train={"steps": 4})
+    with pytest.MonkeyPatch.context() as patch:
+        paths = train_in(root, params, patch)
+        mlflow.set_tracking_uri(None)
+    return root, paths, params
+
+
+def test_the_train_stage_exports_a_conditional_generator_for_the_summarys_classes(conditional_run):
+    root, paths, _ = conditional_run
+    generator = load_generator(paths["models"] / "generator.keras")
+    assert num_classes(generator) == CLASSES
+    run = json.loads((paths["models"] / "mlflow_run.json").read_text())
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
+    assert client.get_run(run["run_id"]).data.params["model.conditional"] == "True"
+
+
+def test_the_sample_stage_writes_balanced_labels_that_match_the_images(conditional_run, tmp_path):
+    from resgan.stages import sample
+
+    root, paths, params = conditional_run
+    sample.run(params, paths["models"] / "generator.keras", None, tmp_path)
+    with np.load(tmp_path / "samples.npz") as saved:
+        images, labels = saved["images"], saved["labels"]
+    assert len(labels) == len(images) == params.sample.num
+    assert np.bincount(labels, minlength=CLASSES).max() - np.bincount(labels, minlength=CLASSES).min() <= 1
+    generator = load_generator(paths["models"] / "generator.keras")
+    z = np.random.default_rng(params.sample.seed).standard_normal((4, params.model.latent_dim)).astype("float32")
+    again = generator(generator_inputs(z, labels[:4].astype(np.int32)), training=False).numpy()
+    np.testing.assert_array_equal(np.clip(np.rint((again + 1) * 127.5), 0, 255).astype(np.uint8), images[:4])
+
+
+def test_generate_label_draws_one_class_and_refuses_a_class_the_model_lacks(conditional_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from resgan.cli import app
+
+    _, paths, _ = conditional_run
+    model = str(paths["models"] / "generator.keras")
+    runner = CliRunner()
+    one = runner.invoke(app, ["generate", "--model", model, "--num", "6", "--label", "2", "--out", str(tmp_path / "a.npz")])
+    assert one.exit_code == 0, one.output
+    every = runner.invoke(app, ["generate", "--model", model, "--num", "6", "--out", str(tmp_path / "b.npz")])
+    assert every.exit_code == 0, every.output
+    with np.load(tmp_path / "a.npz") as a, np.load(tmp_path / "b.npz") as b:
+        np.testing.assert_array_equal(a["labels"], [2] * 6)
+        np.testing.assert_array_equal(b["labels"], [0, 1, 2, 0, 1, 2])
+        # Same seed, same latents: the images of class 2 agree where the default draw also asked for 2.
+        np.testing.assert_array_equal(a["images"][[2, 5]], b["images"][[2, 5]])
+        assert not np.array_equal(a["images"][0], b["images"][0])
+    # The console entry point, as users meet it: one line, a non-zero exit, nothing written.
+    resgan = Path(sys.executable).parent / "resgan"
+    bad = subprocess.run([str(resgan), "generate", "--model", model, "--num", "2", "--label", "3",
+                          "--out", str(tmp_path / "c.npz")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0
+    assert bad.stderr.strip().splitlines()[-1] == "error: the label must be a class from 0 to 2, got 3", bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert not (tmp_path / "c.npz").exists()
+
+
+def test_the_served_model_takes_a_label_column_and_defaults_to_the_seeds_class(conditional_run, tmp_path):
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    from resgan import serving
+    from resgan.generate import generate
+
+    _, paths, _ = conditional_run
+    model = serving.SeedModel(load_generator(paths["models"] / "generator.keras"))
+    out = model.predict(pd.DataFrame({"seed": [4, 4], "label": [0, None]}), {"format": "array"})
+    images = [np.asarray(image, dtype=np.uint8) for image in out["image"]]
+    generate(str(paths["models"] / "generator.keras"), tmp_path / "s.npz", num=1, seed=4)  # class 4 % 3 = 1
+    generate(str(paths["models"] / "generator.keras"), tmp_path / "l.npz", num=1, seed=4, label=0)
+    with np.load(tmp_path / "s.npz") as by_seed, np.load(tmp_path / "l.npz") as by_label:
+        assert int(by_seed["labels"][0]) == 1
+        np.testing.assert_array_equal(images[1], by_seed["images"][0])
+        np.testing.assert_array_equal(images[0], by_label["images"][0])
+    with pytest.raises(MlflowException, match="from 0 to 2, got 7"):
+        model.predict(pd.DataFrame({"seed": [1], "label": [7]}))
+    with pytest.raises(MlflowException, match="non-negative integers"):
+        model.predict(pd.DataFrame({"seed": [1], "label": [1.5]}))
+
+
+def test_training_conditional_on_unlabelled_data_fails_before_mlflow_is_touched(tmp_path, monkeypatch):
+    from resgan.stages import train
+
+    params = tiny_params(model={"conditional": True})
+    paths = make_project(tmp_path, params)
+    images, _ = shapes_dataset()
+    np.savez(paths["data"] / "train.npz", images=images)  # no labels
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    with pytest.raises(ResganError, match="no labels"):
+        train.run(params, params_path=paths["params"], data_dir=paths["data"], models_dir=paths["models"],
+                  checkpoint_dir=tmp_path / "checkpoints", metrics_path=tmp_path / "m.json", plots_path=tmp_path / "p.csv")
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def test_an_unconditional_served_model_refuses_a_label_and_ignores_an_empty_one():
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    from resgan import serving
+
+    model = serving.SeedModel(build_generator(latent_dim=8, width=8, image_size=16, channels=1))
+    assert model.num_classes == 0
+    with pytest.raises(MlflowException, match="not class-conditional"):
+        model.predict(pd.DataFrame({"seed": [1], "label": [0]}))
+    out = model.predict(pd.DataFrame({"seed": [1], "label": [None]}), {"format": "array"})
+    assert np.asarray(out["image"][0]).shape == (16, 16, 1)
