@@ -366,6 +366,19 @@ def test_evaluate_samples_reports_every_metric_with_the_extractor_name():
     assert results["memorization_mean"] == pytest.approx(details["memorization_max_ssim"].mean())
 
 
+def test_class_accuracy_is_the_share_of_samples_predicted_as_the_class_they_were_drawn_for():
+    samples, train, test = _images(60, 6), _images(30, 7), _images(10, 8)
+    predicted = ToyExtractor()(samples)[1].argmax(1)
+    asked = predicted.copy()
+    asked[:15] = (asked[:15] + 1) % 3  # a quarter drawn for another class than the classifier sees
+    params = EvaluateParams(metrics=["is"], is_splits=2)
+    results = evaluate_samples(samples, train, test, ToyExtractor(), params, sample_labels=asked)
+    assert results["class_accuracy"] == pytest.approx(0.75)
+    assert "class_accuracy" not in evaluate_samples(samples, train, test, ToyExtractor(), params)
+    with pytest.raises(ResganError, match="59 sample labels for 60 samples"):
+        evaluate_samples(samples, train, test, ToyExtractor(), params, sample_labels=asked[:59])
+
+
 def test_evaluate_samples_computes_only_the_listed_metrics():
     samples, train, test = _images(30, 3), _images(30, 4), _images(10, 5)
     params = EvaluateParams(metrics=["ssim"], ssim_pairs=10)

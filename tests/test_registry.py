@@ -336,7 +336,8 @@ def test_logged_generator_is_keras_native_with_a_seed_pyfunc_and_no_pickle(use_s
     assert meta["metadata"]["resgan"] == {"latent_dim": LATENT, "image_shape": [SIZE, SIZE, 1], "num_classes": 0}
     inputs = json.loads(meta["signature"]["inputs"])
     assert [(c["name"], c["type"], c["required"]) for c in inputs] == [("seed", "long", True),
-                                                                      ("truncation", "double", False)]
+                                                                      ("truncation", "double", False),
+                                                                      ("label", "long", False)]
     assert json.loads(meta["signature"]["params"])[0]["name"] == "format"
     assert not [p for p in local.rglob("*") if p.suffix in (".pkl", ".pickle", ".cloudpickle")]
     assert isinstance(mlflow.keras.load_model("models:/resgan@champion"), keras.Model)
