@@ -19,7 +19,7 @@ from conftest import tiny_params
 from resgan.data.pipeline import TrainData, train_dataset
 from resgan.errors import ResganError
 from resgan.gan.trainer import GAN, Shapes
-from resgan.models import class_labels, generator_inputs, load_generator, num_classes
+from resgan.models import class_labels, model_inputs, load_generator, num_classes
 from resgan.nn.networks import build_discriminator, build_generator
 
 CLASSES = 3
@@ -230,7 +230,7 @@ def test_the_sample_stage_writes_balanced_labels_that_match_the_images(condition
     assert np.bincount(labels, minlength=CLASSES).max() - np.bincount(labels, minlength=CLASSES).min() <= 1
     generator = load_generator(paths["models"] / "generator.keras")
     z = np.random.default_rng(params.sample.seed).standard_normal((4, params.model.latent_dim)).astype("float32")
-    again = generator(generator_inputs(z, labels[:4].astype(np.int32)), training=False).numpy()
+    again = generator(model_inputs(z, labels[:4].astype(np.int32)), training=False).numpy()
     np.testing.assert_array_equal(np.clip(np.rint((again + 1) * 127.5), 0, 255).astype(np.uint8), images[:4])
 
 

@@ -29,6 +29,7 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 BATCH, STEPS, SEED = 8, 2, 3
+CLASSES = 3  # the conditional GAN's
 LR, BETA2 = 2e-4, 0.9  # tiny_params' learning rates and Adam's beta2 (beta1 = 0)
 # Adam with beta1 = 0 moves a weight at step t by lr * g_t / sqrt(v_t / (1 - beta2^t)), and
 # v_t >= (1 - beta2) g_t^2, so by at most lr * sqrt((1 - beta2^t) / (1 - beta2)): lr, then 1.38 lr.
@@ -51,11 +52,11 @@ def _images(count: int = BATCH * STEPS) -> np.ndarray:
     return np.random.default_rng(11).uniform(-1, 1, size=(count, 16, 16, 1)).astype(np.float32)
 
 
-def _params(**train):
+def _params(conditional: bool = False, **train):
     sys.path.insert(0, str(HERE))
     from conftest import tiny_params
 
-    return tiny_params(model={"spectral_norm": True}, train={**TRAIN, **train})
+    return tiny_params(model={"spectral_norm": True, "conditional": conditional}, train={**TRAIN, **train})
 
 
 def _state(gan) -> dict[str, np.ndarray]:
@@ -66,19 +67,21 @@ def _state(gan) -> dict[str, np.ndarray]:
     return out
 
 
-def train_steps(strategy, gan_class=None, steps: int = STEPS, **train) -> tuple[dict, list[dict]]:
+def train_steps(strategy, gan_class=None, steps: int = STEPS, classes: int = 0, **train) -> tuple[dict, list[dict]]:
     """A tiny GAN under ``strategy``: ``steps`` compiled train steps on ``_images()``; the final
-    weights and the figures of every step."""
+    weights and the figures of every step. ``classes`` > 0: a conditional GAN, image i of label i % classes."""
     import keras
     import tensorflow as tf
 
     from resgan.gan.trainer import GAN, Shapes
 
-    params = _params(**train)
+    params = _params(conditional=bool(classes), **train)
     keras.utils.set_random_seed(SEED)
-    gan = (gan_class or GAN)(params.model, params.train, Shapes(16, 1), strategy=strategy,
+    gan = (gan_class or GAN)(params.model, params.train, Shapes(16, 1, classes), strategy=strategy,
                              global_batch_size=BATCH)
-    dataset = tf.data.Dataset.from_tensor_slices(_images()).batch(BATCH)
+    images = _images()
+    labels = (np.arange(len(images)) % classes).astype(np.int32) if classes else None
+    dataset = tf.data.Dataset.from_tensor_slices(images if labels is None else (images, labels)).batch(BATCH)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
     figures = [{k: float(v) for k, v in gan.train_step(iterator).items()} for _ in range(steps)]
     return _state(gan), figures
@@ -109,6 +112,9 @@ def _child_mirrored(out: Path) -> None:
     one, one_figures = train_steps(tf.distribute.get_strategy())
     two, two_figures = train_steps(mirrored)
     control, control_figures = train_steps(mirrored, gan_class=PerReplicaBN)
+    # Class-conditional: each replica's labels must stay with its images and its slice of the latents.
+    cond_one, cond_one_figures = train_steps(tf.distribute.get_strategy(), classes=CLASSES)
+    cond_two, cond_two_figures = train_steps(mirrored, classes=CLASSES)
 
     # DiffAugment inside strategy.run: the two replicas must not draw the same numbers.
     same = tf.constant(_images(4))
@@ -118,10 +124,12 @@ def _child_mirrored(out: Path) -> None:
 
     np.savez(out, **{f"one/{k}": v for k, v in one.items()}, **{f"two/{k}": v for k, v in two.items()},
              **{f"control/{k}": v for k, v in control.items()},
+             **{f"cond_one/{k}": v for k, v in cond_one.items()}, **{f"cond_two/{k}": v for k, v in cond_two.items()},
              augment_0=per_replica[0], augment_1=per_replica[1])
     out.with_suffix(".json").write_text(json.dumps({
         "replicas": mirrored.num_replicas_in_sync, "devices": list(mirrored.extended.worker_devices),
-        "one": one_figures, "two": two_figures, "control": control_figures}))
+        "one": one_figures, "two": two_figures, "control": control_figures,
+        "cond_one": cond_one_figures, "cond_two": cond_two_figures}))
 
 
 def _child_worker(out: Path) -> None:
@@ -188,17 +196,18 @@ def _max_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
     return max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
 
 
-def _zero_gradient_keys() -> set[str]:
+def _zero_gradient_keys(classes: int = 0) -> set[str]:
     from resgan.nn.networks import build_generator
 
-    paths = [w.path for w in build_generator(latent_dim=16, width=8, image_size=16, channels=1).weights]
+    g = build_generator(latent_dim=16, width=8, image_size=16, channels=1, num_classes=classes)
+    paths = [w.path for w in g.weights]
     return {f"{group}/{i}" for group in ("g", "ema") for i, path in enumerate(paths) if ZERO_GRADIENT.search(path)}
 
 
 def _assert_same_update(got: dict, want: dict, got_figures: list[dict], want_figures: list[dict],
-                        initial: dict) -> None:
+                        initial: dict, classes: int = 0) -> None:
     assert got.keys() == want.keys() == initial.keys()
-    zero = _zero_gradient_keys()
+    zero = _zero_gradient_keys(classes)
     assert len(zero) == 2 * 6  # 3 conv biases in each of the 2 UpBlocks, in G and in the EMA
     for key in want:
         if key in zero:  # both moved by round-off only: at most lr per step
@@ -263,13 +272,18 @@ def test_mirrored_two_replicas_of_half_the_batch_make_the_update_of_one_replica(
     assert abs(info["control"][0]["loss_g"] - info["one"][0]["loss_g"]) > 100 * FIGURE_RTOL
     # The replicas draw their own DiffAugment numbers.
     assert not np.allclose(data["augment_0"], data["augment_1"])
+    # A conditional GAN: the same update too (labels split with their images), which training moved.
+    cond_one, cond_two = _groups(data, "cond_one/"), _groups(data, "cond_two/")
+    cond_initial, _ = _reference(steps=0, classes=CLASSES)
+    assert _max_diff(cond_one, cond_initial) > 100 * WEIGHT_ATOL
+    _assert_same_update(cond_two, cond_one, info["cond_two"], info["cond_one"], cond_initial, classes=CLASSES)
 
 
-def _reference(steps: int = STEPS) -> tuple[dict, list[dict]]:
+def _reference(steps: int = STEPS, classes: int = 0) -> tuple[dict, list[dict]]:
     """One replica of the global batch, in this process (default strategy)."""
     import tensorflow as tf
 
-    return train_steps(tf.distribute.get_strategy(), steps=steps)
+    return train_steps(tf.distribute.get_strategy(), steps=steps, classes=classes)
 
 
 def _free_ports(count: int) -> list[int]:

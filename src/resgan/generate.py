@@ -143,12 +143,12 @@ def iter_images(model, z: np.ndarray, batch_size: int, progress: Callable[[int],
                 labels: np.ndarray | None = None) -> Iterator[np.ndarray]:
     """uint8 NHWC batches of images for latents ``z`` (and ``labels``, for a conditional generator)."""
     from resgan.gan.trainer import to_uint8
-    from resgan.models import generator_inputs
+    from resgan.models import model_inputs
 
     call = compiled(model)
     for start in range(0, len(z), batch_size):
         window = slice(start, start + batch_size)
-        batch = to_uint8(call(generator_inputs(z[window], None if labels is None else labels[window])))
+        batch = to_uint8(call(model_inputs(z[window], None if labels is None else labels[window])))
         if progress is not None:
             progress(len(batch))
         yield batch

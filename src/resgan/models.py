@@ -211,9 +211,9 @@ def class_labels(num: int, classes: int, seed: int, label: int | None = None) ->
     return ((np.arange(num, dtype=np.int64) + seed) % classes).astype(np.int32)
 
 
-def generator_inputs(z: np.ndarray, labels: np.ndarray | None):
-    """The generator's input: ``z``, or ``[z, labels]`` for a conditional generator."""
-    return z if labels is None else [z, labels]
+def model_inputs(x, labels):
+    """A network's input: ``x`` (latents or images), or ``[x, labels]`` for a class-conditional one."""
+    return x if labels is None else [x, labels]
 
 
 def latents(num: int, dim: int, seed: int, truncation: float | None = None) -> np.ndarray:

@@ -16,6 +16,8 @@ import numpy as np
 from resgan.data import shards as shard_files
 from resgan.errors import ResganError
 
+NO_LABELS_IN_SHARDS = ("model.conditional needs the labels, which train.npz holds and the train shards do not: "
+                       "set train.input: memory")
 # Images in flight while streaming: shard files read at once (interleaved), chosen by AUTOTUNE up to this.
 MAX_PARALLEL_READS = 8
 
@@ -117,8 +119,7 @@ class TrainData:
         """Batches of images, or of ``(images, labels)`` with ``with_labels`` (see :meth:`num_classes`)."""
         if self.mode == "stream":
             if with_labels:
-                raise ResganError("model.conditional needs the labels, which train.npz holds and the train shards "
-                                  "do not: set train.input: memory")
+                raise ResganError(NO_LABELS_IN_SHARDS)
             return stream_dataset(self.index, global_batch_size, seed, epoch_offset, shuffle_buffer)
         return train_dataset(self.images, global_batch_size, seed, epoch_offset,
                              labels=self.labels if with_labels else None)
@@ -127,7 +128,7 @@ class TrainData:
         """The classes a conditional model draws: ``class_names`` (from the prepare summary) or the
         largest label + 1. A clear error when some or all training images have no label."""
         if self.mode == "stream":
-            self.dataset(1, 0, with_labels=True)  # the error about shards and labels
+            raise ResganError(NO_LABELS_IN_SHARDS)
         if self.labels is None:
             raise ResganError("model.conditional needs labelled images, and the prepared data has no labels "
                               "(a folder source labels images by their class sub-folder)")

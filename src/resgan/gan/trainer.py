@@ -35,6 +35,7 @@ import tensorflow as tf
 from resgan.config import ModelParams, TrainParams
 from resgan.gan.diffaugment import diff_augment
 from resgan.gan.losses import get_losses, gradient_penalty
+from resgan.models import model_inputs
 from resgan.nn.networks import discriminator_from_params, generator_from_params
 
 
@@ -207,7 +208,7 @@ class GAN:
     def _d_step(self, batch, latents: tf.Tensor) -> dict[str, tf.Tensor]:
         # Conditional: the fakes are drawn for the real batch's labels, so both halves have the data's class mix.
         real, labels = batch if self.num_classes else (batch, None)
-        fake = self.generator(self._with_labels(self._local(latents), labels), training=True)
+        fake = self.generator(model_inputs(self._local(latents), labels), training=True)
         local = tf.shape(real)[0]
         with tf.GradientTape() as tape:
             # One discriminator pass over real and fake together: twice the batch per conv, which
@@ -216,12 +217,12 @@ class GAN:
             # D has no batch norm, so each logit is the one a separate pass would give.
             both = tf.concat([self._augment(real), self._augment(fake)], axis=0)  # both float32
             both_labels = None if labels is None else tf.concat([labels, labels], axis=0)
-            logits = self.discriminator(self._with_labels(both, both_labels), training=True)
+            logits = self.discriminator(model_inputs(both, both_labels), training=True)
             real_logits, fake_logits = logits[:local], logits[local:]
             per_example = self.d_loss_fn(real_logits, fake_logits)
             if self.train_params.loss == "wasserstein_gp":
                 def critic(x, training):
-                    return self.discriminator(self._with_labels(x, labels), training=training)
+                    return self.discriminator(model_inputs(x, labels), training=training)
 
                 per_example += self.train_params.gp_weight * gradient_penalty(critic, real, fake)
             loss = self._average(per_example)
@@ -234,14 +235,10 @@ class GAN:
                 "d_fake": self._average(tf.reshape(fake_logits, [-1])),
                 "grad_norm_d": norm}
 
-    def _with_labels(self, x: tf.Tensor, labels: tf.Tensor | None):
-        """A network's input: ``x``, or ``[x, labels]`` for a conditional model."""
-        return x if labels is None else [x, labels]
-
     def _g_step(self, latents: tf.Tensor, labels: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
         with tf.GradientTape() as tape:
-            fake = self.generator(self._with_labels(self._local(latents), labels), training=True)
-            fake_logits = self.discriminator(self._with_labels(self._augment(fake), labels), training=True)
+            fake = self.generator(model_inputs(self._local(latents), labels), training=True)
+            fake_logits = self.discriminator(model_inputs(self._augment(fake), labels), training=True)
             loss = self._average(self.g_loss_fn(fake_logits))
             scaled = self.g_optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, self.generator.trainable_variables)
@@ -352,7 +349,7 @@ def generate(generator: keras.Model, latents: np.ndarray, batch_size: int = 256,
     mode) and return uint8 NHWC images."""
     out = []
     for start in range(0, len(latents), batch_size):
-        z = latents[start:start + batch_size]
-        inputs = z if labels is None else [z, labels[start:start + batch_size]]
+        window = slice(start, start + batch_size)
+        inputs = model_inputs(latents[window], None if labels is None else labels[window])
         out.append(to_uint8(generator(inputs, training=False)))
     return np.concatenate(out, axis=0)

@@ -21,7 +21,7 @@ def draw(model, num: int, seed: int, batch_size: int, truncation: float | None =
          show_progress: bool | None = None) -> np.ndarray:
     """``num`` uint8 images from ``model``; the same seed gives the same images."""
     from resgan.gan.trainer import to_uint8
-    from resgan.models import class_labels, generator_inputs, latent_dim, latents, num_classes
+    from resgan.models import class_labels, model_inputs, latent_dim, latents, num_classes
 
     z = latents(num, latent_dim(model), seed, truncation)
     labels = class_labels(num, num_classes(model), seed)
@@ -34,7 +34,7 @@ def draw(model, num: int, seed: int, batch_size: int, truncation: float | None =
         starts = track(starts, description="sampling", transient=True)
     for start in starts:
         window = slice(start, start + batch_size)
-        inputs = generator_inputs(z[window], None if labels is None else labels[window])
+        inputs = model_inputs(z[window], None if labels is None else labels[window])
         out[window] = to_uint8(model(inputs, training=False))
     return out
 
