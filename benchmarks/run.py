@@ -70,14 +70,14 @@ def log(message: str) -> None:
     print(f"[{elapsed:5.0f} s] {message}", file=sys.stderr, flush=True)
 
 
-def _params(sizes: Sizes, model: dict | None = None):
+def _params(sizes: Sizes, model: dict | None = None, train: dict | None = None):
     """The project's params.yaml with the run's overrides, as typed Params."""
     import yaml
 
     from resgan.config import parse_params
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section, values in (("model", {**sizes.model, **(model or {})}), ("train", sizes.train),
+    for section, values in (("model", {**sizes.model, **(model or {})}), ("train", {**sizes.train, **(train or {})}),
                             ("evaluate", sizes.evaluate)):
         raw.setdefault(section, {}).update(values)
     return parse_params(raw)
@@ -101,8 +101,13 @@ def in_process(sizes: Sizes) -> tuple[dict[str, Any], dict[str, Any]]:
     from resgan.nn.networks import build_generator
 
     auto = resolve_precision("auto")
-    default = _params(sizes)
-    reference = _params(sizes, sizes.reference)
+    # The training figures do the textbook step's maths: no DiffAugment (the textbook step has none),
+    # so "ours / textbook" compares the two ways of running the same updates. What params.yaml's
+    # DiffAugment costs on top is measured beside them (ours_default_diffaugment).
+    same_maths = {"diffaugment": ""}
+    default = _params(sizes, train=same_maths)
+    reference = _params(sizes, sizes.reference, train=same_maths)
+    with_augment = _params(sizes)
     size, channels = default.prepare.image_size, default.prepare.channels
     images, _ = mnist_like(sizes.train_images, size)
     if channels == 3:
@@ -113,12 +118,13 @@ def in_process(sizes: Sizes) -> tuple[dict[str, Any], dict[str, Any]]:
     models = {"default": (default, sizes.default_steps), "reference": (reference, sizes.reference_steps)}
     ours = {(name, precision): compute.OursTrain(f"ours_{name}_{precision}", p, precision, images, steps)
             for name, (p, steps) in models.items() for precision in ("float32", "mixed_bfloat16")}
+    augmented = compute.OursTrain(f"ours_default_diffaugment_{auto}", with_augment, auto, images, sizes.default_steps)
     textbook = {name: compute.Textbook(f"textbook_{name}", p, images, steps) for name, (p, steps) in models.items()}
     with compute.policy("float32"):
         generator = build_generator(default.model.latent_dim, default.model.width, size, channels,
                                     default.model.blocks_per_resolution)
     draw = compute.Draw("draw", generator, sizes.draw_num)
-    benches = [*mm.values(), *ours.values(), *textbook.values(), draw]
+    benches = [*mm.values(), *ours.values(), augmented, *textbook.values(), draw]
     log(f"measuring {len(benches)} in-process benchmarks, {sizes.rounds} round(s) after a warm-up")
     sec = compute.run_rounds(benches, sizes.rounds, log)
     rounds = sizes.rounds
@@ -184,6 +190,14 @@ def in_process(sizes: Sizes) -> tuple[dict[str, Any], dict[str, Any]]:
             "ours_float32_over_textbook": _r(compute.per_round(lambda r: ratio(ours[(name, "float32")], r), rounds)),
             "runs_s": [round(s, 3) for s in tb_runs],
         }
+    plain = ours[("default", auto)]
+    results["training"]["default"]["diffaugment_cost"] = {
+        "policy": with_augment.train.diffaugment, "precision": auto,
+        "img_per_s": _r(compute.rate(augmented, sec[augmented.name])),
+        "step_time_over_without": _r(compute.per_round(lambda r: sec[augmented.name][r] / sec[plain.name][r],
+                                                        rounds)),
+        "runs_s": [round(s, 3) for s in sec[augmented.name]],
+    }
     g_flops = model_flops(generator)
     draw_img_s = compute.rate(draw, sec[draw.name])
     results["sampling"] = {"in_process": {
@@ -369,6 +383,10 @@ def table(results: dict[str, Any]):
             t.add_row(f"  train {precision}{mark} img/s", _fmt(e["img_per_s"]),
                       f"MFU {e['mfu']:.0%} ({_fmt(e['gflops'])} GFLOP/s)")
         t.add_row("  bf16 / float32", _fmt(entry["bf16_over_float32"]), "same-round ratio")
+        if "diffaugment_cost" in entry:
+            c = entry["diffaugment_cost"]
+            t.add_row(f"  with DiffAugment ({c['policy']}), {c['precision']} img/s", _fmt(c["img_per_s"]),
+                      f"a step takes {_fmt(c['step_time_over_without'])}x as long as without (above)")
         b = results["baseline"][name]
         t.add_row("  textbook Keras fit, float32 img/s", _fmt(b["img_per_s"]),
                   f"MFU {b['mfu']:.0%}; ours auto {_fmt(b['ours_auto_over_textbook'])}x, "
