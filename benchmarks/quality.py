@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
         from resgan.metrics.distances import fid, kid
         from resgan.metrics.features import ClassifierFeatures
         from resgan.metrics.scores import inception_score
-        from resgan.models import class_labels, load_generator, num_classes
+        from resgan.models import load_generator
         from resgan.stages.sample import draw
 
         train_images, _ = load_split(data / "train.npz")
@@ -247,9 +247,8 @@ def main(argv: list[str] | None = None) -> None:
             trained = child["result"]
             log(f"{name}: {trained['steps']} steps, {trained['img_per_s']} img/s; sampling {num}")
             generator = load_generator(run_dir / "models" / "generator.keras")
-            images = draw(generator, num, seed=SAMPLE_SEED, batch_size=500, show_progress=False)
             # A conditional generator draws every class in turn; the npz says which class each image is for.
-            labels = class_labels(num, num_classes(generator), SAMPLE_SEED)
+            images, labels = draw(generator, num, seed=SAMPLE_SEED, batch_size=500, show_progress=False)
             npz = results_dir / (f"mnist_{minutes:g}min_{name}.npz" if not args.quick else f"quick_{name}.npz")
             tmp = npz.with_suffix(".tmp.npz")
             np.savez_compressed(tmp, images=images[..., 0], **({} if labels is None else {"labels": labels}))

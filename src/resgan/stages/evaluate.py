@@ -111,12 +111,11 @@ def run(params: Params, samples_path: Path, data_dir: Path, classifier_path: Pat
 
     ep = params.evaluate
     if generator:
-        from resgan.models import class_labels, load_generator, num_classes
+        from resgan.models import load_generator
         from resgan.stages.sample import draw
 
-        model = load_generator(generator)
-        samples = draw(model, params.sample.num, params.sample.seed, params.sample.batch_size)
-        sample_labels = class_labels(params.sample.num, num_classes(model), params.sample.seed)
+        samples, sample_labels = draw(load_generator(generator), params.sample.num, params.sample.seed,
+                                      params.sample.batch_size)
     else:
         samples, sample_labels = _load_samples(samples_path)
     train_images, train_labels = load_split(data_dir / "train.npz")

@@ -18,10 +18,11 @@ from resgan.config import Params
 
 
 def draw(model, num: int, seed: int, batch_size: int, truncation: float | None = None,
-         show_progress: bool | None = None) -> np.ndarray:
-    """``num`` uint8 images from ``model``; the same seed gives the same images."""
+         show_progress: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``num`` uint8 images from ``model``, and the classes they were drawn for (a class-conditional
+    model draws every class in turn; None for an unconditional one). The same seed gives the same images."""
     from resgan.gan.trainer import to_uint8
-    from resgan.models import class_labels, model_inputs, latent_dim, latents, num_classes
+    from resgan.models import class_labels, latent_dim, latents, model_inputs, num_classes
 
     z = latents(num, latent_dim(model), seed, truncation)
     labels = class_labels(num, num_classes(model), seed)
@@ -36,16 +37,15 @@ def draw(model, num: int, seed: int, batch_size: int, truncation: float | None =
         window = slice(start, start + batch_size)
         inputs = model_inputs(z[window], None if labels is None else labels[window])
         out[window] = to_uint8(model(inputs, training=False))
-    return out
+    return out, labels
 
 
 def run(params: Params, generator_path: Path, run_file: Path | None, out_dir: Path) -> dict[str, Any]:
-    from resgan.models import class_labels, load_generator, num_classes
+    from resgan.models import load_generator
 
     model = load_generator(generator_path)
     sp = params.sample
-    images = draw(model, sp.num, sp.seed, sp.batch_size)
-    labels = class_labels(sp.num, num_classes(model), sp.seed)  # the classes draw() asked for
+    images, labels = draw(model, sp.num, sp.seed, sp.batch_size)
     extra = {} if labels is None else {"labels": labels.astype(np.int64)}
     io.save_npz(out_dir / "samples.npz", images=images, seed=np.int64(sp.seed), **extra)
     grid_path = out_dir / "grid.png"
