@@ -89,7 +89,9 @@ def test_same_seed_same_pixels_other_seed_other_pixels(store, tmp_path):
     from resgan.stages.sample import draw as sample_stage_draw
     from resgan.models import load_generator
 
-    np.testing.assert_array_equal(a, sample_stage_draw(load_generator(store.trained_file), 6, 3, 256))
+    stage_images, stage_labels = sample_stage_draw(load_generator(store.trained_file), 6, 3, 256)
+    np.testing.assert_array_equal(a, stage_images)
+    assert stage_labels is None  # an unconditional generator
 
 
 def test_grid_png_size_and_tiles(store, tmp_path):
