@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from resgan.nn.layers import DownBlock, GlobalSumPooling2D, UpBlock
+from resgan.nn.layers import DownBlock, FusedBatchNormalization, GlobalSumPooling2D, UpBlock
 from resgan.nn.networks import build_discriminator, build_generator, level_widths
 
 
@@ -234,3 +234,73 @@ def test_outputs_are_float32_under_mixed_precision(policy, restore_policy):
     logits = discriminator(images, training=True)
     assert images.dtype == "float32" and logits.dtype == "float32"
     assert np.isfinite(np.asarray(logits)).all()
+
+
+def _bn_pair(shape, dtype, **kwargs):
+    """A Keras BatchNormalization and our fused one with the same, non-trivial weights."""
+    keras_bn = keras.layers.BatchNormalization(dtype=dtype, **kwargs)
+    fused = FusedBatchNormalization(dtype=dtype, **kwargs)
+    keras_bn.build(shape)
+    fused.build(shape)
+    rng = np.random.default_rng(3)
+    weights = [rng.uniform(0.5, 1.5, w.shape).astype("float32") for w in keras_bn.get_weights()]
+    keras_bn.set_weights(weights)
+    fused.set_weights(weights)
+    return keras_bn, fused
+
+
+@pytest.mark.parametrize("dtype, atol", [("float32", 1e-5), ("mixed_bfloat16", 0.03)])
+def test_fused_batch_norm_matches_keras(dtype, atol):
+    import tensorflow as tf
+
+    shape = (8, 4, 4, 5)
+    keras_bn, fused = _bn_pair(shape, dtype, momentum=0.9)
+    x = tf.cast(np.random.default_rng(4).normal(2.0, 3.0, shape).astype("float32"), keras_bn.compute_dtype)
+    weight = tf.constant(np.arange(1, 6, dtype="float32"))  # a loss that weighs the channels differently
+
+    def run(layer):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(tf.cast(y, "float32") ** 3 * weight)
+        grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+        return [np.asarray(tf.cast(t, "float32")) for t in (y, *grads)], y.dtype
+
+    (expected, expected_dtype), (got, got_dtype) = run(keras_bn), run(fused)
+    assert got_dtype == expected_dtype == keras_bn.compute_dtype
+    for name, a, b in zip(["output", "d/dx", "d/dgamma", "d/dbeta"], expected, got):
+        np.testing.assert_allclose(b, a, rtol=atol, atol=atol * np.abs(a).max(), err_msg=name)
+    # The moving statistics moved from their initial values, and the same way (biased variance).
+    assert not np.allclose(fused.moving_variance, 1.0)
+    np.testing.assert_allclose(fused.moving_mean, keras_bn.moving_mean, rtol=1e-5)
+    np.testing.assert_allclose(fused.moving_variance, keras_bn.moving_variance, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(tf.cast(fused(x, training=False), "float32")),
+                               np.asarray(tf.cast(keras_bn(x, training=False), "float32")), rtol=atol, atol=atol)
+
+
+def test_fused_batch_norm_runs_the_fused_kernel_where_it_applies():
+    import tensorflow as tf
+
+    def op_types(layer, shape, training):
+        layer.build(shape)
+        graph = tf.function(lambda x: layer(x, training=training)).get_concrete_function(
+            tf.TensorSpec(shape, "float32")).graph
+        return {op.type for op in graph.get_operations()}
+
+    assert "FusedBatchNormV3" in op_types(FusedBatchNormalization(), (2, 4, 4, 3), True)
+    assert "FusedBatchNormV3" in op_types(FusedBatchNormalization(), (2, 4, 4, 3), False)
+    # Where it does not apply, the Keras computation (and its answer) stays.
+    assert "FusedBatchNormV3" not in op_types(FusedBatchNormalization(), (2, 3), True)
+    assert "FusedBatchNormV3" not in op_types(FusedBatchNormalization(synchronized=True), (2, 4, 4, 3), True)
+    keras_bn, fused = _bn_pair((6, 3), "float32")
+    x = np.random.default_rng(5).normal(size=(6, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(fused(x, training=True)), np.asarray(keras_bn(x, training=True)), rtol=1e-6)
+
+
+def test_generator_batch_norms_are_fused_and_survive_saving(tmp_path):
+    generator = build_generator(16, 8, 16, 1)
+    bns = [layer for layer in _all_layers(generator) if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(bns) == 5 and all(isinstance(layer, FusedBatchNormalization) for layer in bns)  # 2 blocks x 2, bn_out
+    generator.save(tmp_path / "g.keras")
+    loaded = keras.models.load_model(tmp_path / "g.keras", safe_mode=True)
+    assert isinstance(loaded.get_layer("bn_out"), FusedBatchNormalization)

@@ -20,7 +20,7 @@ import math
 import keras
 from keras import layers
 
-from resgan.nn.layers import ClassProjection, DownBlock, GlobalSumPooling2D, UpBlock
+from resgan.nn.layers import ClassProjection, DownBlock, FusedBatchNormalization, GlobalSumPooling2D, UpBlock
 
 CLASS_EMBEDDING = "class_embedding"  # the conditional generator's label embedding (its input_dim: the classes)
 
@@ -83,7 +83,7 @@ def build_generator(latent_dim: int, width: int, image_size: int, channels: int,
         x = UpBlock(filters, synchronized_bn=synchronized_bn, name=f"up_{size}")(x)
         for extra in range(1, blocks_per_resolution):
             x = UpBlock(filters, upsample=False, synchronized_bn=synchronized_bn, name=f"up_{size}_{extra}")(x)
-    x = layers.BatchNormalization(synchronized=synchronized_bn, name="bn_out")(x)
+    x = FusedBatchNormalization(synchronized=synchronized_bn, name="bn_out")(x)
     x = layers.ReLU(name="relu_out")(x)
     x = layers.Conv2D(channels, 3, padding="same", name="conv_out")(x)
     images = layers.Activation("tanh", dtype="float32", name="images")(x)
