@@ -44,12 +44,16 @@ class Matmul:
 
     The products are chained (each multiplies the previous result) so no graph optimizer can merge
     them; the right factor is scaled by 1/sqrt(n) so values stay near 1 in bfloat16.
+
+    A limit is a peak, so one measure() is the fastest of ``calls`` calls (about 0.2 s each in
+    bfloat16 here): load from other processes only ever slows a call, and a single call that
+    another process happened to slow would make every same-round fraction of it look too good.
     """
 
-    def __init__(self, dtype: str, n: int, chain: int = 4):
+    def __init__(self, dtype: str, n: int, chain: int = 4, calls: int = 5):
         import tensorflow as tf
 
-        self.name, self.dtype, self.n, self.chain = f"matmul_{dtype}", dtype, n, chain
+        self.name, self.dtype, self.n, self.chain, self.calls = f"matmul_{dtype}", dtype, n, chain, calls
         rng = np.random.default_rng(0)
         self.a = tf.cast(tf.constant(rng.standard_normal((n, n), dtype=np.float32)), dtype)
         self.b = tf.cast(tf.constant(rng.standard_normal((n, n), dtype=np.float32) / np.sqrt(n)), dtype)
@@ -68,9 +72,12 @@ class Matmul:
             self.measure()
 
     def measure(self) -> float:
-        start = time.perf_counter()
-        self.products(self.a, self.b).numpy()
-        return time.perf_counter() - start
+        fastest = float("inf")
+        for _ in range(self.calls):
+            start = time.perf_counter()
+            self.products(self.a, self.b).numpy()
+            fastest = min(fastest, time.perf_counter() - start)
+        return fastest
 
 
 class OursTrain:

@@ -49,7 +49,7 @@ class Sizes:
     reference: dict = field(default_factory=lambda: dict(REFERENCE_MODEL))
 
 
-FULL = Sizes(rounds=3, matmul_n=2048, default_steps=12, reference_steps=4, train_images=2048, draw_num=2048,
+FULL = Sizes(rounds=5, matmul_n=2048, default_steps=12, reference_steps=4, train_images=2048, draw_num=2048,
              generate_num=10_000, generate_runs=3, eval_train=60_000, eval_test=10_000,
              eval_runs=3, startup_runs=5, dvc_runs=3, rss_train_steps=30)
 QUICK = Sizes(rounds=1, matmul_n=512, default_steps=2, reference_steps=1, train_images=256, draw_num=256,
@@ -454,7 +454,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition: checks the script works")
     parser.add_argument("--out", type=Path, help="JSON output (default: benchmarks/results/latest.json, "
                                                    "or quick.json with --quick)")
-    parser.add_argument("--rounds", type=int, help="repetitions of the in-process figures (default 3; quick 1)")
+    parser.add_argument("--rounds", type=int, help="repetitions of the in-process figures (default 5; quick 1)")
     parser.add_argument("--eval-runs", type=int, help="runs of the evaluate stage (default 3; about 1 minute each)")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
