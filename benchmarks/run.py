@@ -92,8 +92,6 @@ def _r(x: float, digits: int = 3) -> float:
 def in_process(sizes: Sizes) -> tuple[dict[str, Any], dict[str, Any]]:
     """Matmul limit, training steps, the textbook baseline and draw(), measured in shared rounds.
     Returns (results, state) where state holds objects later sections reuse."""
-    import keras
-
     from benchmarks import compute
     from benchmarks.processes import mnist_like
     from resgan.gan.trainer import resolve_precision
