@@ -4,14 +4,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: repro test bench bench-quality install clean
+.PHONY: repro test bench bench-quality install lock clean
 
 $(BIN)/python:
 	$(shell command -v $(PYTHON) || command -v python3) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+# The tested versions (constraints.txt) pin every package; pyproject.toml keeps the compatible ranges.
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
 install: $(STAMP)
@@ -28,6 +29,15 @@ bench: $(STAMP)  ## speed and memory figures -> benchmarks/results/latest.json
 
 bench-quality: $(STAMP)  ## 2 x 10-minute MNIST trainings (plain vs tuned), scored
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks.quality
+
+lock:  ## re-resolve the newest versions within pyproject.toml's ranges into constraints.txt
+	rm -rf .venv-lock
+	$(shell command -v $(PYTHON) || command -v python3) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --upgrade pip
+	.venv-lock/bin/python -m pip install --quiet '.[test]'
+	( echo "# The versions the test suite passed with; 'make lock' refreshes this file."; \
+	  .venv-lock/bin/python -m pip freeze --exclude-editable | grep -v -i '^resgan' ) > constraints.txt
+	rm -rf .venv-lock
 
 clean:
 	rm -rf data/prepared models samples metrics plots

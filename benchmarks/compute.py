@@ -172,9 +172,9 @@ class Draw:
         self.work = float(num)
 
     def _draw(self) -> None:
-        from resgan.stages.sample import draw
+        from resgan.sampling import draw
 
-        draw(self.generator, self.num, seed=0, batch_size=self.batch_size, show_progress=False)
+        draw(self.generator, self.num, seed=0, batch_size=self.batch_size)
 
     def warm(self) -> None:
         self._draw()

@@ -47,10 +47,11 @@ def main() -> None:
 
     from resgan.config import ModelParams, TrainParams
     from resgan.data.pipeline import train_dataset
-    from resgan.gan.trainer import GAN, Shapes, make_strategy, resolve_precision
+    from resgan.gan.device import make_strategy, resolve_precision
+    from resgan.gan.trainer import GAN, Shapes
 
     if args.distribute == "none" and args.cpu_devices:
-        from resgan.gan.trainer import split_cpu
+        from resgan.gan.device import split_cpu
 
         split_cpu(args.cpu_devices)  # same process layout as the mirrored run; the step uses one device
     precision = resolve_precision(args.precision)

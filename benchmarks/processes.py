@@ -91,13 +91,13 @@ def mnist_like(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.nd
 
 def write_prepared(folder: Path, n_train: int, n_test: int, size: int = 32) -> Path:
     """A prepared-data folder (train.npz, test.npz, summary.json) as the prepare stage writes it."""
-    from resgan import io
+    from resgan import files
 
     train, train_labels = mnist_like(n_train, size, seed=0)
     test, test_labels = mnist_like(n_test, size, seed=1)
-    io.save_npz(folder / "train.npz", images=train, labels=train_labels)
-    io.save_npz(folder / "test.npz", images=test, labels=test_labels)
-    io.write_json(folder / "summary.json", {"data_hash": f"bench-mnist-like-{n_train}-{n_test}-{size}",
+    files.save_npz(folder / "train.npz", images=train, labels=train_labels)
+    files.save_npz(folder / "test.npz", images=test, labels=test_labels)
+    files.write_json(folder / "summary.json", {"data_hash": f"bench-mnist-like-{n_train}-{n_test}-{size}",
                                             "channels": 1, "image_size": size,
                                             "counts": {"train": n_train, "test": n_test}})
     return folder

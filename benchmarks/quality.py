@@ -207,15 +207,15 @@ def main(argv: list[str] | None = None) -> None:
             _command(["resgan", "classifier", "--params", "params.yaml", "--data", str(data), "--out", str(classifier),
                       "--metrics", str(work / "classifier.json")], env, work)
 
-        from resgan.data.pipeline import load_split
+        from resgan.data.prepared import load_split
         from resgan.metrics.distances import fid, kid
         from resgan.metrics.features import ClassifierFeatures
         from resgan.metrics.scores import inception_score
-        from resgan.models import load_generator
-        from resgan.stages.sample import draw
+        from resgan.loading import load_generator
+        from resgan.sampling import draw
 
-        train_images, _ = load_split(data / "train.npz")
-        test_images, _ = load_split(data / "test.npz")
+        train_images, _ = load_split(data, "train")
+        test_images, _ = load_split(data, "test")
         real_images = np.concatenate([train_images, test_images])
         extractor = ClassifierFeatures(classifier)
         real_feats, real_probs = extractor(real_images)
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
             log(f"{name}: {trained['steps']} steps, {trained['img_per_s']} img/s; sampling {num}")
             generator = load_generator(run_dir / "models" / "generator.keras")
             # A conditional generator draws every class in turn; the npz says which class each image is for.
-            images, labels = draw(generator, num, seed=SAMPLE_SEED, batch_size=500, show_progress=False)
+            images, labels = draw(generator, num, seed=SAMPLE_SEED, batch_size=500)
             npz = results_dir / (f"mnist_{minutes:g}min_{name}.npz" if not args.quick else f"quick_{name}.npz")
             tmp = npz.with_suffix(".tmp.npz")
             np.savez_compressed(tmp, images=images[..., 0], **({} if labels is None else {"labels": labels}))
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     tmp.write_text(json.dumps(results, indent=2, default=float) + "\n")
     os.replace(tmp, out_path)
     if not args.quick and results_dir == RESULTS:
-        from resgan.io import image_grid
+        from resgan.files import image_grid
 
         grids = {}
         for n, run in results["runs"].items():  # the first 64 of each configuration's samples

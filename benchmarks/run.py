@@ -94,7 +94,7 @@ def in_process(sizes: Sizes) -> tuple[dict[str, Any], dict[str, Any]]:
     Returns (results, state) where state holds objects later sections reuse."""
     from benchmarks import compute
     from benchmarks.processes import mnist_like
-    from resgan.gan.trainer import resolve_precision
+    from resgan.gan.device import resolve_precision
     from resgan.nn.flops import model_flops
     from resgan.nn.networks import build_generator
 
@@ -433,7 +433,7 @@ def meta(quick: bool, sizes: Sizes) -> dict[str, Any]:
     import tensorflow as tf
 
     from resgan import tracking
-    from resgan.gan.trainer import cpu_supports_bf16
+    from resgan.gan.device import cpu_supports_bf16
 
     model_name = ""
     try:
@@ -464,7 +464,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from rich.console import Console
 
-    from resgan import io
+    from resgan import files
 
     results: dict[str, Any] = {"meta": meta(args.quick, sizes)}
     log(f"load average {results['meta']['load_average_start']} on {os.cpu_count()} CPUs")
@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["meta"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     results["meta"]["total_s"] = round(time.perf_counter() - _T0, 1)
     results["meta"]["log"] = _LOG
-    io.write_json(out, results)
+    files.write_json(out, results)
     Console().print(table(results))
     print(f"load average: start {results['meta']['load_average_start']}, end {results['meta']['load_average_end']}; "
           f"{results['meta']['total_s']:.0f} s; written {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")

@@ -25,7 +25,7 @@ from mlflow_server import MlflowServer, free_port, start_server, stop_server
 from test_registry import LATENT, SIZE, Store, registry_store
 
 BIN = Path(sys.executable).parent  # the venv's bin: resgan, mlflow and uvicorn live here
-CELL = SIZE + 1  # io.image_grid: one pixel of padding between and around the tiles
+CELL = SIZE + 1  # files.image_grid: one pixel of padding between and around the tiles
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def resgan(*args: str, cwd: Path, tracking_uri: str, timeout: float = 300) -> su
 
 
 def tiles(grid: np.ndarray, rows: int, columns: int) -> np.ndarray:
-    """Cut an io.image_grid back into its (rows * columns, SIZE, SIZE) tiles."""
+    """Cut a files.image_grid back into its (rows * columns, SIZE, SIZE) tiles."""
     return np.stack([grid[1 + r * CELL:1 + r * CELL + SIZE, 1 + c * CELL:1 + c * CELL + SIZE]
                      for r in range(rows) for c in range(columns)])
 
@@ -86,8 +86,8 @@ def test_same_seed_same_pixels_other_seed_other_pixels(store, tmp_path):
     a, b, c = (npz_images(tmp_path / f"{n}.npz") for n in "abc")
     np.testing.assert_array_equal(a, b)
     assert (a != c).mean() > 0.5
-    from resgan.stages.sample import draw as sample_stage_draw
-    from resgan.models import load_generator
+    from resgan.loading import load_generator
+    from resgan.sampling import draw as sample_stage_draw  # what the sample stage draws
 
     stage_images, stage_labels = sample_stage_draw(load_generator(store.trained_file), 6, 3, 256)
     np.testing.assert_array_equal(a, stage_images)
@@ -120,7 +120,7 @@ def test_folder_of_pngs(store, tmp_path):
 
 
 def test_truncation_keeps_latents_inside_and_changes_the_images(store, tmp_path):
-    from resgan.models import latents
+    from resgan.sampling import latents
 
     from scipy.stats import kstest, truncnorm
 
@@ -136,7 +136,7 @@ def test_truncation_keeps_latents_inside_and_changes_the_images(store, tmp_path)
 
 
 def test_force_replaces_and_nothing_is_replaced_without_it(store, tmp_path):
-    from resgan.generate import OutputError
+    from resgan.outputs import OutputError
 
     out = tmp_path / "g.png"
     out.write_bytes(b"keep me")
@@ -160,7 +160,7 @@ def test_force_replaces_and_nothing_is_replaced_without_it(store, tmp_path):
 
 
 def test_a_failed_folder_write_leaves_nothing_and_keeps_the_old_output(tmp_path):
-    from resgan.generate import write_folder
+    from resgan.outputs import write_folder
 
     def batches():
         yield np.zeros((3, SIZE, SIZE, 1), np.uint8)
@@ -182,7 +182,7 @@ def test_a_failed_folder_write_leaves_nothing_and_keeps_the_old_output(tmp_path)
 def test_slerp_follows_the_great_circle():
     from scipy.spatial import geometric_slerp
 
-    from resgan.generate import slerp
+    from resgan.sampling import slerp
 
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal(LATENT), 2.0 * rng.standard_normal(LATENT)
@@ -360,8 +360,8 @@ def tracking_server(tmp_path_factory):
 def test_generate_against_a_tracking_server(store, tracking_server, tmp_path, monkeypatch):
     import mlflow
 
-    from resgan import registry, serving
-    from resgan.models import load_generator
+    from resgan import model_registry, serving
+    from resgan.loading import load_generator
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server)
     mlflow.set_tracking_uri(tracking_server)
@@ -369,7 +369,7 @@ def test_generate_against_a_tracking_server(store, tracking_server, tmp_path, mo
         experiment = mlflow.set_experiment("resgan")
         with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
             uri = serving.log_model(load_generator(store.trained_file), name="generator").model_uri
-        outcome = registry.register(uri, "resgan", "fid", "fid_classifier", {"fid_classifier": 5.0}, {},
+        outcome = model_registry.register(uri, "resgan", "fid", "fid_classifier", {"fid_classifier": 5.0}, {},
                                     run_id=run.info.run_id)
         assert outcome.aliases == ("candidate", "champion")
     finally:

@@ -19,7 +19,8 @@ from conftest import tiny_params
 from resgan.data.pipeline import TrainData, train_dataset
 from resgan.errors import ResganError
 from resgan.gan.trainer import GAN, Shapes
-from resgan.models import class_labels, model_inputs, load_generator, num_classes
+from resgan.loading import load_generator, num_classes
+from resgan.sampling import class_labels, model_inputs
 from resgan.nn.networks import build_discriminator, build_generator
 
 CLASSES = 3

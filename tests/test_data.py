@@ -18,6 +18,8 @@ from PIL import Image
 
 from conftest import tiny_params
 from resgan.data import sources
+from resgan.data.collect import split_indices
+from resgan.data.prepared import DataHasher, load_class_names, load_split
 from resgan.data.images import BadImage, ImageSpec, convert, from_array, load_image, open_image, to_8bit
 from resgan.errors import ResganError
 from resgan.stages import prepare
@@ -341,9 +343,9 @@ def test_missing_path_is_a_clear_error(tmp_path):
 
 def test_split_is_deterministic_stratified_and_respects_the_fraction():
     labels = np.repeat(np.arange(4), [40, 30, 20, 10])
-    train, test, stratified = prepare.split_indices(labels, 100, 0.2, seed=3)
-    again_train, again_test, _ = prepare.split_indices(labels, 100, 0.2, seed=3)
-    _, other_test, _ = prepare.split_indices(labels, 100, 0.2, seed=4)
+    train, test, stratified = split_indices(labels, 100, 0.2, seed=3)
+    again_train, again_test, _ = split_indices(labels, 100, 0.2, seed=3)
+    _, other_test, _ = split_indices(labels, 100, 0.2, seed=4)
     assert stratified and len(test) == 20 and len(train) == 80
     assert np.array_equal(test, again_test) and np.array_equal(train, again_train)
     assert not np.array_equal(test, other_test)
@@ -352,14 +354,14 @@ def test_split_is_deterministic_stratified_and_respects_the_fraction():
 
 
 def test_split_edge_cases():
-    train, test, _ = prepare.split_indices(None, 2, 0.9, seed=0)
+    train, test, _ = split_indices(None, 2, 0.9, seed=0)
     assert len(train) == 1 and len(test) == 1  # both splits non-empty, whatever the fraction
-    _, test, _ = prepare.split_indices(None, 1797, 0.1, seed=0)
+    _, test, _ = split_indices(None, 1797, 0.1, seed=0)
     assert len(test) == math.ceil(179.7)
-    _, _, stratified = prepare.split_indices(np.array([0, 0, 0, 1]), 4, 0.5, seed=0)
+    _, _, stratified = split_indices(np.array([0, 0, 0, 1]), 4, 0.5, seed=0)
     assert not stratified  # a class with a single image cannot be stratified
     with pytest.raises(ResganError, match="at least 2 images"):
-        prepare.split_indices(None, 1, 0.1, seed=0)
+        split_indices(None, 1, 0.1, seed=0)
 
 
 # ----------------------------------------------------------------------------------------- prepare
@@ -386,11 +388,10 @@ def test_prepare_digits_outputs(tmp_path, capsys):
         assert summary["class_counts"][split] == expected
     assert summary["stratified"] and all(n == 3 for n in summary["class_counts"]["test"].values())
 
-    digest = hashlib.sha256()
+    digest = DataHasher()  # its formula is pinned by test_data_hasher_is_the_documented_formula
     for split, arrays in (("train", train), ("test", test)):
         for key in ("images", "labels"):
-            digest.update(f"{split}/{key}:{arrays[key].dtype.str}:{arrays[key].shape};".encode())
-            digest.update(arrays[key].tobytes())
+            digest.add(split, key, arrays[key])
     assert summary["data_hash"] == digest.hexdigest()
 
     from sklearn.datasets import load_digits
@@ -500,3 +501,90 @@ def test_prepare_npz_rgb_without_labels(tmp_path):
     assert summary["class_names"] is None and summary["class_counts"] is None
     assert not summary["stratified"]
     assert sorted(map(bytes, np.concatenate([train["images"], test["images"]]))) == sorted(map(bytes, images))
+
+
+# ------------------------------------------------------------------------------ prepared-data files
+
+def test_load_split_round_trip_with_and_without_labels(tmp_path):
+    images = np.random.default_rng(5).integers(0, 256, (6, 16, 16, 1), dtype=np.uint8)
+    labels = np.array([2, 0, 1, 2, 0, -1], dtype=np.int64)
+    np.savez_compressed(tmp_path / "train.npz", images=images, labels=labels, class_names=np.array(["a", "b", "c"]))
+    np.savez_compressed(tmp_path / "test.npz", images=images[:2])
+    got_images, got_labels = load_split(tmp_path, "train")
+    assert got_images.dtype == np.uint8 and np.array_equal(got_images, images)
+    assert np.array_equal(got_labels, labels)
+    assert load_class_names(tmp_path) == ["a", "b", "c"]
+    test_images, test_labels = load_split(tmp_path, "test")
+    assert np.array_equal(test_images, images[:2]) and test_labels is None
+    assert load_class_names(tmp_path, "test") is None
+
+
+def test_load_split_names_a_missing_or_unreadable_file(tmp_path):
+    with pytest.raises(ResganError, match=r"train\.npz not found: run the prepare stage first"):
+        load_split(tmp_path, "train")
+    (tmp_path / "train.npz").write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(ResganError, match=r"train\.npz is not a prepared data file .*run the prepare stage"):
+        load_split(tmp_path, "train")
+    (tmp_path / "train.npz").write_bytes(b"just text")
+    with pytest.raises(ResganError, match=r"train\.npz is not a prepared data file"):
+        load_split(tmp_path, "train")
+    np.savez(tmp_path / "test.npz", images=np.zeros((2, 4, 4, 1), np.float32))
+    with pytest.raises(ResganError, match=r"test\.npz: images must be uint8 NHWC, got float32 \(2, 4, 4, 1\)"):
+        load_split(tmp_path, "test")
+    np.savez(tmp_path / "test.npz", images=np.zeros((2, 4, 4, 1), np.uint8), labels=np.zeros(3, np.int64))
+    with pytest.raises(ResganError, match=r"test\.npz: labels must be 2 integers, got int64 \(3,\)"):
+        load_split(tmp_path, "test")
+
+
+def test_data_hasher_is_the_documented_formula():
+    """The one independent check of the data hash formula (checkpoint keys depend on it): sha256 over
+    train images, train labels, test images, test labels, each after "<split>/<key>:<dtype>:<shape>;"."""
+    train_images = np.arange(2 * 2 * 2 * 1, dtype=np.uint8).reshape(2, 2, 2, 1)
+    train_labels = np.array([3, 1], dtype=np.int64)
+    test_images = np.full((1, 2, 2, 1), 9, dtype=np.uint8)
+    test_labels = np.array([0], dtype=np.int64)
+    by_hand = hashlib.sha256(
+        b"train/images:|u1:(2, 2, 2, 1);" + bytes(range(8))
+        + b"train/labels:<i8:(2,);" + (3).to_bytes(8, "little") + (1).to_bytes(8, "little")
+        + b"test/images:|u1:(1, 2, 2, 1);" + bytes([9] * 4)
+        + b"test/labels:<i8:(1,);" + (0).to_bytes(8, "little")).hexdigest()
+    hasher = DataHasher()
+    hasher.add("train", "images", train_images)
+    hasher.add("train", "labels", train_labels)
+    hasher.add("test", "images", test_images)
+    hasher.add("test", "labels", test_labels)
+    assert hasher.hexdigest() == by_hand
+
+
+def _hash(images: np.ndarray, labels: np.ndarray) -> str:
+    hasher = DataHasher()
+    hasher.add("train", "images", images)
+    hasher.add("train", "labels", labels)
+    return hasher.hexdigest()
+
+
+def test_data_hasher_blocks_equal_one_update_and_any_change_shows():
+    images = np.random.default_rng(0).integers(0, 256, (10, 16, 16, 1), dtype=np.uint8)
+    labels = np.arange(10, dtype=np.int64) % 3
+    whole = _hash(images, labels)
+    for block in (1, 3, 4, 10):  # 3 and 4 leave a short last block
+        hasher = DataHasher()
+        hasher.begin("train", "images", np.uint8, images.shape)
+        for start in range(0, len(images), block):
+            hasher.update(images[start:start + block])
+        hasher.add("train", "labels", labels)
+        assert hasher.hexdigest() == whole
+
+    other_label, other_pixel = labels.copy(), images.copy()
+    other_label[4] = 2 if labels[4] != 2 else 1
+    other_pixel[7, 3, 5, 0] ^= 1
+    assert len({whole, _hash(images, other_label), _hash(other_pixel, labels),
+                _hash(images.reshape(10, 8, 32, 1), labels)}) == 4  # the shape counts too
+
+    short = DataHasher()
+    short.begin("train", "images", np.uint8, images.shape)
+    short.update(images[:9])
+    with pytest.raises(ValueError, match="256 bytes of train/images were never fed"):
+        short.hexdigest()
+    with pytest.raises(ValueError, match="a int64 block for train/images"):
+        short.update(labels)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from resgan.gan.diffaugment import diff_augment, parse_policy
+from resgan.config import DIFFAUGMENT_OPS, ParamsError, TrainParams, parse_params
+from resgan.gan.diffaugment import OPS, diff_augment, parse_policy
 
 FULL = "color,translation,cutout"
 
@@ -44,6 +45,17 @@ def test_empty_policy_is_the_identity_and_unknown_ops_fail():
     assert parse_policy(" color , cutout ") == ["color", "cutout"]
     with pytest.raises(ValueError, match="colour"):
         diff_augment(x, "colour")
+
+
+def test_the_config_accepts_exactly_the_implemented_ops():
+    assert tuple(OPS) == DIFFAUGMENT_OPS == ("color", "translation", "cutout")
+    assert TrainParams(diffaugment=" , ".join(reversed(OPS))).diffaugment == "cutout , translation , color"
+    with pytest.raises(ParamsError) as caught:
+        parse_params({"train": {"diffaugment": "color,zoom"}})
+    with pytest.raises(ValueError) as parsed:
+        parse_policy("color,zoom")
+    assert str(caught.value) == f"params: train.diffaugment: {parsed.value} (got 'color,zoom')"
+    assert str(parsed.value) == "unknown DiffAugment op 'zoom'; use any of color, translation, cutout"
 
 
 def test_translation_is_a_zero_filled_shifted_copy():

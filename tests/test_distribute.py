@@ -99,7 +99,8 @@ def _child_mirrored(out: Path) -> None:
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
     from resgan.gan.diffaugment import diff_augment
-    from resgan.gan.trainer import GAN, make_strategy
+    from resgan.gan.device import make_strategy
+    from resgan.gan.trainer import GAN
     from resgan.nn.networks import build_generator
 
     class PerReplicaBN(GAN):
@@ -141,8 +142,8 @@ def _child_worker(out: Path) -> None:
     import tensorflow as tf
 
     from resgan.gan.diffaugment import diff_augment
-    from resgan.gan.trainer import GAN, make_strategy
-    from resgan.stages.train import chief_from_tf_config, is_chief
+    from resgan.gan.device import chief_from_tf_config, is_chief, make_strategy
+    from resgan.gan.trainer import GAN
 
     strategy = make_strategy("multi_worker")
     captured = {}
@@ -237,8 +238,7 @@ def test_only_the_chief_logs_and_checkpoints(cluster, task, chief, monkeypatch):
 
     import tensorflow as tf
 
-    from resgan.gan.trainer import worker_index
-    from resgan.stages.train import chief_from_tf_config, is_chief
+    from resgan.gan.device import chief_from_tf_config, is_chief, worker_index
 
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
     strategy = SimpleNamespace(cluster_resolver=tf.distribute.cluster_resolver.TFConfigClusterResolver())

@@ -12,7 +12,8 @@ import tensorflow as tf
 from conftest import tiny_params
 from resgan.errors import ResganError
 from resgan.gan import checkpoint
-from resgan.gan.trainer import GAN, Shapes, to_uint8
+from resgan.gan.trainer import GAN, Shapes
+from resgan.sampling import to_uint8
 
 SHAPES = Shapes(image_size=16, channels=1)
 BATCH = 8  # tiny_params' train.batch_size
@@ -162,7 +163,7 @@ def test_mixed_bfloat16_step_is_finite_and_images_are_float32(float32_policy_aft
 
 
 def test_tapered_model_params_reach_g_ema_d_and_the_exported_generator(tmp_path, eager):
-    from resgan.stages.train import _export_generator
+    from resgan.gan.trainer import export_generator
 
     gan = make_gan(model={"width": 4, "width_growth": 2.0, "max_width": 12})
     # 16x16: widths 4 (16x16), 8 (8x8), 12 (4x4, capped from 16).
@@ -172,7 +173,7 @@ def test_tapered_model_params_reach_g_ema_d_and_the_exported_generator(tmp_path,
     assert [gan.discriminator.get_layer(n).output.shape[-1] for n in ("down_8", "down_4", "block_4")] == [8, 12, 12]
     figures = {k: float(v) for k, v in gan.train_step(iter(numbered_batches(2))).items()}
     assert all(np.isfinite(v) for v in figures.values()), figures
-    exported = _export_generator(gan, tmp_path / "generator.keras")
+    exported = export_generator(gan, tmp_path / "generator.keras")
     loaded = keras.saving.load_model(tmp_path / "generator.keras", safe_mode=True)
     z = np.random.default_rng(0).standard_normal((3, 16)).astype("float32")
     np.testing.assert_allclose(loaded(z, training=False), gan.ema_generator(z, training=False), atol=1e-6)

@@ -9,15 +9,18 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
+import typing
 
 import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 from sklearn.neighbors import NearestNeighbors
 
-from resgan.config import EvaluateParams
+from resgan.config import EvaluateParams, MlflowParams
 from resgan.errors import ResganError
 from resgan.metrics import (
+    CHAMPION_METRICS,
     METRIC_DIRECTION,
     MetricError,
     evaluate_samples,
@@ -29,10 +32,12 @@ from resgan.metrics import (
     is_better,
     kid,
     knn_radii,
+    list_metrics,
     memorization,
     mmd2_unbiased,
     precision_recall,
     result_key,
+    result_key_pattern,
     ssim,
     ssim_diversity,
 )
@@ -302,6 +307,27 @@ def test_registry_directions_and_result_keys():
         get_metric("lpips")
 
 
+def test_the_config_accepts_exactly_the_registered_metric_names():
+    champion = typing.get_args(MlflowParams.model_fields["champion_metric"].annotation)
+    assert set(champion) == set(CHAMPION_METRICS) == set(METRIC_DIRECTION)
+    evaluated = typing.get_args(typing.get_args(EvaluateParams.model_fields["metrics"].annotation)[0])
+    assert set(evaluated) == set(list_metrics())
+
+
+def test_result_key_patterns_match_every_extractor_and_nothing_else():
+    assert result_key_pattern("kid") == "kid_[a-z]+_mean"
+    for metric in CHAMPION_METRICS:
+        pattern = re.compile(result_key_pattern(metric))
+        for features in ("classifier", "inception"):
+            assert pattern.fullmatch(result_key(metric, features)), (metric, features)
+    # Floors, spreads and sample counts are not the champion metric's number.
+    for key in ("fid_classifier_floor", "kid_classifier_std", "kid_classifier_floor_mean", "is_inception_real_mean",
+                "pr_classifier_floor_precision", "pr_n"):
+        assert not any(re.fullmatch(result_key_pattern(m), key) for m in CHAMPION_METRICS), key
+    with pytest.raises(MetricError, match="no result key for metric 'ssim'"):
+        result_key_pattern("ssim")
+
+
 # ---------------------------------------------------------------- evaluate_samples
 
 class ToyExtractor:
@@ -364,6 +390,19 @@ def test_evaluate_samples_reports_every_metric_with_the_extractor_name():
     np.testing.assert_array_equal(details["predicted_class"], predicted)
     assert details["memorization_max_ssim"].shape == (120,)
     assert results["memorization_mean"] == pytest.approx(details["memorization_max_ssim"].mean())
+
+
+def test_every_champion_metric_is_a_result_under_its_result_key():
+    samples, train, test = _images(60, 3, offset=30), _images(40, 4), _images(20, 5)
+    params = EvaluateParams(kid_subsets=3, kid_subset_size=20, is_splits=2, metrics=["fid", "kid", "is", "pr"])
+    results = evaluate_samples(samples, train, test, ToyExtractor(), params)
+    toy = ToyExtractor()
+    f_gen, p_gen = toy(samples)
+    f_train, _ = toy(train)
+    assert results[result_key("fid", "toy")] == pytest.approx(fid(f_train, f_gen), rel=1e-12)
+    assert results[result_key("is", "toy")] == pytest.approx(inception_score(p_gen, 2)[0], rel=1e-12)
+    for metric in CHAMPION_METRICS:  # the keys the model registry reads are the keys the metrics write
+        assert isinstance(results[result_key(metric, "toy")], float), metric
 
 
 def test_class_accuracy_is_the_share_of_samples_predicted_as_the_class_they_were_drawn_for():

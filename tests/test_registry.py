@@ -9,14 +9,30 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
+import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import keras
+import mlflow
 import numpy as np
+import pandas as pd
 import pytest
+import yaml
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from conftest import tiny_params
+from resgan import model_registry, serving
 from resgan.errors import ResganError
+from resgan.loading import load_generator
+from resgan.nn.networks import build_generator
+from resgan.sampling import generate_images, latents
+from resgan.serving import decode_png
+from resgan.stages.train import run as train
 
 LATENT, SIZE = 16, 16  # tiny_params(): model.latent_dim 16; the prepared images below are 16x16x1
 
@@ -55,13 +71,6 @@ def registry_store(tmp_path_factory) -> Store:
 
 
 def _build(root: Path, uri: str) -> Store:
-    import keras
-    import mlflow
-
-    from resgan import registry, serving
-    from resgan.nn.networks import build_generator
-    from resgan.stages.train import run as train
-
     data = root / "data"
     data.mkdir()
     rng = np.random.default_rng(0)
@@ -82,10 +91,10 @@ def _build(root: Path, uri: str) -> Store:
     with mlflow.start_run(experiment_id=info["experiment_id"], run_name="other"):
         other_uri = serving.log_model(other, name="generator").model_uri
 
-    registry.register(info["model_uri"], "resgan", "fid", "fid_classifier",
+    model_registry.register(info["model_uri"], "resgan", "fid", "fid_classifier",
                       {"fid_classifier": 10.0, "features": "classifier"}, {"feature_extractor": "classifier"},
                       run_id=info["run_id"])
-    registry.register(other_uri, "resgan", "fid", "fid_classifier",
+    model_registry.register(other_uri, "resgan", "fid", "fid_classifier",
                       {"fid_classifier": 12.0, "features": "classifier"}, {"feature_extractor": "classifier"})
 
     classifier = keras.Sequential([keras.Input((SIZE, SIZE, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
@@ -97,8 +106,6 @@ def _build(root: Path, uri: str) -> Store:
 
 def _forget_tracking_uri() -> None:
     """mlflow.set_tracking_uri is process-global: leave MLflow reading MLFLOW_TRACKING_URI again."""
-    import mlflow
-
     mlflow.set_tracking_uri(None)
 
 
@@ -110,8 +117,6 @@ def store(tmp_path_factory) -> Store:
 @pytest.fixture
 def use_store(store, monkeypatch):
     """Point this test's MLflow at the shared store (the autouse fixture points it at an empty one)."""
-    import mlflow
-
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
     mlflow.set_tracking_uri(store.uri)
     yield store
@@ -119,8 +124,6 @@ def use_store(store, monkeypatch):
 
 
 def _client():
-    from mlflow import MlflowClient
-
     return MlflowClient()
 
 
@@ -131,24 +134,22 @@ def _alias(name: str, alias: str) -> int:
 # ---------------------------------------------------------------- registration and alias rules
 
 def test_candidate_always_moves_champion_only_for_a_better_model(use_store):
-    from resgan import registry
-
     store = use_store
-    first = registry.register(store.trained_uri, "rules", "fid", "fid_classifier", {"fid_classifier": 10.0},
+    first = model_registry.register(store.trained_uri, "rules", "fid", "fid_classifier", {"fid_classifier": 10.0},
                               {"feature_extractor": "classifier"}, run_id=store.run_id)
     assert first.version == 1 and first.aliases == ("candidate", "champion") and first.previous_champion is None
     assert _alias("rules", "champion") == 1 and _alias("rules", "candidate") == 1
 
-    worse = registry.register(store.other_uri, "rules", "fid", "fid_classifier", {"fid_classifier": 12.5}, {})
+    worse = model_registry.register(store.other_uri, "rules", "fid", "fid_classifier", {"fid_classifier": 12.5}, {})
     assert worse.aliases == ("candidate",)
     assert (worse.previous_champion, worse.previous_value) == (1, 10.0)
     assert _alias("rules", "champion") == 1 and _alias("rules", "candidate") == 2
 
-    equal = registry.register(store.other_uri, "rules", "fid", "fid_classifier", {"fid_classifier": 10.0}, {})
+    equal = model_registry.register(store.other_uri, "rules", "fid", "fid_classifier", {"fid_classifier": 10.0}, {})
     assert equal.aliases == ("candidate",), "a tie does not take champion"
     assert _alias("rules", "champion") == 1 and _alias("rules", "candidate") == 3
 
-    better = registry.register(store.other_uri, "rules", "fid", "fid_classifier", {"fid_classifier": 7.25}, {})
+    better = model_registry.register(store.other_uri, "rules", "fid", "fid_classifier", {"fid_classifier": 7.25}, {})
     assert better.aliases == ("candidate", "champion") and "beats champion v1" in better.decision
     assert _alias("rules", "champion") == 4 and _alias("rules", "candidate") == 4
 
@@ -159,79 +160,98 @@ def test_candidate_always_moves_champion_only_for_a_better_model(use_store):
 
 
 def test_higher_is_better_for_the_inception_score(use_store):
-    from resgan import registry
-
     store = use_store
-    registry.register(store.trained_uri, "by-is", "is", "is_classifier_mean", {"is_classifier_mean": 2.0}, {})
-    lower = registry.register(store.other_uri, "by-is", "is", "is_classifier_mean", {"is_classifier_mean": 1.5}, {})
-    higher = registry.register(store.other_uri, "by-is", "is", "is_classifier_mean", {"is_classifier_mean": 3.0}, {})
+    model_registry.register(store.trained_uri, "by-is", "is", "is_classifier_mean", {"is_classifier_mean": 2.0}, {})
+    lower = model_registry.register(store.other_uri, "by-is", "is", "is_classifier_mean", {"is_classifier_mean": 1.5}, {})
+    higher = model_registry.register(store.other_uri, "by-is", "is", "is_classifier_mean", {"is_classifier_mean": 3.0}, {})
     assert lower.aliases == ("candidate",) and higher.aliases == ("candidate", "champion")
     assert _alias("by-is", "champion") == 3
 
 
 def test_champion_stays_when_the_numbers_cannot_be_compared(use_store):
-    from resgan import registry
-
     store = use_store
-    registry.register(store.trained_uri, "mixed", "fid", "fid_inception", {"fid_inception": 30.0}, {})
+    model_registry.register(store.trained_uri, "mixed", "fid", "fid_inception", {"fid_inception": 30.0}, {})
     # Measured with another feature extractor: the champion has no fid_classifier, so nothing moves.
-    other = registry.register(store.other_uri, "mixed", "fid", "fid_classifier", {"fid_classifier": 1.0}, {})
+    other = model_registry.register(store.other_uri, "mixed", "fid", "fid_classifier", {"fid_classifier": 1.0}, {})
     assert other.aliases == ("candidate",) and "another feature extractor" in other.decision
-    missing = registry.register(store.other_uri, "mixed", "fid", "fid_inception", {"kid_inception_mean": 0.1}, {})
+    missing = model_registry.register(store.other_uri, "mixed", "fid", "fid_inception", {"kid_inception_mean": 0.1}, {})
     assert missing.aliases == ("candidate",) and missing.value is None
     assert _alias("mixed", "champion") == 1 and _alias("mixed", "candidate") == 3
 
 
 def test_scores_from_a_retrained_classifier_are_not_compared_with_the_champion(use_store):
-    from resgan import registry
-
     store = use_store
     old = {"feature_extractor_id": "classifier:aaaaaaaaaaaa"}
     new = {"feature_extractor_id": "classifier:bbbbbbbbbbbb"}
-    registry.register(store.trained_uri, "refit", "fid", "fid_classifier", {"fid_classifier": 30.0}, old)
-    other = registry.register(store.other_uri, "refit", "fid", "fid_classifier", {"fid_classifier": 1.0}, new)
+    model_registry.register(store.trained_uri, "refit", "fid", "fid_classifier", {"fid_classifier": 30.0}, old)
+    other = model_registry.register(store.other_uri, "refit", "fid", "fid_classifier", {"fid_classifier": 1.0}, new)
     assert other.aliases == ("candidate",) and "another feature extractor" in other.decision
     assert _alias("refit", "champion") == 1
-    same = registry.register(store.other_uri, "refit", "fid", "fid_classifier", {"fid_classifier": 2.0}, old)
+    same = model_registry.register(store.other_uri, "refit", "fid", "fid_classifier", {"fid_classifier": 2.0}, old)
     assert same.aliases == ("candidate", "champion") and _alias("refit", "champion") == 3
 
 
 def test_a_non_finite_metric_never_takes_champion_and_never_keeps_it(use_store):
-    from resgan import registry
-
     store = use_store
-    nan = registry.register(store.trained_uri, "nan", "fid", "fid_classifier", {"fid_classifier": float("nan")}, {})
-    assert nan.aliases == ("candidate",) and registry.champion("nan") is None
-    finite = registry.register(store.other_uri, "nan", "fid", "fid_classifier", {"fid_classifier": 50.0}, {})
+    nan = model_registry.register(store.trained_uri, "nan", "fid", "fid_classifier", {"fid_classifier": float("nan")}, {})
+    assert nan.aliases == ("candidate",) and model_registry.champion("nan") is None
+    finite = model_registry.register(store.other_uri, "nan", "fid", "fid_classifier", {"fid_classifier": 50.0}, {})
     assert finite.aliases == ("candidate", "champion")
     # A NaN champion (promoted by hand, or registered before this rule) loses to any finite number;
     # otherwise every comparison with it is False and it would stay champion for ever.
     _client().set_registered_model_alias("nan", "champion", "1")
-    replaced = registry.register(store.other_uri, "nan", "fid", "fid_classifier", {"fid_classifier": 60.0}, {})
+    replaced = model_registry.register(store.other_uri, "nan", "fid", "fid_classifier", {"fid_classifier": 60.0}, {})
     assert replaced.aliases == ("candidate", "champion") and _alias("nan", "champion") == 3
 
 
 # ---------------------------------------------------------------- what `resgan models` reads
 
 def test_models_list_show_promote(use_store, capsys):
-    from resgan import registry_cli
-
-    rows = registry_cli.list_versions("resgan", "fid")
+    rows = model_registry.list_versions("resgan", "fid")
     assert [(r["version"], r["aliases"]) for r in rows] == [(2, ["candidate"]), (1, ["champion"])]
     assert rows[1]["tags"]["eval/fid_classifier"] == "10.0" and rows[1]["run_id"] == use_store.run_id
     assert rows[1]["source"] == use_store.trained_uri
     table = capsys.readouterr().out
     assert "eval/fid_classifier" in table and "champion" in table and use_store.run_id in table
 
-    shown = registry_cli.show_version("resgan", "champion")
+    shown = model_registry.show_version("resgan", "champion")
     assert shown["version"] == 1 and shown["aliases"] == ["champion"]
-    assert registry_cli.show_version("resgan", "2")["aliases"] == ["candidate"]
+    assert model_registry.show_version("resgan", "2")["aliases"] == ["candidate"]
 
-    assert registry_cli.promote("resgan", "candidate", "reviewed") == (2, None)
+    assert model_registry.promote("resgan", "candidate", "reviewed") == (2, None)
     assert _alias("resgan", "reviewed") == 2
-    assert registry_cli.promote("resgan", "1", "reviewed") == (1, 2)
+    assert model_registry.promote("resgan", "1", "reviewed") == (1, 2)
     assert _alias("resgan", "reviewed") == 1 and _alias("resgan", "champion") == 1
     _client().delete_registered_model_alias("resgan", "reviewed")
+
+
+def test_models_list_reads_the_params_as_strictly_as_a_stage_and_imports_no_tensorflow(use_store, tmp_path):
+    # In a fresh process: whether TensorFlow was imported, and the exit code, are the behaviour.
+    code = ("import sys\nfrom resgan.cli import main\nsys.argv = ['resgan', *sys.argv[1:]]\ncode = 0\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    code = e.code or 0\n"
+            "print('exit', code, 'tensorflow' in sys.modules)\n")
+    params = tmp_path / "params.yaml"
+    params.write_text("mlflow:\n  registered_model: resgan\n  champion_metric: kid\n")
+    listed = subprocess.run([sys.executable, "-c", code, "models", "list"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)
+    assert listed.stdout.splitlines()[-1] == "exit 0 False", listed.stderr
+    assert "resgan: 2 versions (champion metric: kid)" in listed.stdout
+    params.write_text("mlflow:\n  registered_model: resgan\n  champion_metrc: kid\n")
+    typo = subprocess.run([sys.executable, "-c", code, "models", "list"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert typo.stdout.strip() == "exit 1 False"
+    assert typo.stderr.strip() == ("error: params: unknown key 'mlflow.champion_metrc' "
+                                   "(did you mean 'mlflow.champion_metric'?)")
+
+
+def test_the_list_columns_are_the_tags_of_the_champion_metric():
+    tags = ["eval/fid_classifier", "eval/fid_inception", "eval/fid_classifier_floor", "eval/kid_classifier_mean",
+            "eval/kid_classifier_std", "eval/is_inception_mean", "eval/pr_classifier_precision", "eval/pr_n"]
+    columns = {metric: [t for t in tags if re.fullmatch(model_registry.metric_tag_pattern(metric), t)]
+               for metric in ("fid", "kid", "is", "pr_precision", "unknown")}
+    assert columns == {"fid": ["eval/fid_classifier", "eval/fid_inception"], "kid": ["eval/kid_classifier_mean"],
+                       "is": ["eval/is_inception_mean"], "pr_precision": ["eval/pr_classifier_precision"],
+                       "unknown": tags}
 
 
 @pytest.mark.parametrize("call, message", [
@@ -242,10 +262,8 @@ def test_models_list_show_promote(use_store, capsys):
     (lambda r: r.promote("resgan", "1", "latest"), "'latest' cannot be an alias"),
 ])
 def test_registry_errors_are_one_clear_line(use_store, call, message):
-    from resgan import registry_cli
-
     with pytest.raises(ResganError) as caught:
-        call(registry_cli)
+        call(model_registry)
     assert message in str(caught.value) and "\n" not in str(caught.value)
     assert _alias("resgan", "champion") == 1
 
@@ -257,10 +275,6 @@ def _weights(model) -> list[np.ndarray]:
 
 
 def test_every_kind_of_model_reference_loads_the_same_generator(use_store, tmp_path):
-    import mlflow
-
-    from resgan.models import load_generator
-
     store = use_store
     reference = _weights(load_generator(store.trained_file))
     local_folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=store.trained_uri, dst_path=str(tmp_path)))
@@ -275,11 +289,7 @@ def test_every_kind_of_model_reference_loads_the_same_generator(use_store, tmp_p
 
 
 def test_downloads_are_removed_after_loading(use_store, tmp_path, monkeypatch):
-    from resgan.models import load_generator
-
     monkeypatch.setenv("TMPDIR", str(tmp_path))
-    import tempfile
-
     monkeypatch.setattr(tempfile, "tempdir", None)
     load_generator("models:/resgan/2")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("resgan-model-")] == []
@@ -292,16 +302,12 @@ def test_downloads_are_removed_after_loading(use_store, tmp_path, monkeypatch):
     ("m-" + "0" * 32, "cannot resolve model models:/m-00000000000000000000000000000000"),
 ])
 def test_unknown_models_are_one_clear_line(use_store, ref, message):
-    from resgan.models import load_generator
-
     with pytest.raises(ResganError) as caught:
         load_generator(ref)
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_a_missing_sqlite_store_is_an_error_and_is_not_created(tmp_path, monkeypatch):
-    from resgan.models import load_generator
-
     db = tmp_path / "nowhere" / "mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     with pytest.raises(ResganError, match="no MLflow store at"):
@@ -310,8 +316,6 @@ def test_a_missing_sqlite_store_is_an_error_and_is_not_created(tmp_path, monkeyp
 
 
 def test_files_that_are_not_generators_are_refused(store, tmp_path):
-    from resgan.models import load_generator
-
     with pytest.raises(ResganError, match="is not a generator: it maps"):
         load_generator(store.classifier)
     junk = tmp_path / "junk.keras"
@@ -325,10 +329,6 @@ def test_files_that_are_not_generators_are_refused(store, tmp_path):
 # ---------------------------------------------------------------- the logged model and its pyfunc
 
 def test_logged_generator_is_keras_native_with_a_seed_pyfunc_and_no_pickle(use_store, tmp_path):
-    import keras
-    import mlflow
-    import yaml
-
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri="models:/resgan@champion", dst_path=str(tmp_path)))
     meta = yaml.safe_load((local / "MLmodel").read_text())
     assert meta["flavors"]["keras"]["data"] == "data" and (local / "data" / "model.keras").is_file()
@@ -345,17 +345,9 @@ def test_logged_generator_is_keras_native_with_a_seed_pyfunc_and_no_pickle(use_s
 
 
 def test_pyfunc_turns_seeds_into_the_images_generate_draws(use_store):
-    import mlflow
-    import pandas as pd
-    from mlflow.exceptions import MlflowException
-
-    from resgan.generate import run_generator
-    from resgan.models import latents, load_generator
-    from resgan.serving import decode_png
-
     generator = load_generator(use_store.trained_file)
-    expected = {s: run_generator(generator, latents(1, LATENT, s), 8)[0] for s in (1, 2)}
-    tame = run_generator(generator, latents(1, LATENT, 1, 0.5), 8)[0]
+    expected = {s: generate_images(generator, latents(1, LATENT, s), batch_size=8)[0] for s in (1, 2)}
+    tame = generate_images(generator, latents(1, LATENT, 1, 0.5), batch_size=8)[0]
 
     model = mlflow.pyfunc.load_model("models:/resgan@champion")
     out = model.predict(pd.DataFrame({"seed": [1, 2]}))

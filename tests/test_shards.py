@@ -19,7 +19,8 @@ from PIL import Image
 
 from conftest import tiny_params
 from resgan.config import ParamsError, parse_params
-from resgan.data import pipeline, shards
+from resgan.data import pipeline, prepared, shards
+from resgan.data.prepared import DataHasher
 from resgan.errors import ResganError
 from resgan.stages import prepare
 
@@ -44,14 +45,14 @@ def rows(images: np.ndarray) -> list[bytes]:
 
 
 def reference_hash(train: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> str:
-    """The data hash as documented, over the full splits (independent of the streamed computation)."""
-    digest = hashlib.sha256()
+    """The data hash of the full splits, each array whole (independent of the streamed computation;
+    tests/test_data.py pins the formula itself)."""
+    hasher = DataHasher()
     for split, arrays in (("train", train), ("test", test)):
         for key in ("images", "labels"):
             if key in arrays:
-                digest.update(f"{split}/{key}:{arrays[key].dtype.str}:{arrays[key].shape};".encode())
-                digest.update(arrays[key].tobytes())
-    return digest.hexdigest()
+                hasher.add(split, key, arrays[key])
+    return hasher.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +143,7 @@ def test_folder_source_writes_in_blocks_and_replaces_stale_shards(tmp_path, monk
     images = make_pngs(tmp_path / "raw", 130)
     params = dict(source="folder", path=str(tmp_path / "raw"), max_images=0, test_fraction=0.2)
     reference = prepare.run(prep(**params, shard_size=32), tmp_path / "whole")
-    monkeypatch.setattr(prepare, "BLOCK_BYTES", 7 * 256)  # 7 images per block: blocks straddle shards
+    monkeypatch.setattr(prepared, "BLOCK_BYTES", 7 * 256)  # 7 images per block: blocks straddle shards
     summary = prepare.run(prep(**params, shard_size=32), tmp_path / "out")
     out = tmp_path / "out"
     assert summary == reference and summary["duplicates"] == 1
@@ -180,7 +181,7 @@ def test_a_failed_prepare_leaves_no_temporary_files(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         original(self, block)
 
-    monkeypatch.setattr(prepare, "BLOCK_BYTES", 20 * 256)
+    monkeypatch.setattr(prepared, "BLOCK_BYTES", 20 * 256)
     monkeypatch.setattr(shards.ShardWriter, "add", add_then_fail)
     out = tmp_path / "out"
     prepare.run(prep(max_images=300), out)  # an earlier good run, without shards

@@ -137,6 +137,115 @@ def test_retry_gives_up_with_a_tracking_error_after_retries_plus_one_attempts():
         tracking.retry(down, "log params", retries=0)
 
 
+
+def test_a_refused_request_fails_at_once_with_mlflows_message(capsys):
+    """A real SQLite store refuses a param logged again with another value: no retry can change that."""
+    tracking.setup("resgan")
+    calls = []
+
+    def log_again():
+        calls.append(1)
+        mlflow.log_param("train.lr_g", 0.001)
+
+    with mlflow.start_run():
+        mlflow.log_param("train.lr_g", 0.0002)
+        with pytest.raises(TrackingError) as error:
+            tracking.retry(log_again, "log params", retries=3, first_wait=0.0)
+    assert len(calls) == 1
+    message = str(error.value)
+    assert message.startswith("MLflow refused to log params: Changing param values is not allowed.")
+    assert "key='train.lr_g'" in message and "'0.0002'" in message and "'0.001'" in message
+    assert "retrying" not in capsys.readouterr().err
+
+
+def test_only_4xx_answers_other_than_timeouts_and_rate_limits_are_refusals():
+    import requests
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos import databricks_pb2 as codes
+
+    for code, refusal in [(codes.INVALID_PARAMETER_VALUE, True), (codes.RESOURCE_ALREADY_EXISTS, True),
+                          (codes.BAD_REQUEST, True), (codes.RESOURCE_DOES_NOT_EXIST, True),
+                          (codes.PERMISSION_DENIED, True), (codes.REQUEST_LIMIT_EXCEEDED, False),
+                          (codes.INTERNAL_ERROR, False), (codes.TEMPORARILY_UNAVAILABLE, False)]:
+        assert tracking.refused(MlflowException("no", error_code=code)) is refusal, codes.ErrorCode.Name(code)
+    for status, refusal in [(400, True), (403, True), (404, True), (408, False), (429, False), (500, False),
+                            (503, False)]:
+        answer = requests.Response()
+        answer.status_code = status
+        assert tracking.refused(requests.HTTPError(response=answer)) is refusal, status
+    assert not tracking.refused(ConnectionError("store down")) and not tracking.refused(OSError("reset"))
+
+
+# ---- the stage's run from start to end -------------------------------------------------------------
+
+def test_stage_run_starts_a_run_and_ends_it_finished(tmp_path):
+    experiment_id = tracking.setup("resgan")
+    run_file = tmp_path / "run.json"
+    with tracking.StageRun(retries=0) as session:
+        run = session.open(run_file, experiment_id, None, "exp-1", {"data_hash": "abc"},
+                           on_new=lambda: mlflow.log_param("train.steps", 4))
+        assert mlflow.active_run().info.run_id == run.info.run_id == session.run_id
+    assert mlflow.active_run() is None
+    finished = mlflow.MlflowClient().get_run(run.info.run_id)
+    assert finished.info.status == "FINISHED" and finished.info.run_name == "exp-1"
+    assert finished.data.params == {"train.steps": "4"} and finished.data.tags["data_hash"] == "abc"
+    assert json.loads(run_file.read_text()) == {"run_id": run.info.run_id}
+    # Opened again with the same run file: the same run, resumed (on_new is for new runs only).
+    with tracking.StageRun(retries=0) as session:
+        assert session.open(run_file, experiment_id, None, None, {}, on_new=lambda: 1 / 0).info.run_id == run.info.run_id
+    assert len(mlflow.MlflowClient().search_runs([experiment_id])) == 1
+
+
+def test_stage_run_adopts_the_run_a_killed_call_created(tmp_path):
+    """Killed after creating the run, before recording its id: the launch token in the run file finds it."""
+    experiment_id = tracking.setup("resgan")
+    run_file = tmp_path / "run.json"
+    run_file.write_text(json.dumps({"launch": "token-1"}))
+    client = mlflow.MlflowClient()
+    orphan = client.create_run(experiment_id, tags={tracking.LAUNCH_TAG: "token-1"})
+    with tracking.StageRun(retries=0) as session:
+        assert session.open(run_file, experiment_id, None, None, {}, on_new=lambda: None).info.run_id == orphan.info.run_id
+    assert [r.info.run_id for r in client.search_runs([experiment_id])] == [orphan.info.run_id]
+    assert client.get_run(orphan.info.run_id).info.status == "FINISHED"
+
+
+def test_stage_run_ends_failed_with_the_reason_or_killed_on_ctrl_c(tmp_path):
+    experiment_id = tracking.setup("resgan")
+    client = mlflow.MlflowClient()
+    with pytest.raises(RuntimeError, match="disk full"):
+        with tracking.StageRun(retries=0) as session:
+            failed = session.open(tmp_path / "a.json", experiment_id, None, None, {}, on_new=lambda: None)
+            raise RuntimeError("disk full")
+    assert mlflow.active_run() is None
+    run = client.get_run(failed.info.run_id)
+    assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == "RuntimeError: disk full"
+
+    with pytest.raises(KeyboardInterrupt):
+        with tracking.StageRun(retries=0) as session:
+            killed = session.open(tmp_path / "b.json", experiment_id, None, None, {}, on_new=lambda: None)
+            raise KeyboardInterrupt
+    assert mlflow.active_run() is None
+    run = client.get_run(killed.info.run_id)
+    assert run.info.status == "KILLED" and "failure_reason" not in run.data.tags
+
+    with pytest.raises(ValueError):  # nothing opened (a worker that is not the chief): nothing to end
+        with tracking.StageRun() as session:
+            raise ValueError
+    assert session.run_id is None
+
+
+def test_stage_run_resumes_the_recorded_pipeline_run(tmp_path):
+    experiment_id = tracking.setup("resgan")
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        pass
+    run_file = tmp_path / "mlflow_run.json"
+    run_file.write_text(json.dumps({"run_id": run.info.run_id}))
+    with tracking.StageRun() as session:
+        assert session.resume(run_file, "resgan").info.run_id == run.info.run_id
+        mlflow.log_metric("eval/kid_classifier", 0.5)
+    finished = mlflow.MlflowClient().get_run(run.info.run_id)
+    assert finished.info.status == "FINISHED" and finished.data.metrics["eval/kid_classifier"] == 0.5
+
 # ---- run records and tags ------------------------------------------------------------------------
 
 def test_run_tags_carry_data_hash_and_dvc_experiment(tmp_path, monkeypatch):
@@ -197,7 +306,7 @@ def test_train_stage_logs_to_a_tracking_server(tmp_path, monkeypatch, mlflow_ser
     import numpy as np
 
     from conftest import tiny_params
-    from resgan.models import load_generator
+    from resgan.loading import load_generator
     from resgan.stages import train
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)

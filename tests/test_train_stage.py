@@ -25,8 +25,9 @@ from PIL import Image
 from conftest import tiny_params
 from resgan.config import Params
 from resgan.gan import checkpoint
+from resgan.gan.loop import DivergenceError
 from resgan.gan.trainer import GAN, Shapes
-from resgan.models import load_generator
+from resgan.loading import load_generator
 from resgan.stages import train
 
 DATA_HASH = "0123456789abcdef"
@@ -84,7 +85,8 @@ def _clean_global_state(monkeypatch):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
-    params = tiny_params(train={"steps": 4, "log_every": 1, "sample_every": 2, "checkpoint_every": 2})
+    params = tiny_params(train={"steps": 4, "log_every": 1, "sample_every": 2, "checkpoint_every": 2},
+                         sample={"grid": 64})  # the grids logged while training have sample.grid images
     project = make_project(root, params)
     uri = f"sqlite:///{root}/mlflow.db"
     with pytest.MonkeyPatch.context() as patch:
@@ -350,7 +352,7 @@ def test_divergence_fails_the_run_then_lower_rates_start_a_new_run(tmp_path, mon
                                 "checkpoint_every": 1, "log_every": 1, "sample_every": 8})
     project = make_project(tmp_path, params)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(train.DivergenceError) as error:
+    with pytest.raises(DivergenceError) as error:
         run_stage(project, params)
     message = str(error.value)
     match = re.search(r"non-finite (.+) at step (\d+); last good checkpoint: (\S+) \(step (\d+)\)", message)

@@ -132,20 +132,16 @@ def _quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
-def _mlflow_param(params: Path, key: str, default: str) -> str:
-    """``mlflow.<key>`` from the params file, read leniently: a missing or broken file gives ``default``
-    (a typo in another section must not stop a registry command)."""
-    try:
-        import yaml
+def _mlflow_params(params: Path):
+    """The ``mlflow`` section of the params file, validated as every stage validates it (a typo is the
+    same error everywhere); outside a project, where there is no params file, the defaults."""
+    from resgan.config import MlflowParams, load_mlflow_params
 
-        value = yaml.safe_load(params.read_text(encoding="utf-8")).get("mlflow", {}).get(key)
-    except Exception:  # no params file, unreadable YAML, not a mapping
-        return default
-    return value if isinstance(value, str) and value else default
+    return load_mlflow_params(params) if params.exists() else MlflowParams()
 
 
 def _registered_name(params: Path) -> str:
-    return _mlflow_param(params, "registered_model", "resgan")
+    return _mlflow_params(params).registered_model
 
 
 def _model_ref(model: Optional[str], params: Path) -> str:
@@ -221,9 +217,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 def models_list(name: NameOpt = None, params: RegistryParamsOpt = Path("params.yaml"), as_json: JsonOpt = False) -> None:
     """Versions of the registered model: aliases, evaluation tags (eval/...), source run, creation time."""
     _quiet_mlflow()
-    from resgan import registry_cli
+    settings = _mlflow_params(params)
+    from resgan import model_registry
 
-    registry_cli.list_versions(name or _registered_name(params), _champion_metric(params), as_json)
+    model_registry.list_versions(name or settings.registered_model, settings.champion_metric, as_json)
 
 
 @models_app.command("show")
@@ -233,9 +230,9 @@ def models_show(
 ) -> None:
     """One version: aliases, tags, source model and run, status."""
     _quiet_mlflow()
-    from resgan import registry_cli
+    from resgan import model_registry
 
-    registry_cli.show_version(name or _registered_name(params), version, as_json)
+    model_registry.show_version(name or _registered_name(params), version, as_json)
 
 
 @models_app.command("promote")
@@ -246,13 +243,9 @@ def models_promote(
 ) -> None:
     """Point ALIAS (default champion) at VERSION by hand, whatever the metrics say."""
     _quiet_mlflow()
-    from resgan import registry_cli
+    from resgan import model_registry
 
-    registry_cli.promote(name or _registered_name(params), version, alias)
-
-
-def _champion_metric(params: Path) -> str:
-    return _mlflow_param(params, "champion_metric", "fid")
+    model_registry.promote(name or _registered_name(params), version, alias)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -95,6 +95,21 @@ class ModelParams(_Section):
         return self
 
 
+# The ops train.diffaugment may name, in the order of Zhao et al.; resgan.gan.diffaugment.OPS implements
+# each (a test ties them). They live here because that module imports TensorFlow and this one must not.
+DiffAugmentOp = Literal["color", "translation", "cutout"]
+DIFFAUGMENT_OPS: tuple[str, ...] = get_args(DiffAugmentOp)
+
+
+def parse_diffaugment(policy: str) -> list[str]:
+    """``"color, translation"`` -> ``["color", "translation"]``; ValueError naming an unknown op."""
+    names = [part.strip() for part in policy.split(",") if part.strip()]
+    for name in names:
+        if name not in DIFFAUGMENT_OPS:
+            raise ValueError(f"unknown DiffAugment op {name!r}; use any of {', '.join(DIFFAUGMENT_OPS)}")
+    return names
+
+
 class TrainParams(_Section):
     steps: int = Field(2000, ge=1, le=10_000_000)  # generator updates
     batch_size: int = Field(64, ge=1, le=65536)
@@ -123,10 +138,7 @@ class TrainParams(_Section):
     @field_validator("diffaugment")
     @classmethod
     def _policy(cls, value: str) -> str:
-        allowed = ("color", "translation", "cutout")
-        for part in filter(None, (p.strip() for p in value.split(","))):
-            if part not in allowed:
-                raise ValueError(f"unknown DiffAugment op {part!r}; use any of {', '.join(allowed)}")
+        parse_diffaugment(value)
         return value
 
 
@@ -188,10 +200,14 @@ class EvaluateParams(_Section):
         return tuple(value)
 
 
+# Which way each is better and where its number is: resgan.metrics.registry.CHAMPION_METRICS (a test ties them).
+ChampionMetric = Literal["fid", "kid", "is", "pr_precision", "pr_recall"]
+
+
 class MlflowParams(_Section):
     experiment: str = Field("resgan", min_length=1)
     registered_model: str = Field("resgan", min_length=1)
-    champion_metric: str = "fid"  # a metric of evaluate.metrics; its direction is known
+    champion_metric: ChampionMetric = "fid"  # the registry's champion is the best version on this
     tracking_retries: int = Field(5, ge=0, le=100)
 
 
@@ -205,12 +221,6 @@ class Params(BaseModel):
     sample: SampleParams = SampleParams()
     evaluate: EvaluateParams = EvaluateParams()
     mlflow: MlflowParams = MlflowParams()
-
-    @model_validator(mode="after")
-    def _cross_checks(self) -> "Params":
-        if self.mlflow.champion_metric not in ("fid", "kid", "is", "pr_precision", "pr_recall"):
-            raise ValueError("mlflow.champion_metric: use one of fid, kid, is, pr_precision, pr_recall")
-        return self
 
     def flat(self) -> dict[str, Any]:
         """The params as ``{"train.lr_g": 0.0002, ...}`` (lists joined by commas)."""
@@ -277,6 +287,24 @@ def parse_params(raw: Any) -> Params:
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate ``path``; raise ParamsError naming the key on any problem."""
     path = Path(path)
+    raw = _read_yaml(path)
+    if isinstance(raw, dict):
+        missing = [name for name in SECTIONS if name not in raw]
+        if missing:  # DVC reads these sections too: a stage whose section is absent cannot run
+            raise ParamsError(f"params: {path} has no section {missing[0]!r} "
+                              f"(every file needs {', '.join(SECTIONS)})")
+    return parse_params(raw)
+
+
+def load_mlflow_params(path: str | Path = "params.yaml") -> MlflowParams:
+    """The ``mlflow`` section of ``path``, for commands that read nothing else (``resgan models``, the
+    default model of ``resgan generate``). Absent sections take their defaults, but every key that is
+    there is validated as :func:`load_params` validates it: a typo is the same ParamsError everywhere."""
+    return parse_params(_read_yaml(Path(path))).mlflow
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``; ParamsError when it is missing, unreadable or not YAML."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -284,14 +312,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except (OSError, UnicodeDecodeError) as error:
         raise ParamsError(f"params: cannot read {path}: {error}") from None
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as error:
         where = getattr(error, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
         raise ParamsError(f"params: {path} is not valid YAML{line}: {getattr(error, 'problem', None) or error}") from None
-    if isinstance(raw, dict):
-        missing = [name for name in SECTIONS if name not in raw]
-        if missing:  # DVC reads these sections too: a stage whose section is absent cannot run
-            raise ParamsError(f"params: {path} has no section {missing[0]!r} "
-                              f"(every file needs {', '.join(SECTIONS)})")
-    return parse_params(raw)

@@ -3,7 +3,7 @@
 An MLflow "flavor module" in MLflow's own sense (``mlflow.models.Model.log(flavor=resgan.serving)``):
 
 - :func:`save_model` writes the generator with ``mlflow.keras.save_model`` (so the model stays
-  Keras-native: ``mlflow.keras.load_model`` and ``resgan.models.load_generator`` read it), then
+  Keras-native: ``mlflow.keras.load_model`` and ``resgan.loading.load_generator`` read it), then
   points the ``python_function`` flavor's ``loader_module`` at this module and sets a signature
   whose input is seeds (:func:`seed_signature`).
 - :func:`_load_pyfunc` is what ``mlflow.pyfunc.load_model`` and ``mlflow models serve`` call: it
@@ -17,20 +17,38 @@ Request and answer (``POST /invocations``)::
     -> {"predictions": [{"seed": 1, "image": "<base64 PNG>"}, ...]}      (format "array": uint8 HxWxC lists)
 
 A seed means what it means for ``resgan generate``: seed ``s`` gives the first image of
-``resgan generate --seed s`` (``resgan.models.latents(1, dim, s, truncation)``). Serving needs the
-``resgan`` package in the serving environment (``--env-manager local`` in the project's venv).
+``resgan generate --seed s`` (``resgan.sampling.seed_latent(dim, s, truncation)``), drawn by
+``resgan.sampling.generate_images``. Serving needs the ``resgan`` package in the serving environment
+(``--env-manager local`` in the project's venv).
 """
 
 from __future__ import annotations
 
 import base64
-import io as _io
+import io
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
+import keras
+import mlflow.keras
 import numpy as np
+import pandas as pd
+import PIL
+import tensorflow as tf
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, ModelSignature
+from mlflow.models.model import MLMODEL_FILE_NAME
+from mlflow.pyfunc import FLAVOR_NAME as PYFUNC
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+from PIL import Image
+
+from resgan.errors import ResganError
+from resgan.files import to_pil
+from resgan.loading import image_shape, latent_dim, load_generator, num_classes
+from resgan.sampling import class_labels, generate_images, seed_latent
 
 FORMATS = ("png", "array")
 MAX_SEEDS = 4096  # per request: a bigger request is refused (400) rather than exhausting the server
@@ -40,9 +58,6 @@ BATCH_SIZE = 256
 def seed_signature():
     """Input: ``seed`` (long, required), ``truncation`` (double, optional) and ``label`` (long,
     optional: a class-conditional model's class); params: ``format``."""
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
-
     return ModelSignature(
         inputs=Schema([ColSpec("long", "seed"), ColSpec("double", "truncation", required=False),
                        ColSpec("long", "label", required=False)]),
@@ -53,10 +68,6 @@ def seed_signature():
 
 def default_requirements() -> list[str]:
     """Pinned versions of what loads the model (avoids MLflow's slow requirement inference)."""
-    import keras
-    import tensorflow as tf
-    import PIL
-
     return [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"pillow=={PIL.__version__}"]
 
 
@@ -67,11 +78,6 @@ def save_model(path, keras_model, mlflow_model=None, signature=None, pip_require
     ``signature`` defaults to :func:`seed_signature` (the pyfunc's inputs are seeds, not latents).
     Other keyword arguments go to ``mlflow.keras.save_model``.
     """
-    import mlflow.keras
-    from mlflow.models import Model
-    from mlflow.models.model import MLMODEL_FILE_NAME
-    from mlflow.pyfunc import FLAVOR_NAME as PYFUNC
-
     if mlflow_model is None:
         mlflow_model = Model()
     if pip_requirements is None and conda_env is None:
@@ -90,11 +96,8 @@ def save_model(path, keras_model, mlflow_model=None, signature=None, pip_require
     pyfunc = mlflow_model.flavors[PYFUNC]
     pyfunc["loader_module"] = __name__
     pyfunc["data"] = mlflow_model.flavors["keras"]["data"]
-    from resgan.models import num_classes
-
-    shape = tuple(int(d) for d in keras_model.outputs[0].shape[1:])
     mlflow_model.metadata = {**(mlflow_model.metadata or {}), "resgan": {
-        "latent_dim": int(keras_model.inputs[0].shape[-1]), "image_shape": list(shape),
+        "latent_dim": latent_dim(keras_model), "image_shape": list(image_shape(keras_model)),
         "num_classes": num_classes(keras_model)}}
     mlflow_model.save(os.path.join(path, MLMODEL_FILE_NAME))
 
@@ -102,10 +105,6 @@ def save_model(path, keras_model, mlflow_model=None, signature=None, pip_require
 def log_model(keras_model, name: str = "generator", signature=None, pip_requirements=None,
               registered_model_name: str | None = None, **kwargs):
     """Log ``keras_model`` into the active run as a LoggedModel; returns its ``ModelInfo``."""
-    import sys
-
-    from mlflow.models import Model
-
     return Model.log(artifact_path=None, name=name, flavor=sys.modules[__name__], keras_model=keras_model,
                      signature=signature, pip_requirements=pip_requirements,
                      registered_model_name=registered_model_name, **kwargs)
@@ -116,17 +115,12 @@ class SeedModel:
 
     def __init__(self, generator):
         self.generator = generator
-        from resgan.models import latent_dim, num_classes
-
         self.latent_dim = latent_dim(generator)
         self.num_classes = num_classes(generator)
 
-    def predict(self, model_input, params: dict[str, Any] | None = None):
-        import pandas as pd
-        from mlflow.exceptions import MlflowException
-
-        from resgan.errors import ResganError
-
+    def predict(self, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Columns ``seed`` and ``image`` (base64 PNG, or uint8 HxWxC lists with format ``array``) for
+        the seeds in ``model_input``; a bad input raises MLflow's invalid-parameter error (HTTP 400)."""
         fmt = str((params or {}).get("format") or "png")
         if fmt not in FORMATS:
             raise MlflowException.invalid_parameter_value(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -144,19 +138,14 @@ class SeedModel:
     def images(self, seeds: np.ndarray, truncations: list[float | None],
                labels: list[int | None] | None = None) -> np.ndarray:
         """uint8 NHWC images, one per seed, as ``resgan generate --seed s --num 1 [--label l]`` draws them."""
-        from resgan.generate import run_generator
-        from resgan.models import class_labels, latents
-
-        z = np.stack([latents(1, self.latent_dim, int(s), t)[0] for s, t in zip(seeds, truncations)])
+        z = np.stack([seed_latent(self.latent_dim, int(s), t) for s, t in zip(seeds, truncations)])
         labels = labels or [None] * len(seeds)
         classes = [class_labels(1, self.num_classes, int(s), l) for s, l in zip(seeds, labels)]
         y = None if self.num_classes == 0 else np.concatenate(classes)
-        return run_generator(self.generator, z, BATCH_SIZE, labels=y)
+        return generate_images(self.generator, z, y, BATCH_SIZE)
 
 
 def _read_input(model_input) -> tuple[np.ndarray, list[float | None], list[int | None]]:
-    import pandas as pd
-
     if isinstance(model_input, dict):
         model_input = pd.DataFrame({k: np.atleast_1d(np.asarray(v)) for k, v in model_input.items()})
     if not isinstance(model_input, pd.DataFrame) or "seed" not in model_input.columns:
@@ -185,31 +174,23 @@ def _read_input(model_input) -> tuple[np.ndarray, list[float | None], list[int |
 
 def encode_png(image: np.ndarray) -> str:
     """A uint8 HWC image as base64 PNG text."""
-    from resgan.io import to_pil
-
-    buffer = _io.BytesIO()
+    buffer = io.BytesIO()
     to_pil(image).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def decode_png(text: str) -> np.ndarray:
     """The inverse of :func:`encode_png`: base64 PNG text -> uint8 HWC array."""
-    from PIL import Image
-
-    image = np.asarray(Image.open(_io.BytesIO(base64.b64decode(text))))
+    image = np.asarray(Image.open(io.BytesIO(base64.b64decode(text))))
     return image[..., None] if image.ndim == 2 else image
 
 
 def _load_pyfunc(data_path: str) -> SeedModel:
     """Called by ``mlflow.pyfunc.load_model`` with the model's ``data`` folder (or the model folder)."""
-    from resgan.models import load_generator
-
     path = Path(data_path)
     if path.is_dir():
         found = sorted(path.rglob("*.keras"))
         if not found:
-            from mlflow.exceptions import MlflowException
-
             raise MlflowException(f"{data_path} holds no .keras file: not a resgan generator")
         path = found[0]
     return SeedModel(load_generator(path))

@@ -5,10 +5,12 @@
   copy of the repo), else the nearest folder above the working directory holding ``dvc.yaml`` or
   ``.git``, else the working directory.
 - One MLflow run per pipeline run: ``train`` starts it and writes ``models/mlflow_run.json``;
-  ``sample`` and ``evaluate`` resume it. :func:`open_run` makes a kill at any moment leave no orphan.
-- While training, :class:`BufferedLogger` keeps metrics and sample grids that the store refuses (a
+  ``sample`` and ``evaluate`` resume it. :class:`StageRun` opens (or adopts, or resumes) a stage's run
+  and ends it FINISHED, KILLED or FAILED; a kill at any moment leaves no orphan.
+- While training, :class:`BufferedLogger` keeps metrics and sample grids that the store cannot take (a
   server that is down) and delivers them in step order when it is back: training never waits for it.
-  Everything else (start, model, final figures) goes through :func:`retry`.
+  Everything else (start, model, final figures) goes through :func:`retry`, which retries what can
+  succeed on a retry and fails at once when MLflow refuses the request itself (a 4xx answer).
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
-from resgan.errors import ResganError
+import mlflow
+import requests
+from mlflow import MlflowClient
+from mlflow.entities import LoggedModelStatus, Metric
+from mlflow.exceptions import MlflowException
+
+from resgan import files
+from resgan.errors import ResganError, first_line
 
 T = TypeVar("T")
 
@@ -77,8 +86,6 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 def setup(experiment: str, root: Path | None = None) -> str:
     """Point MLflow at the project's store and return the id of ``experiment`` (created if missing)."""
-    import mlflow
-
     uri = tracking_uri(root)
     check_reachable(uri)
     if uri.startswith("sqlite:///"):
@@ -125,13 +132,37 @@ def store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+# 4xx answers that a later attempt can turn into a success: timeout, too many requests, cancelled.
+_RETRYABLE_4XX = {408, 429, 499}
+
+
+def refused(error: BaseException) -> bool:
+    """True when ``error`` is the store refusing the request itself (an HTTP 4xx answer, or an
+    ``MlflowException`` whose error code maps to one: INVALID_PARAMETER_VALUE, RESOURCE_ALREADY_EXISTS,
+    RESOURCE_DOES_NOT_EXIST, BAD_REQUEST, PERMISSION_DENIED ...): the same request would be refused again."""
+    if isinstance(error, MlflowException):
+        status = error.get_http_status_code()
+    elif isinstance(error, requests.HTTPError) and error.response is not None:
+        status = error.response.status_code
+    elif isinstance(error, urllib.error.HTTPError):
+        status = error.code
+    else:
+        return False
+    return 400 <= status < 500 and status not in _RETRYABLE_4XX
+
+
 def retry(call: Callable[[], T], what: str, retries: int = 5, first_wait: float = 1.0) -> T:
-    """Run ``call``; on a failure wait 1, 2, 4 ... seconds and try again, ``retries`` times at most."""
+    """Run ``call``; on a failure wait 1, 2, 4 ... seconds and try again, ``retries`` times at most.
+
+    A refusal (see :func:`refused`, e.g. "changing param values is not allowed") fails at once, with
+    MLflow's message, as a :class:`TrackingError`; so does the last failed attempt."""
     wait = first_wait
     for attempt in range(retries + 1):
         try:
             return call()
         except Exception as error:  # MLflow raises many types for a store that is down
+            if refused(error):
+                raise TrackingError(f"MLflow refused to {what}: {first_line(error)}") from None
             if attempt == retries:
                 raise TrackingError(f"MLflow: {what} failed after {retries + 1} attempts: {error}") from None
             print(f"MLflow: {what} failed ({type(error).__name__}); retrying in {wait:.0f} s", file=sys.stderr)
@@ -201,8 +232,6 @@ class BufferedLogger:
     def log_missing(self, rows: list[tuple[int, dict[str, float]]], probe: str, retries: int = 5) -> int:
         """Queue the ``(step, metrics)`` rows whose step the run lacks for metric ``probe`` (logged while
         the store was down, then the process died); returns how many. Used when a run resumes."""
-        from mlflow import MlflowClient
-
         have = {m.step for m in retry(lambda: MlflowClient().get_metric_history(self.run_id, probe),
                                       "read metric history", retries)}
         missing = [(step, metrics) for step, metrics in rows if step not in have]
@@ -217,9 +246,6 @@ class BufferedLogger:
 
     def flush(self) -> None:
         """Deliver the queue in order; raises (keeping what is left) at the first entry the store refuses."""
-        from mlflow import MlflowClient
-        from mlflow.entities import Metric
-
         client = MlflowClient()
         while self.queue:
             if self.queue[0][0] == "image":
@@ -249,7 +275,7 @@ class BufferedLogger:
         except Exception as error:  # MLflow raises many types for a store that is down
             if self._down_since is None:
                 self._down_since = now
-            print(f"MLflow: logging failed ({type(error).__name__}: {_first_line(error)[:200]}); training goes on, "
+            print(f"MLflow: logging failed ({type(error).__name__}: {first_line(error)[:200]}); training goes on, "
                   f"{len(self.queue)} entries wait, next try in {self._wait:.0f} s", file=sys.stderr)
             self._next_try = time.monotonic() + self._wait
             self._wait = min(self._wait * 2, self.max_wait)
@@ -270,52 +296,114 @@ class BufferedLogger:
             self._delivered(backlog)
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 LAUNCH_TAG = "launch_id"
 
 
-def open_run(run_file: Path, experiment_id: str, run_id: str | None, run_name: str | None, tags: dict[str, str],
-             on_new: Callable[[], None], retries: int = 5):
-    """Resume ``run_id`` (or the run ``run_file`` names), else start the stage's run; returns the active run.
+class StageRun:
+    """A stage's MLflow run from start to end, in one place: a context manager.
 
-    A kill must never leave an orphaned run: before a run is created, ``run_file`` records a launch token
-    that the run carries as tag ``launch_id``, so the next call finds the run a killed call created and
-    adopts it. ``on_new`` logs what a new run gets (params, artifacts; it must be idempotent, for an adopted
-    run may have part of it already); ``run_file`` names the run only once ``on_new`` has returned.
+    In ``with StageRun(retries) as session:``, :meth:`open` starts the stage's run (or adopts the one a
+    killed call started, or resumes a recorded one), :meth:`resume` resumes the pipeline run that a run
+    file names, and :meth:`log` sends a call through :func:`retry`. Leaving the block ends the run:
+    FINISHED when the block completed (or at :meth:`finish`), KILLED on Ctrl-C (the next call resumes
+    it), FAILED with tag ``failure_reason`` on any other error. (A run left active would be ended
+    FINISHED by MLflow's exit handler.) Ending a failed run is best effort, one quick attempt: the store
+    may be what failed, and its error never hides the original one. A block that opened no run (a
+    worker that is not the chief) ends nothing.
     """
-    import mlflow
-    from mlflow import MlflowClient
 
-    from resgan import io
+    def __init__(self, retries: int = 5):
+        self.retries = retries
+        self.run: mlflow.ActiveRun | None = None
 
-    recorded: dict[str, Any] = {}
-    if run_file.exists():
-        try:
-            recorded = json.loads(run_file.read_text())
-        except (OSError, json.JSONDecodeError):
-            recorded = {}
-    run_id = run_id or recorded.get("run_id")
-    if run_id:
-        return retry(lambda: mlflow.start_run(run_id=run_id), "resume run", retries)
-    token = recorded.get("launch")
-    if not token:
-        token = uuid.uuid4().hex
-        io.write_json(run_file, {"launch": token})
+    @property
+    def run_id(self) -> str | None:
+        return self.run.info.run_id if self.run is not None else None
 
-    def find_or_start():  # also right when a lost answer made a try look failed after the run was created
-        found = MlflowClient().search_runs([experiment_id], f"tags.{LAUNCH_TAG} = '{token}'", max_results=1)
-        if found:
-            return mlflow.start_run(run_id=found[0].info.run_id)
-        return mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags={**tags, LAUNCH_TAG: token})
+    def __enter__(self) -> "StageRun":
+        return self
 
-    active = retry(find_or_start, "start run", retries)
-    on_new()
-    io.write_json(run_file, {"run_id": active.info.run_id})
-    return active
+    def __exit__(self, kind, error, traceback) -> bool:
+        if self.run is None:
+            return False
+        if kind is None:
+            self.finish()
+        elif issubclass(kind, KeyboardInterrupt):
+            self._end("KILLED")
+        else:
+            self._end("FAILED", f"{type(error).__name__}: {error}"[:5000])
+        return False  # the error goes on
+
+    def log(self, call: Callable[[], T], what: str) -> T:
+        """``call()`` through :func:`retry` with this session's retries."""
+        return retry(call, what, self.retries)
+
+    def open(self, run_file: Path, experiment_id: str, run_id: str | None, run_name: str | None,
+             tags: dict[str, str], on_new: Callable[[], None]) -> mlflow.ActiveRun:
+        """Resume ``run_id`` (or the run ``run_file`` names), else start the stage's run; returns it.
+
+        A kill must never leave an orphaned run: before a run is created, ``run_file`` records a launch
+        token that the run carries as tag ``launch_id``, so the next call finds the run a killed call
+        created and adopts it. ``on_new`` logs what a new run gets (params, artifacts; it must be
+        idempotent, for an adopted run may have part of it already); ``run_file`` names the run only once
+        ``on_new`` has returned.
+        """
+        recorded: dict[str, Any] = {}
+        if run_file.exists():
+            try:
+                recorded = json.loads(run_file.read_text())
+            except (OSError, json.JSONDecodeError):
+                recorded = {}
+        run_id = run_id or recorded.get("run_id")
+        if run_id:
+            self.run = self.log(lambda: mlflow.start_run(run_id=run_id), "resume run")
+            return self.run
+        token = recorded.get("launch")
+        if not token:
+            token = uuid.uuid4().hex
+            files.write_json(run_file, {"launch": token})
+
+        def find_or_start():  # also right when a lost answer made a try look failed after the run was created
+            found = MlflowClient().search_runs([experiment_id], f"tags.{LAUNCH_TAG} = '{token}'", max_results=1)
+            if found:
+                return mlflow.start_run(run_id=found[0].info.run_id)
+            return mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags={**tags, LAUNCH_TAG: token})
+
+        self.run = self.log(find_or_start, "start run")
+        on_new()
+        files.write_json(run_file, {"run_id": self.run.info.run_id})
+        return self.run
+
+    def resume(self, run_file: str | Path, experiment: str) -> mlflow.ActiveRun:
+        """Set up MLflow and resume the pipeline run recorded in ``run_file`` (see :func:`resume_run`)."""
+        self.run = resume_run(run_file, experiment)
+        return self.run
+
+    def log_model_once(self, experiment_id: str, name: str, step: int, log: Callable[[], Any]) -> str:
+        """The ``model_uri`` of model ``name`` of this run at ``step``: the one a call killed before it
+        could record it logged (see :func:`logged_model_at`), else that of ``log()`` (a ``ModelInfo``)."""
+        run_id = self.run_id
+        found = self.log(lambda: logged_model_at(run_id, experiment_id, name, step), "find logged model")
+        return found or self.log(log, "log model").model_uri
+
+    def finish(self) -> None:
+        """End the run FINISHED, retried: its end is part of its record. Nothing when no run is open."""
+        run_id = self.run_id
+        if run_id is None:
+            return
+        self.log(lambda: MlflowClient().set_terminated(run_id, "FINISHED"), "end run")
+        self.run = None
+        with contextlib.suppress(Exception):
+            mlflow.end_run()  # the run is FINISHED already: this only pops it
+
+    def _end(self, status: str, reason: str | None = None) -> None:
+        self.run = None
+        with _quick_requests():
+            if reason:
+                with contextlib.suppress(Exception):
+                    mlflow.set_tag("failure_reason", reason)
+            with contextlib.suppress(Exception):
+                mlflow.end_run(status=status)
 
 
 def logged_model_at(run_id: str, experiment_id: str, name: str, step: int) -> str | None:
@@ -323,9 +411,6 @@ def logged_model_at(run_id: str, experiment_id: str, name: str, step: int) -> st
     or None. A call killed after logging the model but before recording it leaves one; the next call
     reuses it rather than log a second. Models of the run still PENDING were cut short by a kill: they
     are marked FAILED (no orphan stays "in progress")."""
-    from mlflow import MlflowClient
-    from mlflow.entities import LoggedModelStatus
-
     client = MlflowClient()
     found = None
     for model in client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'"):
@@ -377,8 +462,6 @@ def read_run_file(path: str | Path) -> dict[str, Any]:
 
 def resume_run(run_file: str | Path, experiment: str):
     """Set up MLflow and resume the pipeline run recorded in ``run_file``; returns ``mlflow.start_run(...)``."""
-    import mlflow
-
     info = read_run_file(run_file)
     setup(experiment)
     try:

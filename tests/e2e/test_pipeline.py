@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from mlflow import MlflowClient
 
 from project import make_project, project_env, run as run_command
 
@@ -37,15 +39,13 @@ def test_repro_runs_every_stage_tracks_one_run_and_registers_a_champion(project)
                    "plots/eval/classes.png", "plots/eval/memorization.csv"):
         assert (repo / output).exists(), output
     assert (repo / "mlflow.db").exists() and (repo / "mlruns").is_dir()
-    samples = __import__("numpy").load(repo / "samples/samples.npz")["images"]
+    samples = np.load(repo / "samples/samples.npz")["images"]
     assert samples.shape == (200, 16, 16, 1) and samples.dtype.name == "uint8"
 
     evaluation = json.loads((repo / "metrics/eval.json").read_text())
     assert evaluation["features"] == "classifier"
     assert evaluation["fid_classifier"] > evaluation["fid_classifier_floor"] >= 0  # 8 steps: far from real
     assert evaluation["n_generated"] == 200
-
-    from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
     run_id = json.loads((repo / "models/mlflow_run.json").read_text())["run_id"]

@@ -8,11 +8,14 @@ import hashlib
 import json
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
+from mlflow import MlflowClient
 
 from mlflow_server import MlflowServer
 from project import make_project, project_env, run
+from resgan.loading import load_generator
 
 
 TINY = {
@@ -55,8 +58,6 @@ def test_pipeline_against_a_tracking_server_and_a_dvc_remote_round_trip(tmp_path
 
     # ---- MLflow: everything went to the server; nothing to a local store ----
     assert not (repo / "mlflow.db").exists() and not (repo / "mlruns").exists()
-    from mlflow import MlflowClient
-
     client = MlflowClient(tracking_uri=url)
     info = json.loads((repo / "models/mlflow_run.json").read_text())
     assert info["tracking_uri"] == url
@@ -76,10 +77,6 @@ def test_pipeline_against_a_tracking_server_and_a_dvc_remote_round_trip(tmp_path
     assert float(version.tags["eval/fid_classifier"]) == pytest.approx(evaluation["fid_classifier"])
     # The registered model, downloaded through the server, is the generator the pipeline wrote.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-    import keras
-
-    from resgan.models import load_generator
-
     served = load_generator("models:/resgan@champion")
     local = keras.saving.load_model(repo / "models/generator.keras", safe_mode=True, compile=False)
     z = np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)

@@ -8,13 +8,17 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import threading
 import time
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
+from mlflow import MlflowClient
 
 from project import make_project, project_env, run
+from resgan import model_registry, tracking
 
 TINY = {
     "prepare": {"image_size": 16, "max_images": 300},
@@ -38,7 +42,7 @@ def repo(tmp_path: Path):
     env = project_env(TF_CPP_MIN_LOG_LEVEL="3")
     env.pop("MLFLOW_TRACKING_URI", None)  # the default: <DVC_ROOT>/mlflow.db, as a user gets it
     repo = make_project(tmp_path / "project", TINY, env)
-    # One domain classifier for both: FIDs from two classifiers are never compared (see registry.py).
+    # One domain classifier for both: FIDs from two classifiers are never compared (see model_registry.py).
     _run(["dvc", "repro", "classifier"], repo, env)
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "prepared data and classifier"], repo, env)
@@ -75,8 +79,6 @@ def test_two_queued_experiments_run_at_once_each_with_its_own_run_and_version(re
         logs = {n: subprocess.run(["dvc", "queue", "logs", n], cwd=repo, env=env, capture_output=True,
                                   text=True).stdout[-4000:] for n in EXPERIMENTS}
         pytest.fail(f"{status}\n" + "\n".join(f"--- {n}\n{text}" for n, text in logs.items()))
-
-    from mlflow import MlflowClient
 
     db = repo / "mlflow.db"
     assert db.is_file() and not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))  # one store: the project's
@@ -126,13 +128,6 @@ def test_concurrent_registrations_keep_candidate_newest_and_champion_best(seed):
     processes: the rows and the lock file they contend for are the same). Registered one after another,
     the rules give: candidate = the newest version, champion = the best FID. Concurrently, unserialized,
     they did not (an alias insert collided, or champion was decided from a stale one)."""
-    import threading
-
-    import mlflow
-    from mlflow import MlflowClient
-
-    from resgan import registry, tracking
-
     experiment_id = tracking.setup("race")
     with mlflow.start_run(experiment_id=experiment_id):
         uris = []
@@ -146,8 +141,8 @@ def test_concurrent_registrations_keep_candidate_newest_and_champion_best(seed):
     def register(i: int) -> None:
         barrier.wait()
         try:
-            registry.register(uris[i], "race", "fid", "fid_classifier", {"fid_classifier": fids[i]},
-                              {"feature_extractor": "classifier", registry.EXTRACTOR_TAG: "classifier:1"})
+            model_registry.register(uris[i], "race", "fid", "fid_classifier", {"fid_classifier": fids[i]},
+                                    {"feature_extractor": "classifier", model_registry.EXTRACTOR_TAG: "classifier:1"})
         except Exception as error:  # noqa: BLE001 (reported below)
             errors.append(repr(error))
 

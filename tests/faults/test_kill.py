@@ -28,7 +28,7 @@ from PIL import Image
 
 from conftest import tiny_params
 from resgan.gan import checkpoint
-from resgan.models import load_generator
+from resgan.loading import load_generator
 from resgan.stages import train
 from test_train_stage import DATA_HASH, _restore_latest, make_project, run_info, run_stage
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from resgan.errors import ResganError
-from resgan.models import load_generator
+from resgan.loading import load_generator
 
 BIN = Path(sys.executable).parent
 MARKER = "pwned.txt"  # relative: a payload writes it in the working directory of whoever runs it

@@ -153,7 +153,7 @@ def test_server_down_mid_training_then_back_loses_nothing(tmp_path, monkeypatch)
         info = json.loads((project.models / "mlflow_run.json").read_text())
         assert info["run_id"] == run_id and info["tracking_uri"] == server.uri
         assert len(client.search_logged_models([run.info.experiment_id])) == 1
-        from resgan.models import load_generator
+        from resgan.loading import load_generator
 
         generator = load_generator(info["model_uri"])  # from the server's artifact store
         assert tuple(np.asarray(generator(np.zeros((2, 16), np.float32))).shape) == (2, 16, 16, 1)

@@ -4,6 +4,9 @@ Two ways in, chosen by :func:`open_train_data` from ``train.input``: ``memory`` 
 and shuffles all of it (:func:`train_dataset`); ``stream`` reads the train shards that the prepare
 stage wrote (:mod:`resgan.data.shards`) through a bounded shuffle buffer (:func:`stream_dataset`),
 so memory use does not grow with the data set. ``auto`` streams when there are shards.
+
+TensorFlow is imported inside the two dataset functions, so that opening and checking the data
+(:func:`open_train_data`) costs no TensorFlow start-up.
 """
 
 from __future__ import annotations
@@ -14,28 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from resgan.data import shards as shard_files
+from resgan.data.prepared import load_split
 from resgan.errors import ResganError
 
 NO_LABELS_IN_SHARDS = ("model.conditional needs the labels, which train.npz holds and the train shards do not: "
                        "set train.input: memory")
 # Images in flight while streaming: shard files read at once (interleaved), chosen by AUTOTUNE up to this.
 MAX_PARALLEL_READS = 8
-
-
-def load_split(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """``images`` (uint8 NHWC) and ``labels`` (or None) from a prepared ``.npz``; clear errors."""
-    path = Path(path)
-    try:
-        with np.load(path) as data:
-            images = data["images"]
-            labels = data["labels"] if "labels" in data.files else None
-    except FileNotFoundError:
-        raise ResganError(f"{path} not found: run the prepare stage first") from None
-    except (OSError, ValueError, KeyError) as error:
-        raise ResganError(f"{path} is not a prepared data file: {error}") from None
-    if images.dtype != np.uint8 or images.ndim != 4:
-        raise ResganError(f"{path}: images must be uint8 NHWC, got {images.dtype} {images.shape}")
-    return images, labels
 
 
 def train_dataset(images: np.ndarray, global_batch_size: int, seed: int, epoch_offset: int = 0,
@@ -166,7 +154,7 @@ def open_train_data(data_dir: str | Path, mode: str = "auto") -> TrainData:
         return TrainData("stream", index.count, int(index.shape[0]), int(index.shape[2]), index=index)
     if mode not in ("auto", "memory"):
         raise ResganError(f"train.input: unknown mode {mode!r}; use auto, memory or stream")
-    images, labels = load_split(data_dir / "train.npz")
+    images, labels = load_split(data_dir, "train")
     if has_shards and len(images) != index.count:
         raise ResganError(f"{data_dir / 'train.npz'} holds {len(images)} of the {index.count} training images "
                           "(a sample, prepare.npz_max_images): train.input: memory would train on the sample; "

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resgan import io
+from resgan import files
 from resgan.errors import ResganError
 
 FOLDER = "shards"
@@ -100,7 +100,7 @@ class ShardWriter:
     def _open(self) -> None:
         name = shard_name(self.split, len(self.shards), self.n_shards)
         self._stack = contextlib.ExitStack()
-        tmp = self._stack.enter_context(io.atomic_path(self.folder / name, suffix=".tmp"))
+        tmp = self._stack.enter_context(files.atomic_path(self.folder / name, suffix=".tmp"))
         self._handle = self._stack.enter_context(open(tmp, "wb"))
         self._name, self._digest, self._in_shard = name, hashlib.sha256(), 0
 
@@ -147,7 +147,7 @@ def write_index(folder: Path, shape: tuple[int, int, int], shards: list[Shard], 
         "count": sum(s.count for s in shards),
         "shards": [{"file": s.file, "count": s.count, "bytes": s.bytes, "sha256": s.sha256} for s in shards],
     }
-    io.write_json(folder / INDEX, index)
+    files.write_json(folder / INDEX, index)
     keep = {INDEX, *(s.file for s in shards)}
     for path in folder.iterdir():
         if path.name not in keep and (path.is_file() or path.is_symlink()):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from sklearn.datasets import load_digits as sklearn_digits
 
 from resgan.errors import ResganError
 
@@ -76,6 +77,15 @@ def load_source(params) -> RawData:
     raise SourceError(f"prepare.source: unknown source {params.source!r}")
 
 
+def describe_source(params) -> str:
+    """The source as messages name it: ``digits``, ``keras mnist``, ``folder data/raw``."""
+    if params.source == "digits":
+        return "digits"
+    if params.source == "keras":
+        return f"keras {params.dataset}"
+    return f"{params.source} {params.path}"
+
+
 def _array_items(images: np.ndarray, labels: np.ndarray | None, prefix: str) -> list[RawItem]:
     """Items that view rows of ``images`` (no copies)."""
     return [RawItem(ref=f"{prefix}:{i}", label=None if labels is None else int(labels[i]), pixels=images[i])
@@ -86,8 +96,6 @@ def _array_items(images: np.ndarray, labels: np.ndarray | None, prefix: str) -> 
 
 def load_digits() -> RawData:
     """scikit-learn's bundled 8x8 digits (1,797 images, labels 0-9), scaled from 0..16 to 0..255."""
-    from sklearn.datasets import load_digits as sklearn_digits
-
     digits = sklearn_digits()
     images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)  # 16 -> 255 exactly
     labels = digits.target.astype(np.int64)

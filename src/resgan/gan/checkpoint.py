@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from resgan import io
+from resgan import files
 from resgan.errors import ResganError
 
 KEEP = 2
@@ -39,9 +39,9 @@ def save(folder: Path, gan, record: dict[str, Any]) -> Path:
     arrays = {f"{group}/{i}": np.asarray(v.numpy()) for group, variables in _variables(gan).items()
               for i, v in enumerate(variables)}
     name = f"ckpt-{step:08d}"
-    io.save_npz(folder / f"{name}.npz", **arrays)
-    io.write_json(folder / f"{name}.json", {**record, "step": step})
-    io.write_json(folder / "latest.json", {"checkpoint": name, "step": step})
+    files.save_npz(folder / f"{name}.npz", **arrays)
+    files.write_json(folder / f"{name}.json", {**record, "step": step})
+    files.write_json(folder / "latest.json", {"checkpoint": name, "step": step})
     for old in sorted(folder.glob("ckpt-*.npz"))[:-KEEP]:
         old.unlink(missing_ok=True)
         old.with_suffix(".json").unlink(missing_ok=True)
@@ -74,6 +74,20 @@ def latest(folder: Path) -> tuple[Path, dict[str, Any]] | None:
     if not path.exists():
         raise ResganError(f"{pointer} names {path.name}, which is missing; move {folder} aside to start afresh")
     return path, record
+
+
+def resume(folder: Path, gan, clean_up: bool = True) -> tuple[int, dict[str, Any]]:
+    """Restore ``gan`` from the latest checkpoint in ``folder``; returns its step and record (0 and {}
+    when there is none). ``clean_up``: first remove what an interrupted write left (see :func:`clean`)."""
+    found = latest(folder)
+    if clean_up and clean(folder):
+        print(f"removed the temporary files of an interrupted checkpoint write in {folder}", flush=True)
+    if not found:
+        return 0, {}
+    path, record = found
+    step = restore(path, gan)
+    print(f"resuming from {path} at step {step}", flush=True)
+    return step, record
 
 
 def restore(path: Path, gan) -> int:

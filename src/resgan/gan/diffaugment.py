@@ -9,9 +9,11 @@ and follows the authors' reference implementation.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import tensorflow as tf
 
-OPS = ("color", "translation", "cutout")
+from resgan.config import parse_diffaugment
 
 
 def _uniform(x: tf.Tensor, low: float, high: float) -> tf.Tensor:
@@ -58,16 +60,13 @@ def _cutout(x: tf.Tensor, ratio: float = 0.5) -> tf.Tensor:
     return x * tf.cast(tf.logical_not(inside), x.dtype)
 
 
-_FUNCTIONS = {"color": _color, "translation": _translation, "cutout": _cutout}
+# One function per name of resgan.config.DIFFAUGMENT_OPS (the names train.diffaugment accepts; a test ties them).
+OPS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {"color": _color, "translation": _translation, "cutout": _cutout}
 
 
 def parse_policy(policy: str) -> list[str]:
     """``"color, translation"`` -> ``["color", "translation"]``; ValueError for an unknown op."""
-    names = [part.strip() for part in policy.split(",") if part.strip()]
-    for name in names:
-        if name not in _FUNCTIONS:
-            raise ValueError(f"unknown DiffAugment op {name!r}; use any of {', '.join(OPS)}")
-    return names
+    return parse_diffaugment(policy)
 
 
 def diff_augment(x: tf.Tensor, policy: str) -> tf.Tensor:
@@ -77,5 +76,5 @@ def diff_augment(x: tf.Tensor, policy: str) -> tf.Tensor:
     dtype; ``""`` returns x unchanged. Each call draws new random values for every example.
     """
     for name in parse_policy(policy):
-        x = _FUNCTIONS[name](x)
+        x = OPS[name](x)
     return x

@@ -25,76 +25,21 @@ a graph seed offset by their worker index, or every worker would draw the same n
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from resgan import files
 from resgan.config import ModelParams, TrainParams
+from resgan.errors import ResganError
+from resgan.gan.device import worker_index
 from resgan.gan.diffaugment import diff_augment
 from resgan.gan.losses import get_losses, gradient_penalty
-from resgan.models import model_inputs
 from resgan.nn.networks import discriminator_from_params, generator_from_params
-
-
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has AVX512_BF16 or AMX-BF16 instructions (Linux /proc/cpuinfo)."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            flags = handle.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str) -> str:
-    """``auto`` picks mixed_bfloat16 on a GPU of compute capability >= 8 or a BF16-capable CPU,
-    mixed_float16 on an older GPU, float32 otherwise."""
-    if precision != "auto":
-        return precision
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        major = (details.get("compute_capability") or (0, 0))[0]
-        return "mixed_bfloat16" if major >= 8 else "mixed_float16"
-    return "mixed_bfloat16" if cpu_supports_bf16() else "float32"
-
-
-def make_strategy(distribute: str) -> tf.distribute.Strategy:
-    """``none``: the default strategy (one device); ``mirrored``: every local GPU, or every logical
-    CPU device when there is no GPU (see ``tf.config.set_logical_device_configuration``);
-    ``multi_worker``: workers from the standard ``TF_CONFIG``."""
-    if distribute == "mirrored":
-        split_cpu(int(os.environ.get("RESGAN_CPU_DEVICES") or 0))
-        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([d.name for d in devices])
-    if distribute == "multi_worker":
-        if not os.environ.get("TF_CONFIG"):
-            from resgan.errors import ResganError
-
-            raise ResganError("train.distribute: multi_worker needs TF_CONFIG describing the cluster")
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-def split_cpu(count: int) -> None:
-    """Split the CPU into ``count`` logical devices (``RESGAN_CPU_DEVICES``, for trying ``mirrored``
-    without GPUs); nothing for ``count`` < 2 or when there are GPUs. Must run before TensorFlow
-    initialises its devices."""
-    if count < 2 or tf.config.list_physical_devices("GPU"):
-        return
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    if len(tf.config.get_logical_device_configuration(cpu) or []) == count:
-        return
-    try:
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
-    except RuntimeError as error:
-        from resgan.errors import ResganError
-
-        raise ResganError(f"RESGAN_CPU_DEVICES={count}: TensorFlow's devices are already initialised "
-                          f"({error})") from None
+from resgan.sampling import model_inputs
 
 
 @dataclass(frozen=True)
@@ -119,8 +64,6 @@ class GAN:
         self.policy = keras.mixed_precision.global_policy().name
         self.num_classes = shapes.num_classes if model.conditional else 0
         if model.conditional and self.num_classes < 2:
-            from resgan.errors import ResganError
-
             raise ResganError(f"model.conditional needs at least 2 classes, got {shapes.num_classes}")
         with self.strategy.scope():
             self.generator = self._build_generator()
@@ -139,8 +82,6 @@ class GAN:
         self.rng = tf.random.Generator.from_seed(train.seed)
         replicas = self.strategy.num_replicas_in_sync
         if self.global_batch_size % replicas:
-            from resgan.errors import ResganError
-
             raise ResganError(f"train.batch_size {self.global_batch_size} must be a multiple of the "
                               f"{replicas} replicas")
         self.copy_to_ema()
@@ -289,13 +230,29 @@ class GAN:
             self._compiled = tf.function(self._step)
         return self._compiled(iterator)
 
-    # ---- sampling ----------------------------------------------------------------------------
-    def fixed_latents(self, n: int, seed: int) -> np.ndarray:
-        return np.random.default_rng(seed).standard_normal((n, self.model_params.latent_dim)).astype("float32")
+    def weights_finite(self) -> bool:
+        """True when every weight of G, D and the EMA generator is finite."""
+        for model in (self.generator, self.discriminator, self.ema_generator):
+            for w in model.weights:
+                if not np.all(np.isfinite(np.asarray(w.numpy(), dtype=np.float32))):
+                    return False
+        return True
 
-    def fixed_labels(self, n: int) -> np.ndarray | None:
-        """Labels for a sample grid: 0, 1, ..., K-1, 0, ... (None when unconditional)."""
-        return np.arange(n, dtype=np.int32) % self.num_classes if self.num_classes else None
+
+def export_generator(gan: GAN, path: Path) -> keras.Model:
+    """Save ``gan``'s EMA generator to ``path`` (atomically) as a float32 Keras model, portable whatever
+    precision trained it; returns that float32 model."""
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        model = generator_from_params(gan.model_params, gan.shapes.image_size, gan.shapes.channels,
+                                      num_classes=gan.num_classes)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    model.set_weights([np.asarray(w, dtype=np.float32) for w in gan.ema_generator.get_weights()])
+    with files.atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+    return model
 
 
 class _ReducedAdam(keras.optimizers.Adam):
@@ -320,36 +277,8 @@ def _first_replica_writes(model: keras.Model) -> None:
                     inner._aggregation = tf.VariableAggregation.ONLY_FIRST_REPLICA
 
 
-def worker_index(strategy: tf.distribute.Strategy) -> int:
-    """0 for the chief (or worker 0 without a chief) and a single process; 1, 2 ... for the others."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    task_type = getattr(resolver, "task_type", None)
-    if not task_type or task_type == "chief":
-        return 0
-    jobs = resolver.cluster_spec().jobs
-    return int(resolver.task_id) + (1 if "chief" in jobs else 0)
-
-
 def _loss_scale(optimizer) -> tf.Tensor:
     scale = getattr(optimizer, "dynamic_scale", None)
     if scale is None:
         return tf.constant(1.0)
     return tf.cast(scale, tf.float32)
-
-
-def to_uint8(images: np.ndarray | tf.Tensor) -> np.ndarray:
-    """Generator output in [-1, 1] -> uint8 [0, 255] (round to nearest)."""
-    images = np.asarray(images, dtype=np.float32)
-    return np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
-def generate(generator: keras.Model, latents: np.ndarray, batch_size: int = 256,
-             labels: np.ndarray | None = None) -> np.ndarray:
-    """Run ``generator`` on ``latents`` (and ``labels``, for a conditional one) in batches (inference
-    mode) and return uint8 NHWC images."""
-    out = []
-    for start in range(0, len(latents), batch_size):
-        window = slice(start, start + batch_size)
-        inputs = model_inputs(latents[window], None if labels is None else labels[window])
-        out.append(to_uint8(generator(inputs, training=False)))
-    return np.concatenate(out, axis=0)

@@ -1,16 +1,29 @@
 """The domain classifier: a small CNN whose ``features`` layer is the offline FID/KID/PR embedding.
 
 Only built-in Keras layers, so the saved ``.keras`` file loads with ``safe_mode=True``.
+:func:`labelled_data` checks and filters the prepared splits it learns from; :func:`train_classifier`
+trains and scores it.
 """
 
 from __future__ import annotations
 
+import time
+
+import keras
+import numpy as np
+from keras import layers
+
+from resgan.config import ClassifierParams
+from resgan.errors import ResganError
+
 FEATURE_LAYER = "features"  # the penultimate Dense layer read by resgan.metrics.features.ClassifierFeatures
 MIN_SIDE = 4  # px: downsample until the feature map is this small, then flatten
 
+Split = tuple[np.ndarray, np.ndarray]  # uint8 NHWC images, int64 labels
+
 
 def build_classifier(input_shape: tuple[int, int, int], num_classes: int, width: int = 32,
-                     feature_dim: int = 128):
+                     feature_dim: int = 128) -> keras.Model:
     """A compact CNN for uint8-valued ``input_shape`` (H, W, C) images, ``num_classes`` softmax outputs.
 
     One conv-BN-ReLU-maxpool block per halving of the image until it is 4 px a side (3 blocks at
@@ -23,9 +36,6 @@ def build_classifier(input_shape: tuple[int, int, int], num_classes: int, width:
     on real data, so FID and KID (whose cubic kernel grows with the feature scale) read like
     their Inception counterparts rather than in arbitrary units.
     """
-    import keras
-    from keras import layers
-
     height, width_px, _ = input_shape
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     x = layers.Rescaling(1.0 / 255.0, name="to_unit")(inputs)  # takes raw 0..255 pixel values
@@ -48,3 +58,61 @@ def build_classifier(input_shape: tuple[int, int, int], num_classes: int, width:
     x = layers.Dropout(0.3, name="dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="probs")(x)
     return keras.Model(inputs, outputs, name="domain_classifier")
+
+
+def labelled_data(train: tuple[np.ndarray, np.ndarray | None], test: tuple[np.ndarray, np.ndarray | None],
+                  class_names: list[str] | None) -> tuple[Split, Split, int]:
+    """The labelled images of the prepared ``train`` and ``test`` splits (``(images, labels or None)``
+    as :func:`resgan.data.prepared.load_split` gives them) and the number of classes.
+
+    Images outside any class folder (label -1) are left out. The classes are ``class_names`` when
+    given, else the largest label + 1. Raises :class:`ResganError` when the data has no labels,
+    too few classes or labels outside them.
+    """
+    if train[1] is None or test[1] is None:
+        raise ResganError("the domain classifier needs labelled data, and the prepared data has no labels "
+                          "(for a folder source, put images in one sub-folder per class with "
+                          "prepare.labels_from_folders: true); without labels, set evaluate.features to "
+                          "inception and remove the classifier stage's output from evaluate's inputs")
+    if len(train[0]) == 0 or len(test[0]) == 0:
+        raise ResganError("the domain classifier needs images in both train.npz and test.npz")
+    if test[0].shape[1:] != train[0].shape[1:]:
+        raise ResganError(f"train and test images differ in shape: {train[0].shape[1:]} vs {test[0].shape[1:]}")
+    # Images outside any class folder carry label -1: the classifier learns from the labelled ones.
+    train, test = _labelled(*train), _labelled(*test)
+    if len(train[0]) == 0 or len(test[0]) == 0:
+        raise ResganError("the domain classifier needs labelled images in both splits")
+    num_classes = len(class_names) if class_names else int(max(train[1].max(), test[1].max())) + 1
+    if num_classes < 2:
+        raise ResganError("the domain classifier needs at least 2 classes in the prepared data")
+    for split, (_, labels) in (("train", train), ("test", test)):
+        if labels.max() >= num_classes:
+            raise ResganError(f"{split}.npz: labels must lie in 0..{num_classes - 1}")
+    return train, test, num_classes
+
+
+def _labelled(images: np.ndarray, labels: np.ndarray) -> Split:
+    keep = labels >= 0
+    return images[keep], labels[keep].astype(np.int64)
+
+
+def train_classifier(params: ClassifierParams, train: Split, test: Split, num_classes: int) -> tuple[keras.Model, dict]:
+    """Train a :func:`build_classifier` model on ``train`` (seeded by ``params.seed``), score it on
+    ``test``; returns the model and ``{accuracy, loss, epochs, n_train, n_test, num_classes, time_s}``."""
+    keras.utils.set_random_seed(params.seed)
+    model = build_classifier(train[0].shape[1:], num_classes, params.width, params.feature_dim)
+    model.compile(optimizer=keras.optimizers.Adam(params.lr), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    start = time.perf_counter()
+    model.fit(train[0].astype(np.float32), train[1], batch_size=params.batch_size, epochs=params.epochs,
+              shuffle=True, verbose=2)
+    loss, accuracy = model.evaluate(test[0].astype(np.float32), test[1], batch_size=params.batch_size, verbose=0)
+    return model, {
+        "accuracy": float(accuracy),
+        "loss": float(loss),
+        "epochs": params.epochs,
+        "n_train": int(len(train[0])),
+        "n_test": int(len(test[0])),
+        "num_classes": num_classes,
+        "time_s": round(time.perf_counter() - start, 2),
+    }

@@ -12,15 +12,14 @@ Keras and TensorFlow are imported when an extractor is built, not when this modu
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
 from resgan.errors import ResganError
+from resgan.terminal import progress_bar
 
 INCEPTION_SIZE = 299  # px: InceptionV3's native input
 INCEPTION_MAX_BATCH = 64  # images per forward pass at 299x299: bounds activation memory to ~1-2 GB
@@ -46,20 +45,6 @@ class Extractor(Protocol):
     def __call__(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]: ...
 
 
-@contextlib.contextmanager
-def _progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
-    """Yield ``advance(n)``; draws a rich progress bar only when stderr is a terminal (not in DVC logs)."""
-    if not sys.stderr.isatty():
-        yield lambda n: None
-        return
-    from rich.console import Console
-    from rich.progress import Progress
-
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
-
-
 def _check_uint8_images(images: np.ndarray, who: str) -> np.ndarray:
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] not in (1, 3) or images.shape[0] == 0:
@@ -73,7 +58,7 @@ def _check_uint8_images(images: np.ndarray, who: str) -> np.ndarray:
 def _run_batches(forward: Callable, images: np.ndarray, batch_size: int, description: str):
     """Apply ``forward`` (a batch -> (features, probs|None)) in batches; concatenate as float64."""
     features, probs = [], []
-    with _progress(len(images), description) as advance:
+    with progress_bar(len(images), description) as advance:
         for start in range(0, len(images), batch_size):
             f, p = forward(images[start:start + batch_size])
             features.append(np.asarray(f, dtype=np.float64))

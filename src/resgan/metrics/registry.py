@@ -8,6 +8,7 @@ from different extractors never share a key.
 
 from __future__ import annotations
 
+import re
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -20,8 +21,17 @@ from resgan.metrics.distances import MetricError, fid, kid, precision_recall
 from resgan.metrics.scores import inception_score
 from resgan.metrics.ssim import memorization, ssim_diversity
 
-# Which way is better, for champion selection (mlflow.champion_metric names these).
-METRIC_DIRECTION: dict[str, str] = {"fid": "min", "kid": "min", "is": "max", "pr_precision": "max", "pr_recall": "max"}
+# The champion metrics (the values of mlflow.champion_metric): which way is better, and the result key that
+# holds each, where {features} is the extractor's name (classifier, inception). The config's Literal, the
+# registry's version tags and the `resgan models list` columns all follow this table (tests tie them).
+CHAMPION_METRICS: dict[str, tuple[str, str]] = {
+    "fid": ("min", "fid_{features}"),
+    "kid": ("min", "kid_{features}_mean"),
+    "is": ("max", "is_{features}_mean"),
+    "pr_precision": ("max", "pr_{features}_precision"),
+    "pr_recall": ("max", "pr_{features}_recall"),
+}
+METRIC_DIRECTION: dict[str, str] = {name: direction for name, (direction, _) in CHAMPION_METRICS.items()}
 
 
 @dataclass
@@ -83,13 +93,22 @@ def get_metric(name: str) -> MetricSpec:
 
 
 def result_key(metric: str, features: str) -> str:
-    """The key of ``evaluate_samples``' results that holds ``metric`` (a METRIC_DIRECTION name)
+    """The key of ``evaluate_samples``' results that holds ``metric`` (a CHAMPION_METRICS name)
     for extractor ``features``: ``result_key("kid", "classifier") == "kid_classifier_mean"``."""
-    keys = {"fid": f"fid_{features}", "kid": f"kid_{features}_mean", "is": f"is_{features}_mean",
-            "pr_precision": f"pr_{features}_precision", "pr_recall": f"pr_{features}_recall"}
-    if metric not in keys:
-        raise MetricError(f"no result key for metric {metric!r}; use any of {', '.join(keys)}")
-    return keys[metric]
+    return _template(metric).format(features=features)
+
+
+def result_key_pattern(metric: str) -> str:
+    """A regular expression that fully matches ``metric``'s result key for any extractor:
+    ``result_key_pattern("kid") == "kid_[a-z]+_mean"``."""
+    before, after = _template(metric).split("{features}")
+    return f"{re.escape(before)}[a-z]+{re.escape(after)}"
+
+
+def _template(metric: str) -> str:
+    if metric not in CHAMPION_METRICS:
+        raise MetricError(f"no result key for metric {metric!r}; use any of {', '.join(CHAMPION_METRICS)}")
+    return CHAMPION_METRICS[metric][1]
 
 
 def is_better(metric: str, new: float, old: float) -> bool:

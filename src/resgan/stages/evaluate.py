@@ -1,5 +1,5 @@
 """The evaluate stage: score the samples, write DVC metrics and plots, log into the pipeline's MLflow
-run and register the generator (see :mod:`resgan.registry`).
+run and register the generator (see :mod:`resgan.model_registry`).
 
 ``metrics/eval.json`` holds the numbers (DVC metrics); lists (class histograms, notes) go to
 ``plots/eval/``: ``classes.csv``/``classes.png`` (predicted classes of the samples beside the real
@@ -15,9 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from resgan import io, tracking
+from resgan import files, tracking
 from resgan.config import Params
 from resgan.errors import ResganError
+from resgan.loading import load_generator
+from resgan.sampling import draw
+from resgan.terminal import progress_bar
 
 
 def _load_samples(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -51,7 +54,7 @@ def _plots(plots_dir: Path, results: dict[str, Any], details: dict[str, Any], te
         frame = pd.DataFrame({"class": range(len(generated)),
                               "generated": np.asarray(generated) / max(sum(generated), 1),
                               "real": np.asarray(real) / max(sum(real), 1)})
-        io.write_bytes(plots_dir / "classes.csv", frame.to_csv(index=False).encode())
+        files.write_bytes(plots_dir / "classes.csv", frame.to_csv(index=False).encode())
         fig, ax = plt.subplots(figsize=(5, 3))
         ax.bar(frame["class"] - 0.2, frame["generated"], width=0.4, label="generated (predicted)")
         ax.bar(frame["class"] + 0.2, frame["real"], width=0.4, label="real (labels)")
@@ -64,7 +67,7 @@ def _plots(plots_dir: Path, results: dict[str, Any], details: dict[str, Any], te
         frame = pd.DataFrame({"ssim": bins[:-1], "generated": np.histogram(memo, bins)[0] / max(len(memo), 1)})
         if test_memo is not None:
             frame["real_test"] = np.histogram(test_memo, bins)[0] / max(len(test_memo), 1)
-        io.write_bytes(plots_dir / "memorization.csv", frame.to_csv(index=False).encode())
+        files.write_bytes(plots_dir / "memorization.csv", frame.to_csv(index=False).encode())
         fig, ax = plt.subplots(figsize=(5, 3))
         ax.hist(memo, bins=bins, alpha=0.6, density=True, label="generated")
         if test_memo is not None:
@@ -77,7 +80,7 @@ def _plots(plots_dir: Path, results: dict[str, Any], details: dict[str, Any], te
 
 
 def _save_figure(fig, path: Path) -> Path:
-    with io.atomic_path(path, suffix=".png") as tmp:
+    with files.atomic_path(path, suffix=".png") as tmp:
         fig.tight_layout()
         fig.savefig(tmp, format="png", dpi=100)
     return path
@@ -103,23 +106,22 @@ def run(params: Params, samples_path: Path, data_dir: Path, classifier_path: Pat
         metrics_path: Path, plots_dir: Path, generator: str | None = None,
         registration_path: Path | None = None) -> dict[str, Any]:
     """Evaluate, write outputs, log to MLflow and register; return the results."""
-    from resgan.data.pipeline import load_split
+    from resgan.data.prepared import load_split
     from resgan.metrics.evaluation import evaluate_samples
     from resgan.metrics.features import resolve_extractor
     from resgan.metrics.registry import get_metric
     from resgan.metrics.ssim import memorization
 
     ep = params.evaluate
-    if generator:
-        from resgan.models import load_generator
-        from resgan.stages.sample import draw
-
-        samples, sample_labels = draw(load_generator(generator), params.sample.num, params.sample.seed,
-                                      params.sample.batch_size)
+    if generator:  # the images the sample stage would write, drawn in memory
+        sp = params.sample
+        with progress_bar(sp.num, "sampling") as advance:
+            samples, sample_labels = draw(load_generator(generator), sp.num, sp.seed, sp.batch_size,
+                                          progress=advance)
     else:
         samples, sample_labels = _load_samples(samples_path)
-    train_images, train_labels = load_split(data_dir / "train.npz")
-    test_images, _ = load_split(data_dir / "test.npz")
+    train_images, train_labels = load_split(data_dir, "train")
+    test_images, _ = load_split(data_dir, "test")
     needs_features = any(get_metric(m).needs_features for m in ep.metrics)
     extractor = resolve_extractor(ep.features, classifier_path, ep.inception_weights) if needs_features else None
     print(f"evaluating {len(samples)} samples with {extractor.name if extractor else 'no'} features", flush=True)
@@ -139,7 +141,7 @@ def run(params: Params, samples_path: Path, data_dir: Path, classifier_path: Pat
         results["memorization_real_test_fraction"] = float(test_reference["fraction"])
 
     scalar = {k: v for k, v in results.items() if not isinstance(v, (list, dict))}
-    io.write_json(metrics_path, scalar)
+    files.write_json(metrics_path, scalar)
     plot_files = _plots(plots_dir, results, details, test_memo)
     _print_table(results)
 
@@ -163,12 +165,12 @@ def run(params: Params, samples_path: Path, data_dir: Path, classifier_path: Pat
                                                         "registry_decision": registration.decision}),
                                "tag registration", retries)
     if registration_path is not None:
-        io.write_json(registration_path, registration.as_dict() if registration else {"registered": False})
+        files.write_json(registration_path, registration.as_dict() if registration else {"registered": False})
     return results
 
 
 def _register(params: Params, info: dict[str, Any], results: dict[str, Any]):
-    from resgan import registry
+    from resgan import model_registry as registry
     from resgan.metrics.registry import result_key
 
     metric = params.mlflow.champion_metric

@@ -4,7 +4,11 @@ Models are always deserialized by Keras with ``safe_mode=True`` (no lambdas, no 
 URI (``models:/name@alias``, ``models:/name/3``, ``runs:/<id>/generator``, a logged-model id
 ``m-...``) is first downloaded as files into a temporary folder, then loaded the same way.
 :func:`model_file` does the fetching and the cheap checks without TensorFlow, so a wrong reference
-fails fast; :func:`load_generator` is fetch + load + "is it a generator?".
+fails fast; :func:`load_generator` is fetch + load + "is it a generator?". :func:`latent_dim`,
+:func:`num_classes` and :func:`image_shape` read a loaded generator's sizes.
+
+Keras (so TensorFlow) is imported only to deserialize a model, and MLflow only to download one: a
+wrong path or URI fails in a second, and ``resgan --help`` imports neither.
 """
 
 from __future__ import annotations
@@ -17,9 +21,8 @@ import zipfile
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-
-from resgan.errors import ResganError
+from resgan import tracking
+from resgan.errors import ResganError, first_line
 
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 LOGGED_MODEL_ID = re.compile(r"m-[0-9a-f]{32}")  # what MLflow 3 names a LoggedModel
@@ -84,15 +87,8 @@ def _root_cause(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def _check_store(uri: str) -> None:
     """A missing SQLite store is an error here: reading a model must not create an empty mlflow.db."""
-    from resgan import tracking
-
     tracking.check_reachable(uri)
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///"))
@@ -105,8 +101,6 @@ def _download(uri: str, dst: Path) -> Path:
     """Download the files of an MLflow model URI (or logged-model id) into ``dst``; return the .keras file."""
     import mlflow
 
-    from resgan import tracking
-
     store = tracking.tracking_uri()
     _check_store(store)
     mlflow.set_tracking_uri(store)
@@ -115,7 +109,7 @@ def _download(uri: str, dst: Path) -> Path:
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
     except Exception as error:  # MlflowException and friends: unknown model, alias or version
-        raise ResganError(f"cannot resolve model {uri}: {_first_line(error)}") from None
+        raise ResganError(f"cannot resolve model {uri}: {first_line(error)}") from None
     return _keras_file(local, uri)
 
 
@@ -176,7 +170,14 @@ def load_generator(ref: str | Path):
 
 
 def latent_dim(model) -> int:
+    """The length of a generator's latent vector."""
     return int(model.inputs[0].shape[-1])
+
+
+def image_shape(model) -> tuple[int, int, int]:
+    """(height, width, channels) of the images a generator makes."""
+    h, w, c = (int(d) for d in model.outputs[0].shape[1:])
+    return h, w, c
 
 
 def num_classes(model) -> int:
@@ -189,59 +190,3 @@ def num_classes(model) -> int:
         return int(model.get_layer(CLASS_EMBEDDING).input_dim)
     except ValueError:  # no such layer
         return 0
-
-
-def class_labels(num: int, classes: int, seed: int, label: int | None = None) -> np.ndarray | None:
-    """Labels for ``num`` images of a generator with ``classes`` classes (None when it has none).
-
-    ``label`` given: that class for every image (a clear error when it is not one). Otherwise row
-    ``i`` gets class ``(seed + i) % classes``: every class equally often and, as with
-    :func:`latents`, row ``i`` depends only on ``(seed, i)``: ``--num 10`` draws the first ten
-    images of ``--num 20``, and ``--seed s --num 1`` draws class ``s % classes``.
-    """
-    if not classes:
-        if label is not None:
-            raise ResganError("a label was given, but this generator is not class-conditional (it was "
-                              "trained with model.conditional: false)")
-        return None
-    if label is not None:
-        if not 0 <= label < classes:
-            raise ResganError(f"the label must be a class from 0 to {classes - 1}, got {label}")
-        return np.full(num, label, dtype=np.int32)
-    return ((np.arange(num, dtype=np.int64) + seed) % classes).astype(np.int32)
-
-
-def model_inputs(x, labels):
-    """A network's input: ``x`` (latents or images), or ``[x, labels]`` for a class-conditional one."""
-    return x if labels is None else [x, labels]
-
-
-def latents(num: int, dim: int, seed: int, truncation: float | None = None) -> np.ndarray:
-    """``num`` standard-normal latents from ``seed``.
-
-    Row ``i`` depends only on ``(seed, i, dim, truncation)``: ``latents(10, ...)`` is the first ten
-    rows of ``latents(20, ...)``, so "the image of seed s" is row 0 whatever ``num`` is. With
-    ``truncation`` t, each value beyond +-t is replaced by a draw from the normal truncated to
-    [-t, t] (inverse CDF of a second stream, seeded ``[seed, 1]``, at the same position), so the
-    result is exactly truncated-normal and keeps the row property.
-    """
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal((num, dim)).astype(np.float32)
-    if truncation is None:
-        return z
-    if not truncation > 0:
-        raise ResganError("--truncation must be positive")
-    from scipy.special import ndtr, ndtri
-
-    low = ndtr(-truncation)
-    spread = 1.0 - 2.0 * low
-    redraw = np.random.default_rng([seed, 1])
-    rows = max(1, 2**20 // max(dim, 1))  # bounded memory for a million latents
-    for start in range(0, num, rows):
-        block = z[start:start + rows]
-        uniform = redraw.random(block.shape)  # drawn for every position: row i's values depend on i only
-        outside = np.abs(block) > truncation
-        if outside.any():
-            block[outside] = ndtri(low + uniform[outside] * spread).astype(np.float32)
-    np.clip(z, -truncation, truncation, out=z)  # float32 rounding of a value at the edge
-    return z

@@ -1,0 +1,250 @@
+"""The training loop and its callbacks.
+
+:func:`fit` runs ``gan.train_step`` from step ``start`` to ``steps`` and hands each step's figures
+(``loss_d``, ``loss_g``, ``d_real``, ``d_fake``, ``grad_norm_d``, ``grad_norm_g``) to its callbacks, as
+Keras does: ``on_train_begin(step, steps)``, then ``on_step_end(step, figures)`` after every step in
+list order (a callback may add figures for those after it: :class:`MetricsLogger` adds ``img_per_s``),
+then ``on_train_end(step)``; ``close()`` runs whatever happened. A callback stops the loop after the
+current step by setting ``stop_training`` (the time budget does).
+
+The train stage's side effects, each a callback: :class:`DivergenceCheck` (non-finite figures),
+:class:`MetricsLogger` (history rows, MLflow metrics, img/s), :class:`ProgressBar`, :class:`SampleGrid`
+(images from fixed latents), :class:`Checkpointer` (refusing non-finite weights) and :class:`TimeBudget`.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from resgan import files, sampling
+from resgan.errors import ResganError
+from resgan.gan import checkpoint
+
+# Path-style MLflow names of the step's figures.
+METRIC_NAMES = {"loss_d": "loss/d", "loss_g": "loss/g", "d_real": "d/real", "d_fake": "d/fake",
+                "grad_norm_d": "grad_norm/d", "grad_norm_g": "grad_norm/g", "img_per_s": "perf/img_per_s"}
+
+
+class DivergenceError(ResganError):
+    """Losses or weights became non-finite."""
+
+
+class Callback:
+    """Hooks around :func:`fit`; the base class does nothing. Set ``stop_training`` to stop the loop."""
+
+    stop_training = False
+    steps = 0
+
+    def on_train_begin(self, step: int, steps: int) -> None:
+        """Before the first step; ``step`` is where training starts, ``steps`` where it ends."""
+        self.steps = steps
+
+    def on_step_end(self, step: int, figures: dict[str, float]) -> None:
+        """After step ``step`` (counted from 1) with that step's figures."""
+
+    def on_train_end(self, step: int) -> None:
+        """After the last step (``steps``, or an earlier one when a callback stopped the loop)."""
+
+    def close(self) -> None:
+        """After training, also when it raised: release what the callback holds."""
+
+    def due(self, step: int, every: int) -> bool:
+        """Every ``every`` steps, and at the last step."""
+        return step % every == 0 or step == self.steps
+
+
+def fit(gan, iterator, start: int, steps: int, callbacks: Sequence[Callback] = ()) -> int:
+    """Run ``gan.train_step(iterator)`` for steps ``start + 1`` to ``steps`` (fewer when a callback sets
+    ``stop_training``), calling the callbacks' hooks in list order; returns the last step done."""
+    step = start
+    try:
+        for callback in callbacks:
+            callback.on_train_begin(start, steps)
+        while step < steps:
+            figures = {k: float(v) for k, v in gan.train_step(iterator).items()}
+            step += 1
+            for callback in callbacks:
+                callback.on_step_end(step, figures)
+            if any(callback.stop_training for callback in callbacks):
+                break
+        for callback in callbacks:
+            callback.on_train_end(step)
+    finally:
+        for callback in callbacks:
+            callback.close()
+    return step
+
+
+def metric_names(figures: dict[str, float]) -> dict[str, float]:
+    """Path-style MLflow names: loss_d -> loss/d, d_real -> d/real, img_per_s -> perf/img_per_s."""
+    return {METRIC_NAMES.get(k, k): v for k, v in figures.items()}
+
+
+def diverged(reason: str, folder: Path | None) -> DivergenceError:
+    """The error for a run that diverged: ``reason``, the last good checkpoint in ``folder``, what to do."""
+    last = checkpoint.latest(folder) if folder is not None else None
+    where = f"last good checkpoint: {last[0]} (step {last[1]['step']})" if last else "no checkpoint was written"
+    return DivergenceError(f"training diverged: {reason}; {where}. Lower the learning rates or "
+                           f"change train.loss, then re-run")
+
+
+def non_finite(figures: dict[str, float], loss_scaled: bool = False) -> str | None:
+    """The non-finite figures as ``name=value, ...``, or None. Under dynamic loss scaling (mixed_float16)
+    a non-finite gradient is expected: the optimizer skips that update and lowers the scale, so only
+    the other figures count."""
+    bad = [k for k, v in figures.items()
+           if not math.isfinite(v) and not (loss_scaled and k.startswith("grad_norm"))]
+    return ", ".join(f"{k}={figures[k]}" for k in bad) or None
+
+
+class DivergenceCheck(Callback):
+    """Raises :class:`DivergenceError` (naming the figures and the last good checkpoint in ``folder``)
+    at the first step with a non-finite figure; ``loss_scaled``: mixed_float16's exemption."""
+
+    def __init__(self, loss_scaled: bool = False, folder: Path | None = None):
+        self.loss_scaled, self.folder = loss_scaled, folder
+
+    def on_step_end(self, step: int, figures: dict[str, float]) -> None:
+        bad = non_finite(figures, self.loss_scaled)
+        if bad:
+            raise diverged(f"non-finite {bad} at step {step}", self.folder)
+
+
+class MetricsLogger(Callback):
+    """Every ``every`` steps and at the last: adds ``img_per_s`` to the figures (``batch_size`` images per
+    step over the steps since the previous row, timed by ``clock`` in seconds), appends the row
+    ``{"step": ..., **figures}`` to :attr:`history` and sends the figures, path-style named, to
+    ``logger`` (a :class:`resgan.tracking.BufferedLogger`, or None: no MLflow).
+
+    ``history`` holds the rows of a resumed run (from its checkpoint); those the run lacks in MLflow
+    (logged while the store was down, then killed) are logged again at the start."""
+
+    def __init__(self, every: int, batch_size: int, history: list[dict[str, float]] | None = None,
+                 logger=None, retries: int = 5, clock: Callable[[], float] = time.perf_counter):
+        self.every, self.batch_size, self.logger, self.retries, self.clock = every, batch_size, logger, retries, clock
+        self.history: list[dict[str, float]] = list(history or [])
+        self._window_start, self._window_steps = 0.0, 0
+
+    def on_train_begin(self, step: int, steps: int) -> None:
+        super().on_train_begin(step, steps)
+        if self.logger is not None and self.history:
+            rows = [(row["step"], metric_names({k: v for k, v in row.items() if k != "step"})) for row in self.history]
+            self.logger.log_missing(rows, probe="loss/d", retries=self.retries)
+        self._window_start, self._window_steps = self.clock(), 0
+
+    def on_step_end(self, step: int, figures: dict[str, float]) -> None:
+        self._window_steps += 1
+        if not self.due(step, self.every):
+            return
+        elapsed = self.clock() - self._window_start
+        figures["img_per_s"] = self._window_steps * self.batch_size / max(elapsed, 1e-9)
+        self._window_start, self._window_steps = self.clock(), 0
+        self.history.append({"step": step, **figures})
+        if self.logger is not None:
+            self.logger.log_metrics(metric_names(figures), step)
+
+
+class ProgressBar(Callback):
+    """A rich progress bar on a terminal (``tty`` None: ask stdout); plain ``step i/n  loss_d=...`` lines
+    every ``every`` steps otherwise (DVC, CI)."""
+
+    SHOWN = ("loss_d", "loss_g", "img_per_s")
+
+    def __init__(self, every: int, tty: bool | None = None):
+        self.every, self.tty = every, tty
+        self.bar: Progress | None = None
+
+    def on_train_begin(self, step: int, steps: int) -> None:
+        super().on_train_begin(step, steps)
+        if self.tty if self.tty is not None else sys.stdout.isatty():
+            self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                TextColumn("{task.fields[info]}"))
+            self.task = self.bar.add_task("train", total=steps, completed=step, info="")
+            self.bar.start()
+
+    def on_step_end(self, step: int, figures: dict[str, float]) -> None:
+        shown = self.due(step, self.every)
+        info = "  ".join(f"{k}={v:.3g}" for k, v in figures.items() if k in self.SHOWN) if shown else ""
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, **({"info": info} if info else {}))
+        elif shown:
+            print(f"step {step}/{self.steps}  {info}", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+class SampleGrid(Callback):
+    """Every ``every`` steps and at the last: a grid of the EMA generator's images of ``size`` fixed
+    latents (seed ``seed``; a conditional model draws classes 0, 1, ..., K-1 in turn), logged to
+    ``logger`` as image ``samples`` at that step (MLflow's image slider)."""
+
+    def __init__(self, gan, logger, every: int, size: int, seed: int):
+        self.gan, self.logger, self.every = gan, logger, every
+        self.latents = sampling.latents(size, gan.model_params.latent_dim, seed)
+        self.labels = sampling.class_labels(size, gan.num_classes, seed=0)
+
+    def images(self) -> np.ndarray:
+        """The grid's images now: uint8 NHWC."""
+        return sampling.generate_images(self.gan.ema_generator, self.latents, self.labels)
+
+    def on_step_end(self, step: int, figures: dict[str, float]) -> None:
+        if self.due(step, self.every):
+            self.logger.log_image(files.image_grid(self.images()), "samples", step)
+
+
+class Checkpointer(Callback):
+    """A checkpoint of ``gan`` in ``folder`` every ``every`` steps, at the last step, and where training
+    stopped early; ``record()`` gives what the checkpoint's record holds beside the step. Non-finite
+    weights are never saved: :class:`DivergenceError` instead."""
+
+    def __init__(self, folder: Path, gan, every: int, record: Callable[[], dict[str, Any]] = dict):
+        self.folder, self.gan, self.every, self.record = folder, gan, every, record
+        self.saved_step: int | None = None
+
+    def on_train_begin(self, step: int, steps: int) -> None:
+        super().on_train_begin(step, steps)
+        self.saved_step = step  # the checkpoint training starts from (or nothing to save at step 0)
+
+    def on_step_end(self, step: int, figures: dict[str, float]) -> None:
+        if self.due(step, self.every):
+            self.save(step)
+
+    def on_train_end(self, step: int) -> None:
+        if step != self.saved_step:  # stopped early between checkpoints
+            self.save(step)
+
+    def save(self, step: int) -> Path:
+        """Write the checkpoint of step ``step``; returns its path."""
+        if not self.gan.weights_finite():
+            raise diverged(f"non-finite weights at step {step}", self.folder)
+        path = checkpoint.save(self.folder, self.gan, self.record())
+        self.saved_step = step
+        return path
+
+
+class TimeBudget(Callback):
+    """Stops training after the step that passes ``minutes`` of wall time (``clock``, in seconds) since
+    the start; None or 0: no budget. ``stop_training`` then says the budget stopped it."""
+
+    def __init__(self, minutes: float | None, clock: Callable[[], float] = time.perf_counter):
+        self.minutes, self.clock = minutes, clock
+        self._start = 0.0
+
+    def on_train_begin(self, step: int, steps: int) -> None:
+        super().on_train_begin(step, steps)
+        self._start = self.clock()
+
+    def on_step_end(self, step: int, figures: dict[str, float]) -> None:
+        if self.minutes and self.clock() - self._start > 60 * self.minutes:
+            print(f"stopping at step {step}: train.max_minutes={self.minutes} reached", flush=True)
+            self.stop_training = True

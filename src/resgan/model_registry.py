@@ -1,0 +1,306 @@
+"""The MLflow Model Registry: register evaluated generators, move aliases, and ``resgan models``.
+
+Rules for :func:`register`: every registered version gets alias ``candidate``; ``champion`` moves to the
+new version only when there is no champion, or when the new version beats it on ``mlflow.champion_metric``
+in the metric's own direction (lower FID/KID, higher IS/precision/recall), both measured with the same
+feature extractor. Numbers from different extractors are never compared.
+
+For people looking at the registry and overriding it, :func:`list_versions`, :func:`show_version` and
+:func:`promote` are what ``resgan models list | show | promote`` do; their every failure (no store,
+unreachable server, unknown model, version or alias) is one :class:`~resgan.errors.ResganError` line.
+The CLI imports this module inside its commands, so MLflow is imported here at the top.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from rich.console import Console
+from rich.table import Table
+
+from resgan import tracking
+from resgan.errors import ResganError, first_line
+from resgan.metrics.registry import METRIC_DIRECTION, is_better, result_key_pattern
+
+CANDIDATE, CHAMPION = "candidate", "champion"
+EXTRACTOR_TAG = "feature_extractor_id"  # which weights produced the features: scores compare only within one
+METRIC_TAG = "eval/{key}"  # the version tag holding a result of resgan.metrics.evaluate_samples
+ALIAS = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,254}")
+
+
+def metric_tag_pattern(metric: str) -> str:
+    """A regular expression that fully matches the version tag of champion metric ``metric`` for any
+    feature extractor (``eval/kid_[a-z]+_mean`` for ``kid``), or every evaluation tag for another name."""
+    key = result_key_pattern(metric) if metric in METRIC_DIRECTION else r"\w+"
+    return re.escape(METRIC_TAG.format(key="")) + key
+
+
+# ---------------------------------------------------------------- registration and the champion rule
+
+@dataclass(frozen=True)
+class Registration:
+    name: str
+    version: int
+    aliases: tuple[str, ...]
+    metric: str  # e.g. "eval/fid_classifier"
+    value: float | None
+    previous_champion: int | None
+    previous_value: float | None
+    decision: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def champion(name: str):
+    """The version of ``name`` holding alias ``champion`` in the current tracking store, or None."""
+    try:
+        return MlflowClient().get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def register(model_uri: str, name: str, metric: str, metric_key: str, results: dict[str, Any],
+             tags: dict[str, str], run_id: str | None = None) -> Registration:
+    """Register ``model_uri`` as a new version of ``name``; set ``candidate``; maybe move ``champion``.
+
+    ``metric`` is a champion metric name (``fid``); ``metric_key`` the result key it is read from
+    (``fid_classifier``). Metric values are stored as version tags ``eval/<key>``. Registrations into one
+    SQLite store take turns (:func:`resgan.tracking.store_lock`), so concurrent experiments neither
+    collide on an alias nor decide ``champion`` from a stale one.
+    """
+    with tracking.store_lock(mlflow.get_tracking_uri()):
+        return _register(model_uri, name, metric, metric_key, results, tags, run_id)
+
+
+def _register(model_uri: str, name: str, metric: str, metric_key: str, results: dict[str, Any],
+              tags: dict[str, str], run_id: str | None) -> Registration:
+    version_tags = {**tags, **{METRIC_TAG.format(key=k): str(v) for k, v in results.items() if _is_number(v)}}
+    try:
+        version = mlflow.register_model(model_uri, name, tags=version_tags)
+    except Exception as error:
+        raise ResganError(f"cannot register {model_uri} as {name}: {first_line(error)}") from None
+    client = MlflowClient()
+    number = int(version.version)
+    if run_id:
+        client.set_model_version_tag(name, str(number), "source_run", run_id)
+    client.set_registered_model_alias(name, CANDIDATE, str(number))
+
+    tag = METRIC_TAG.format(key=metric_key)
+    value = results.get(metric_key)
+    current = champion(name)
+    previous_value = None
+    if current is not None and tag in current.tags:
+        previous_value = float(current.tags[tag])
+    if value is None:
+        decision = f"{metric_key} was not computed, so champion stays"
+        move = False
+    elif not math.isfinite(float(value)):  # a NaN champion could never be beaten (every comparison is False)
+        decision = f"{metric_key} is {value}: not comparable, so champion stays as it is"
+        move = False
+    elif current is None or int(current.version) == number:
+        decision, move = "no champion yet: this version becomes champion", True
+    elif tags.get(EXTRACTOR_TAG) and current.tags.get(EXTRACTOR_TAG, tags[EXTRACTOR_TAG]) != tags[EXTRACTOR_TAG]:
+        # Scores from two feature extractors (e.g. a retrained classifier) are not on one scale.
+        decision = (f"champion v{current.version} was scored with another feature extractor "
+                    f"({current.tags[EXTRACTOR_TAG]}, now {tags[EXTRACTOR_TAG]}), so it stays; "
+                    f"promote by hand with `resgan models promote {number} --alias champion`")
+        move = False
+    elif previous_value is not None and not math.isfinite(previous_value):
+        decision = f"champion v{current.version}'s {metric_key} is {previous_value}: this version replaces it"
+        move = True
+    elif previous_value is None:
+        decision = (f"champion v{current.version} has no {metric_key} (another feature extractor?); "
+                    f"it stays; promote by hand with `resgan models promote {number} --alias champion`")
+        move = False
+    elif is_better(metric, float(value), previous_value):
+        decision, move = f"{metric_key} {value:.4g} beats champion v{current.version}'s {previous_value:.4g}", True
+    else:
+        decision = f"{metric_key} {value:.4g} does not beat champion v{current.version}'s {previous_value:.4g}"
+        move = False
+    if move:
+        client.set_registered_model_alias(name, CHAMPION, str(number))
+    aliases = (CANDIDATE, CHAMPION) if move else (CANDIDATE,)
+    return Registration(name=name, version=number, aliases=aliases, metric=tag,
+                        value=None if value is None else float(value),
+                        previous_champion=None if current is None else int(current.version),
+                        previous_value=previous_value, decision=decision)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# ---------------------------------------------------------------- resgan models list | show | promote
+
+def client() -> MlflowClient:
+    """An MlflowClient for the project's store; a clear error when the store is missing or down."""
+    uri = tracking.tracking_uri()
+    tracking.check_reachable(uri)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise ResganError(f"no MLflow store at {uri.removeprefix('sqlite:///')}: nothing is registered yet "
+                          "(run the pipeline, or set MLFLOW_TRACKING_URI)")
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def registered_model(c: MlflowClient, name: str):
+    """The RegisteredModel ``name``; one clear line when there is none or the store refuses."""
+    try:
+        return c.get_registered_model(name)
+    except MlflowException as error:
+        if getattr(error, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+            raise ResganError(f"no registered model named {name!r} in {c.tracking_uri}") from None
+        raise ResganError(f"cannot read registered model {name!r}: {first_line(error)}") from None
+
+
+def resolve(c: MlflowClient, name: str, version_or_alias: str):
+    """The ModelVersion for a version number or an alias; one clear line when there is none."""
+    model = registered_model(c, name)
+    text = str(version_or_alias).strip()
+    try:
+        if text.isdigit():
+            return c.get_model_version(name, text)
+        if text not in model.aliases:
+            known = ", ".join(f"{a} (v{v})" for a, v in sorted(model.aliases.items())) or "none"
+            raise ResganError(f"{name} has no alias {text!r}; its aliases: {known}")
+        return c.get_model_version(name, str(model.aliases[text]))
+    except MlflowException as error:
+        if getattr(error, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+            versions = [int(v.version) for v in _versions(c, name)]
+            have = f"versions {min(versions)} to {max(versions)}" if versions else "no versions"
+            raise ResganError(f"{name} has no version {text} ({have})") from None
+        raise ResganError(f"cannot read {name} version {text}: {first_line(error)}") from None
+
+
+def _versions(c: MlflowClient, name: str) -> list:
+    quoted = name.replace("'", "\\'")
+    try:
+        found = c.search_model_versions(f"name = '{quoted}'")
+    except MlflowException as error:
+        raise ResganError(f"cannot list versions of {name!r}: {first_line(error)}") from None
+    return sorted(found, key=lambda v: int(v.version), reverse=True)
+
+
+def _aliases_by_version(model) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for alias, version in sorted(model.aliases.items()):
+        out.setdefault(str(version), []).append(alias)
+    return out
+
+
+def _when(ms: int | None) -> str:
+    if not ms:
+        return ""
+    return datetime.fromtimestamp(ms / 1000).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def describe(version, aliases: list[str]) -> dict[str, Any]:
+    """A ModelVersion as plain data (what `show --json` prints)."""
+    tags = dict(version.tags or {})
+    return {
+        "name": version.name,
+        "version": int(version.version),
+        "aliases": aliases,
+        "source": version.source,
+        "model_id": getattr(version, "model_id", None),
+        "run_id": version.run_id or tags.get("source_run"),
+        "created": _when(version.creation_timestamp),
+        "status": version.status,
+        "description": version.description or "",
+        "tags": dict(sorted(tags.items())),
+    }
+
+
+def list_versions(name: str, champion_metric: str = "fid", as_json: bool = False) -> list[dict[str, Any]]:
+    """Print (a rich table, or JSON) and return the versions of ``name``, newest first; the table's
+    metric columns are the version tags of ``champion_metric``, one per feature extractor."""
+    c = client()
+    model = registered_model(c, name)
+    by_version = _aliases_by_version(model)
+    rows = [describe(v, by_version.get(str(v.version), [])) for v in _versions(c, name)]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return rows
+    pattern = re.compile(metric_tag_pattern(champion_metric))
+    metric_tags = sorted({k for row in rows for k in row["tags"] if pattern.fullmatch(k)})
+
+    table = Table(title=f"{name}: {len(rows)} version{'s' if len(rows) != 1 else ''} "
+                  f"(champion metric: {champion_metric})")
+    table.add_column("version", justify="right")
+    table.add_column("aliases")
+    for tag in metric_tags:
+        table.add_column(tag, justify="right")
+    table.add_column("source run")
+    table.add_column("created")
+    for row in rows:
+        table.add_row(str(row["version"]), ", ".join(row["aliases"]),
+                      *[_number(row["tags"].get(tag)) for tag in metric_tags],
+                      row["run_id"] or "", row["created"])
+    Console(width=200 if not sys.stdout.isatty() else None).print(table)  # piped: no wrapping at 80
+    return rows
+
+
+def _number(text: str | None) -> str:
+    if text is None:
+        return ""
+    try:
+        return f"{float(text):.4g}"
+    except ValueError:
+        return text
+
+
+def show_version(name: str, version_or_alias: str, as_json: bool = False) -> dict[str, Any]:
+    """Print (text, or JSON) and return one version of ``name``, by number or alias."""
+    c = client()
+    version = resolve(c, name, version_or_alias)
+    model = registered_model(c, name)
+    row = describe(version, _aliases_by_version(model).get(str(version.version), []))
+    if as_json:
+        print(json.dumps(row, indent=2))
+        return row
+    print(f"{row['name']} version {row['version']}")
+    for key in ("aliases", "source", "model_id", "run_id", "created", "status", "description"):
+        value = row[key]
+        if isinstance(value, list):
+            value = ", ".join(value) or "-"
+        if value:
+            print(f"  {key + ':':<13}{value}")
+    if row["tags"]:
+        print("  tags:")
+        width = max(len(k) for k in row["tags"])
+        for key, value in row["tags"].items():
+            print(f"    {key:<{width}}  {value}")
+    return row
+
+
+def promote(name: str, version_or_alias: str, alias: str = CHAMPION) -> tuple[int, int | None]:
+    """Point ``alias`` at a version; returns (new version, the version it pointed at before or None)."""
+    if not ALIAS.fullmatch(alias) or alias.lower() == "latest" or re.fullmatch(r"v\d+", alias, re.IGNORECASE):
+        raise ResganError(f"{alias!r} cannot be an alias: use letters, digits, _ and -, not a version-like "
+                          "name (v3) or 'latest'")
+    c = client()
+    target = resolve(c, name, version_or_alias)
+    before = registered_model(c, name).aliases.get(alias)
+    try:
+        c.set_registered_model_alias(name, alias, str(target.version))
+    except MlflowException as error:
+        raise ResganError(f"cannot set alias {alias!r} on {name} v{target.version}: {first_line(error)}") from None
+    if before is None:
+        note = ""
+    elif str(before) == str(target.version):
+        note = " (it already was)"
+    else:
+        note = f" (was v{before})"
+    print(f"{name} v{target.version} is now {alias}{note}")
+    return int(target.version), None if before is None else int(before)

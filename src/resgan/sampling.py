@@ -1,0 +1,176 @@
+"""Turning a generator and seeds into images: the one place every caller samples through.
+
+The seed contract: :func:`latents` row ``i`` depends only on ``(seed, i)``, and :func:`class_labels`
+gives a class-conditional generator every class in turn, so ``--num 10`` draws the first ten images
+of ``--num 20`` and "the image of seed s" is row 0 of seed ``s``. :func:`generate_images` runs a
+generator on them in graph-compiled batches and returns uint8 NHWC images; the train stage's sample
+grids, the sample stage and evaluate (through :func:`draw`), ``resgan generate``/``interpolate`` and
+the served model all call it.
+
+TensorFlow is imported only when a model first runs (:func:`generate_images`), so importing this
+module stays fast: ``resgan generate`` checks its arguments before TensorFlow starts.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Callable, Iterator
+
+import numpy as np
+from scipy.special import ndtr, ndtri
+
+from resgan.errors import ResganError
+from resgan.loading import image_shape, latent_dim, num_classes
+
+
+def class_labels(num: int, classes: int, seed: int, label: int | None = None) -> np.ndarray | None:
+    """Labels for ``num`` images of a generator with ``classes`` classes (None when it has none).
+
+    ``label`` given: that class for every image (a clear error when it is not one). Otherwise row
+    ``i`` gets class ``(seed + i) % classes``: every class equally often and, as with
+    :func:`latents`, row ``i`` depends only on ``(seed, i)``: ``--num 10`` draws the first ten
+    images of ``--num 20``, and ``--seed s --num 1`` draws class ``s % classes``.
+    """
+    if not classes:
+        if label is not None:
+            raise ResganError("a label was given, but this generator is not class-conditional (it was "
+                              "trained with model.conditional: false)")
+        return None
+    if label is not None:
+        if not 0 <= label < classes:
+            raise ResganError(f"the label must be a class from 0 to {classes - 1}, got {label}")
+        return np.full(num, label, dtype=np.int32)
+    return ((np.arange(num, dtype=np.int64) + seed) % classes).astype(np.int32)
+
+
+def model_inputs(x, labels):
+    """A network's input: ``x`` (latents or images), or ``[x, labels]`` for a class-conditional one."""
+    return x if labels is None else [x, labels]
+
+
+def latents(num: int, dim: int, seed: int, truncation: float | None = None) -> np.ndarray:
+    """``num`` standard-normal latents from ``seed``.
+
+    Row ``i`` depends only on ``(seed, i, dim, truncation)``: ``latents(10, ...)`` is the first ten
+    rows of ``latents(20, ...)``, so "the image of seed s" is row 0 whatever ``num`` is. With
+    ``truncation`` t, each value beyond +-t is replaced by a draw from the normal truncated to
+    [-t, t] (inverse CDF of a second stream, seeded ``[seed, 1]``, at the same position), so the
+    result is exactly truncated-normal and keeps the row property.
+    """
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((num, dim)).astype(np.float32)
+    if truncation is None:
+        return z
+    if not truncation > 0:
+        raise ResganError("--truncation must be positive")
+    low = ndtr(-truncation)
+    spread = 1.0 - 2.0 * low
+    redraw = np.random.default_rng([seed, 1])
+    rows = max(1, 2**20 // max(dim, 1))  # bounded memory for a million latents
+    for start in range(0, num, rows):
+        block = z[start:start + rows]
+        uniform = redraw.random(block.shape)  # drawn for every position: row i's values depend on i only
+        outside = np.abs(block) > truncation
+        if outside.any():
+            block[outside] = ndtri(low + uniform[outside] * spread).astype(np.float32)
+    np.clip(z, -truncation, truncation, out=z)  # float32 rounding of a value at the edge
+    return z
+
+
+def to_uint8(images: Any) -> np.ndarray:
+    """Generator output in [-1, 1] -> uint8 [0, 255]: ``(x + 1) * 127.5`` rounded to nearest (halves to
+    even), clipped; so -1 -> 0, 0 -> 128 (127.5 rounds to even) and 1 -> 255."""
+    images = np.asarray(images, dtype=np.float32)
+    return np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def generate_images(model, z: np.ndarray, labels: np.ndarray | None = None, batch_size: int = 256,
+                    progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """uint8 NHWC images for latents ``z`` (and class ``labels``, for a conditional generator).
+
+    Runs ``model(x, training=False)`` ``batch_size`` rows at a time as one traced graph (about twice
+    as fast as eager calls, and the same pixels); ``progress(n)`` is called after each batch of ``n``.
+    """
+    out = np.empty((len(z), *image_shape(model)), dtype=np.uint8)
+    start = 0
+    for batch in iter_images(model, z, labels, batch_size, progress):
+        out[start:start + len(batch)] = batch
+        start += len(batch)
+    return out
+
+
+def iter_images(model, z: np.ndarray, labels: np.ndarray | None = None, batch_size: int = 256,
+                progress: Callable[[int], None] | None = None) -> Iterator[np.ndarray]:
+    """:func:`generate_images` one uint8 NHWC batch at a time, for outputs too big to hold at once."""
+    if batch_size < 1:
+        raise ResganError(f"the batch size must be at least 1, got {batch_size}")
+    call = _compiled(model)
+    for start in range(0, len(z), batch_size):
+        window = slice(start, start + batch_size)
+        batch = to_uint8(call(model_inputs(z[window], None if labels is None else labels[window])))
+        if progress is not None:
+            progress(len(batch))
+        yield batch
+
+
+_COMPILED: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+def _compiled(model):
+    """``model(x, training=False)`` as a ``tf.function``, kept as long as the model lives (one trace
+    per batch size at first; ``reduce_retracing`` then generalizes the batch dimension)."""
+    call = _COMPILED.get(model)
+    if call is None:
+        import tensorflow as tf
+
+        model_ref = weakref.ref(model)  # a strong reference in the value would keep the key alive forever
+        call = tf.function(lambda x: model_ref()(x, training=False), reduce_retracing=True)
+        _COMPILED[model] = call
+    return call
+
+
+def draw(model, num: int, seed: int, batch_size: int = 256, truncation: float | None = None,
+         label: int | None = None, progress: Callable[[int], None] | None = None
+         ) -> tuple[np.ndarray, np.ndarray | None]:
+    """``num`` images of ``seed``: :func:`latents` and :func:`class_labels` through :func:`generate_images`.
+
+    Returns uint8 NHWC images and the classes they were drawn for (``label``, or every class in
+    turn; None for an unconditional generator). The same arguments give the same pixels, whatever
+    ``batch_size``; ``progress`` is as for :func:`generate_images`.
+    """
+    z = latents(num, latent_dim(model), seed, truncation)
+    labels = class_labels(num, num_classes(model), seed, label)
+    return generate_images(model, z, labels, batch_size, progress), labels
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Spherical interpolation from ``a`` to ``b`` at fractions ``t`` (shape (T,)); returns (T, dim).
+
+    The angle is that between the two vectors; their norms are interpolated linearly, so a walk
+    between two Gaussian latents keeps a typical norm instead of passing near the origin. Falls
+    back to linear interpolation when the vectors are (anti)parallel within float precision.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64)[:, None]
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 or nb == 0:
+        return ((1 - t) * a + t * b).astype(np.float32)
+    ua, ub = a / na, b / nb
+    omega = np.arccos(np.clip(np.dot(ua, ub), -1.0, 1.0))
+    if np.sin(omega) < 1e-6:
+        return ((1 - t) * a + t * b).astype(np.float32)
+    direction = (np.sin((1 - t) * omega) * ua + np.sin(t * omega) * ub) / np.sin(omega)
+    return (direction * ((1 - t) * na + t * nb)).astype(np.float32)
+
+
+def seed_latent(dim: int, seed: int, truncation: float | None = None) -> np.ndarray:
+    """The latent of ``seed``: the first of ``latents(num, dim, seed, truncation)`` for any num."""
+    return latents(1, dim, seed, truncation)[0]
+
+
+def walk_latents(dim: int, seeds: list[int], steps: int, truncation: float | None = None) -> np.ndarray:
+    """(pairs, steps, dim): for each consecutive pair of seeds, ``steps`` latents from one to the other."""
+    ends = [seed_latent(dim, s, truncation) for s in seeds]
+    t = np.linspace(0.0, 1.0, steps)
+    return np.stack([slerp(a, b, t) for a, b in zip(ends[:-1], ends[1:])])

@@ -1,0 +1,301 @@
+"""The training loop and each of its callbacks alone: the step bookkeeping of ``fit``, the time budget,
+divergence checks, history rows and img/s, progress lines, checkpoints and sample grids."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from conftest import tiny_params
+from resgan import files, tracking
+from resgan.gan import checkpoint
+from resgan.gan.loop import (Callback, Checkpointer, DivergenceCheck, DivergenceError, MetricsLogger, ProgressBar,
+                             SampleGrid, TimeBudget, fit, metric_names)
+from resgan.gan.trainer import GAN, Shapes
+from resgan.sampling import generate_images
+
+BATCH = 8  # tiny_params' train.batch_size
+
+
+class StepGAN:
+    """Stands in for :class:`GAN` where only the loop's bookkeeping is tested: each step takes the next
+    item ``i`` of the iterator and reports ``loss_d = i / 10`` and ``loss_g = -i``."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def train_step(self, iterator):
+        self.calls += 1
+        i = next(iterator)
+        return {"loss_d": np.float32(i / 10), "loss_g": np.float32(-i)}
+
+
+class Recorder(Callback):
+    """Writes every hook it sees into the shared list ``log``; stops the loop after step ``stop_at``."""
+
+    def __init__(self, name: str, log: list, stop_at: int | None = None):
+        self.name, self.log, self.stop_at = name, log, stop_at
+
+    def on_train_begin(self, step, steps):
+        super().on_train_begin(step, steps)
+        self.log.append((self.name, "begin", step, steps))
+
+    def on_step_end(self, step, figures):
+        self.log.append((self.name, "step", step, dict(figures)))
+        if step == self.stop_at:
+            self.stop_training = True
+
+    def on_train_end(self, step):
+        self.log.append((self.name, "end", step))
+
+    def close(self):
+        self.log.append((self.name, "close"))
+
+
+class Clock:
+    """A clock (seconds) that returns the given readings in turn."""
+
+    def __init__(self, *readings: float):
+        self.readings = list(readings)
+
+    def __call__(self) -> float:
+        return self.readings.pop(0)
+
+
+# ---- fit ------------------------------------------------------------------------------------------
+
+def test_fit_counts_steps_from_start_and_calls_the_callbacks_in_order():
+    log: list = []
+    gan = StepGAN()
+    last = fit(gan, iter(range(100, 200)), start=3, steps=5, callbacks=[Recorder("a", log), Recorder("b", log)])
+    assert last == 5 and gan.calls == 2  # steps 4 and 5
+    assert log == [
+        ("a", "begin", 3, 5), ("b", "begin", 3, 5),
+        ("a", "step", 4, {"loss_d": pytest.approx(10.0), "loss_g": -100.0}),
+        ("b", "step", 4, {"loss_d": pytest.approx(10.0), "loss_g": -100.0}),
+        ("a", "step", 5, {"loss_d": pytest.approx(10.1), "loss_g": -101.0}),
+        ("b", "step", 5, {"loss_d": pytest.approx(10.1), "loss_g": -101.0}),
+        ("a", "end", 5), ("b", "end", 5), ("a", "close"), ("b", "close"),
+    ]
+    figures = log[2][3]
+    assert all(type(v) is float for v in figures.values())  # plain floats, whatever train_step returns
+
+
+def test_fit_with_nothing_left_to_do_runs_no_step():
+    log: list = []
+    gan = StepGAN()
+    assert fit(gan, iter(range(10)), start=4, steps=4, callbacks=[Recorder("a", log)]) == 4
+    assert gan.calls == 0 and log == [("a", "begin", 4, 4), ("a", "end", 4), ("a", "close")]
+
+
+def test_a_callback_stops_the_loop_after_the_step_and_the_others_still_see_that_step():
+    log: list = []
+    gan = StepGAN()
+    last = fit(gan, iter(range(10)), start=0, steps=9, callbacks=[Recorder("stopper", log, stop_at=2), Recorder("b", log)])
+    assert last == 2 and gan.calls == 2
+    assert [entry[:3] for entry in log if entry[1] in ("step", "end")] == [
+        ("stopper", "step", 1), ("b", "step", 1), ("stopper", "step", 2), ("b", "step", 2),
+        ("stopper", "end", 2), ("b", "end", 2)]
+
+
+def test_an_error_in_a_callback_ends_the_loop_but_every_callback_is_closed():
+    class Boom(Callback):
+        def on_step_end(self, step, figures):
+            if step == 2:
+                raise RuntimeError("boom at 2")
+
+    log: list = []
+    with pytest.raises(RuntimeError, match="boom at 2"):
+        fit(StepGAN(), iter(range(10)), 0, 5, [Boom(), Recorder("a", log)])
+    assert [entry[1:3] for entry in log] == [("begin", 0), ("step", 1), ("close",)]
+
+
+# ---- the time budget ------------------------------------------------------------------------------
+
+def test_the_time_budget_stops_the_loop_at_the_first_step_past_it(capsys):
+    # Readings in seconds: the start, then one per step. 1 minute = 60 s: 30 and 60 are within, 90 is past.
+    budget = TimeBudget(minutes=1, clock=Clock(0.0, 30.0, 60.0, 90.0, 120.0))
+    gan = StepGAN()
+    assert fit(gan, iter(range(10)), 0, 10, [budget]) == 3
+    assert gan.calls == 3 and budget.stop_training is True
+    assert capsys.readouterr().out == "stopping at step 3: train.max_minutes=1 reached\n"
+
+
+def test_no_budget_never_stops():
+    for minutes in (None, 0):
+        budget = TimeBudget(minutes=minutes, clock=Clock(0.0, *[1e9] * 4))
+        assert fit(StepGAN(), iter(range(10)), 0, 4, [budget]) == 4 and budget.stop_training is False
+
+
+# ---- divergence -----------------------------------------------------------------------------------
+
+def test_the_divergence_check_raises_on_nan_and_names_the_figure_and_step():
+    check = DivergenceCheck()
+    check.on_step_end(6, {"loss_d": 0.5, "grad_norm_d": 3.0})  # finite: nothing
+    with pytest.raises(DivergenceError) as error:
+        check.on_step_end(7, {"loss_d": 0.5, "loss_g": math.nan, "grad_norm_g": math.inf})
+    assert str(error.value) == ("training diverged: non-finite loss_g=nan, grad_norm_g=inf at step 7; "
+                                "no checkpoint was written. Lower the learning rates or change train.loss, then re-run")
+
+
+def test_the_divergence_check_names_the_last_good_checkpoint(tmp_path):
+    # The files checkpoint.latest reads: the pointer, the record, the arrays (content not read here).
+    (tmp_path / "latest.json").write_text(json.dumps({"checkpoint": "ckpt-00000006", "step": 6}))
+    (tmp_path / "ckpt-00000006.json").write_text(json.dumps({"step": 6}))
+    (tmp_path / "ckpt-00000006.npz").write_bytes(b"")
+    with pytest.raises(DivergenceError, match=r"non-finite loss_d=inf at step 7; last good checkpoint: "
+                                              rf"{tmp_path / 'ckpt-00000006.npz'} \(step 6\)"):
+        DivergenceCheck(folder=tmp_path).on_step_end(7, {"loss_d": math.inf})
+
+
+def test_under_loss_scaling_only_a_non_finite_gradient_norm_is_expected():
+    scaled = DivergenceCheck(loss_scaled=True)  # mixed_float16: the optimizer skips that update
+    scaled.on_step_end(1, {"loss_d": 0.7, "grad_norm_d": math.inf, "grad_norm_g": math.nan})
+    with pytest.raises(DivergenceError, match="non-finite loss_d=nan at step 2"):
+        scaled.on_step_end(2, {"loss_d": math.nan, "grad_norm_d": math.inf})
+    with pytest.raises(DivergenceError, match="non-finite grad_norm_d=inf at step 1"):
+        DivergenceCheck(loss_scaled=False).on_step_end(1, {"loss_d": 0.7, "grad_norm_d": math.inf})
+
+
+# ---- metrics and progress -------------------------------------------------------------------------
+
+def test_metric_names_are_path_style():
+    assert metric_names({"loss_d": 1.0, "d_real": 2.0, "grad_norm_g": 3.0, "img_per_s": 4.0, "other": 5.0}) == {
+        "loss/d": 1.0, "d/real": 2.0, "grad_norm/g": 3.0, "perf/img_per_s": 4.0, "other": 5.0}
+
+
+def test_the_metrics_logger_writes_history_rows_and_img_per_s_and_logs_them_to_mlflow():
+    mlflow.set_tracking_uri(tracking.tracking_uri())  # the test's own SQLite store (conftest)
+    with mlflow.start_run() as run:
+        pass
+    logger = tracking.BufferedLogger(run.info.run_id)
+    # A resumed run: the checkpoint's row of step 1 never reached MLflow; it is logged at the start.
+    resumed = [{"step": 1, "loss_d": 0.25, "loss_g": -1.0, "img_per_s": 3.0}]
+    # Readings (s): the start; then per logged step the end of its window (= the start of the next).
+    metrics = MetricsLogger(every=2, batch_size=BATCH, history=resumed, logger=logger,
+                            clock=Clock(0.0, 4.0, 4.0, 10.0, 10.0, 12.0, 12.0))
+    fit(StepGAN(), iter(range(100)), start=1, steps=5, callbacks=[metrics])
+    # Logged steps 2, 4 and the last (5): windows of 1, 2 and 1 steps of 8 images in 4, 6 and 2 s.
+    assert metrics.history == [
+        {"step": 1, "loss_d": 0.25, "loss_g": -1.0, "img_per_s": 3.0},
+        {"step": 2, "loss_d": pytest.approx(0.0), "loss_g": 0.0, "img_per_s": pytest.approx(1 * 8 / 4)},
+        {"step": 4, "loss_d": pytest.approx(0.2), "loss_g": -2.0, "img_per_s": pytest.approx(2 * 8 / 6)},
+        {"step": 5, "loss_d": pytest.approx(0.3), "loss_g": -3.0, "img_per_s": pytest.approx(1 * 8 / 2)},
+    ]
+    assert resumed == [{"step": 1, "loss_d": 0.25, "loss_g": -1.0, "img_per_s": 3.0}]  # the caller's list is kept
+    client = mlflow.MlflowClient()
+    speed = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "perf/img_per_s")}
+    assert speed == pytest.approx({1: 3.0, 2: 2.0, 4: 16 / 6, 5: 4.0})
+    loss = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "loss/g")}
+    assert loss == {1: -1.0, 2: 0.0, 4: -2.0, 5: -3.0}
+    assert logger.pending == 0
+
+
+def test_the_progress_bar_prints_plain_lines_when_not_on_a_terminal(capsys):
+    metrics = MetricsLogger(every=2, batch_size=BATCH, clock=Clock(0.0, 2.0, 2.0, 4.0, 4.0, 5.0, 5.0))
+    fit(StepGAN(), iter(range(1, 100)), 0, 5, [metrics, ProgressBar(every=2, tty=False)])
+    # Steps 2, 4 and the last (5); loss_d = i/10, loss_g = -i for item i; img/s = 8*2/2, 8*2/2, 8*1/1.
+    assert capsys.readouterr().out.splitlines() == [
+        "step 2/5  loss_d=0.2  loss_g=-2  img_per_s=8",
+        "step 4/5  loss_d=0.4  loss_g=-4  img_per_s=8",
+        "step 5/5  loss_d=0.5  loss_g=-5  img_per_s=8",
+    ]
+
+
+# ---- checkpoints and sample grids on a real (tiny) GAN ---------------------------------------------
+
+@pytest.fixture
+def eager():
+    """``train_step`` eagerly: the same Python, much cheaper than tracing for a few steps."""
+    tf.config.run_functions_eagerly(True)
+    yield
+    tf.config.run_functions_eagerly(False)
+
+
+def make_gan(classes: int = 0) -> GAN:
+    p = tiny_params(model={"conditional": bool(classes)}, train={"diffaugment": ""})
+    keras.utils.set_random_seed(0)
+    return GAN(p.model, p.train, Shapes(image_size=16, channels=1, num_classes=classes))
+
+
+def batches() -> tf.data.Dataset:
+    images = np.random.default_rng(0).uniform(-1, 1, size=(BATCH, 16, 16, 1)).astype(np.float32)
+    return tf.data.Dataset.from_tensor_slices(images).batch(BATCH).repeat()
+
+
+def test_the_checkpointer_writes_at_the_right_steps_and_refuses_non_finite_weights(tmp_path, eager):
+    gan = make_gan()
+    saved: list[int] = []
+
+    def record() -> dict:
+        saved.append(int(gan.step.numpy()))
+        return {"note": "mine"}
+
+    folder = tmp_path / "ckpt"
+    iterator = iter(batches())
+    fit(gan, iterator, 0, 5, [Checkpointer(folder, gan, every=2, record=record)])
+    assert saved == [2, 4, 5]  # every 2 steps and the last
+    # Resumed at 5 and stopped early at 7 (between checkpoints): 6, then 7 at the end.
+    fit(gan, iterator, 5, 10, [Checkpointer(folder, gan, every=2, record=record), Recorder("stop", [], stop_at=7)])
+    assert saved == [2, 4, 5, 6, 7]
+    path, kept = checkpoint.latest(folder)
+    assert path == folder / "ckpt-00000007.npz" and kept == {"note": "mine", "step": 7}
+    assert sorted(p.name for p in folder.glob("ckpt-*.npz")) == ["ckpt-00000006.npz", "ckpt-00000007.npz"]
+
+    weight = gan.generator.trainable_weights[0]
+    weight.assign(np.full(weight.shape, np.nan, dtype=np.float32))
+    with pytest.raises(DivergenceError, match=r"non-finite weights at step 8; last good checkpoint: "
+                                              r".*ckpt-00000007\.npz \(step 7\)"):
+        Checkpointer(folder, gan, every=1, record=record).save(8)
+    assert saved == [2, 4, 5, 6, 7]  # nothing written
+    assert json.loads((folder / "latest.json").read_text()) == {"checkpoint": "ckpt-00000007", "step": 7}
+
+
+def test_the_sample_grid_is_the_ema_generators_images_of_fixed_latents(tmp_path):
+    gan = make_gan()
+    gan.ema_generator.set_weights([w + 0.01 for w in gan.ema_generator.get_weights()])  # not the raw G
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    with mlflow.start_run() as run:
+        pass
+    grid = SampleGrid(gan, tracking.BufferedLogger(run.info.run_id), every=2, size=6, seed=3)
+    z = np.random.default_rng(3).standard_normal((6, 16)).astype(np.float32)  # the fixed latents, by hand
+    want = generate_images(gan.ema_generator, z)
+    np.testing.assert_array_equal(grid.images(), want)
+    assert not np.array_equal(want, generate_images(gan.generator, z))
+    assert grid.labels is None
+
+    grid.on_train_begin(0, 3)
+    for step in (1, 2, 3):
+        grid.on_step_end(step, {})
+    client = mlflow.MlflowClient()
+    pngs = sorted(a.path for a in client.list_artifacts(run.info.run_id, "images") if a.path.endswith(".png"))
+    assert [int(p.split("+step+")[1].split("+")[0]) for p in pngs] == [2, 3]  # every 2 steps and the last
+    local = client.download_artifacts(run.info.run_id, pngs[0], str(tmp_path))
+    logged = np.asarray(Image.open(local))
+    np.testing.assert_array_equal(logged, files.image_grid(want)[..., 0])  # 6 images: 3 columns, 2 rows
+    assert logged.shape == (2 * 17 + 1, 3 * 17 + 1)
+
+
+def test_a_conditional_models_grid_draws_every_class_in_turn():
+    gan = make_gan(classes=3)
+    grid = SampleGrid(gan, None, every=1, size=7, seed=5)
+    assert grid.labels.tolist() == [0, 1, 2, 0, 1, 2, 0]
+    z = np.random.default_rng(5).standard_normal((7, 16)).astype(np.float32)
+    np.testing.assert_array_equal(grid.latents, z)
+    np.testing.assert_array_equal(grid.images(), generate_images(gan.ema_generator, z, np.array([0, 1, 2, 0, 1, 2, 0])))
+
+
+def test_every_step_figure_of_a_real_gan_reaches_the_callbacks(eager):
+    log: list = []
+    gan = make_gan()
+    fit(gan, iter(batches()), 0, 1, [Recorder("a", log)])
+    figures = log[1][3]
+    assert set(figures) == {"loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g"}
+    assert all(math.isfinite(v) for v in figures.values()) and int(gan.step.numpy()) == 1
