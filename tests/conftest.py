@@ -12,11 +12,13 @@ import pytest
 from resgan.config import Params, parse_params
 
 TINY = {
-    "prepare": {"image_size": 16, "max_images": 300},
+    # scikit-learn's digits (not params.yaml's MNIST files), and an unconditional model unless a test asks:
+    # what the tests were written for, and faster.
+    "prepare": {"source": "digits", "fit": "resize", "image_size": 16, "max_images": 300},
     "classifier": {"epochs": 1, "batch_size": 64, "width": 8, "feature_dim": 16},
-    "model": {"latent_dim": 16, "width": 8},
+    "model": {"latent_dim": 16, "width": 8, "conditional": False},
     "train": {"steps": 4, "batch_size": 8, "checkpoint_every": 2, "log_every": 1, "sample_every": 2,
-              "precision": "float32"},
+              "precision": "float32", "lr_g": 2e-4, "lr_d": 2e-4, "diffaugment": "color,translation,cutout"},
     "sample": {"num": 64, "batch_size": 32, "grid": 16},
     "evaluate": {"kid_subsets": 5, "kid_subset_size": 32, "is_splits": 2, "ssim_pairs": 50, "max_real": 200},
 }

@@ -75,7 +75,7 @@ def float32_policy_after():
 def test_one_step_updates_d_and_g_and_averages_g_into_the_ema():
     decay, lr = 0.9, 2e-4
     assert tf.config.functions_run_eagerly() is False  # this test runs the compiled step
-    gan = make_gan(ema_decay=decay, ema_start=0)
+    gan = make_gan(ema_decay=decay, ema_start=0, ema_rampup=0.0)  # the fixed decay; the ramp is tested below
     g_before = snapshot(gan.generator.trainable_weights)
     d_before = snapshot(gan.discriminator.trainable_weights)
     ema_before = snapshot(gan.ema_generator.trainable_weights)
@@ -118,6 +118,34 @@ def test_before_ema_start_the_ema_is_an_exact_copy_of_g(eager):
     assert int(gan.step.numpy()) == 1
     for ema, g in zip(gan.ema_generator.weights, gan.generator.weights):
         np.testing.assert_array_equal(ema.numpy(), g.numpy())
+
+
+def test_ema_decay_ramps_its_half_life_up_with_the_steps_seen():
+    gan = make_gan(ema_decay=0.999, ema_start=10, ema_rampup=0.05)
+    half_life = np.log(0.5) / np.log(0.999)  # 692.8 steps
+    for step, expected in [(0, 0.0), (9, 0.0),  # before ema_start: a copy
+                           (10, 0.5 ** (1 / 0.05)),  # 1 step seen: half-life 0.05 steps
+                           (209, 0.5 ** (1 / 10.0)),  # 200 seen: 10 steps
+                           (20_000, 0.999)]:  # 19,991 seen: 0.05 x that is past the 693-step cap
+        assert float(gan.ema_decay_at(tf.constant(step, tf.int64))) == pytest.approx(expected, rel=1e-5), step
+    assert 0.05 * (20_000 - 10 + 1) > half_life
+    fixed = make_gan(ema_decay=0.999, ema_start=10, ema_rampup=0.0)
+    assert float(fixed.ema_decay_at(tf.constant(10, tf.int64))) == pytest.approx(0.999)
+
+
+@pytest.mark.parametrize("rampup, closer_to_g", [(0.05, True), (0.0, False)])
+def test_after_a_short_run_the_ema_generator_is_closer_to_g_than_to_its_initial_weights(rampup, closer_to_g):
+    """The default EMA (decay 0.999, ramped) must not export mostly initial weights after 200 steps;
+    without the ramp 0.999^200 = 82% of the initial weights remain, which is what the second case shows."""
+    gan = make_gan(ema_decay=0.999, ema_start=0, ema_rampup=rampup, lr_g=1e-3)
+    initial = snapshot(gan.ema_generator.trainable_weights)
+    iterator = iter(numbered_batches(4).repeat())
+    for _ in range(200):
+        gan.train_step(iterator)
+    ema, g = snapshot(gan.ema_generator.trainable_weights), snapshot(gan.generator.trainable_weights)
+    to_g = np.sqrt(sum(np.sum((e - w) ** 2) for e, w in zip(ema, g)))
+    to_initial = np.sqrt(sum(np.sum((e - w) ** 2) for e, w in zip(ema, initial)))
+    assert bool(to_g < to_initial) == closer_to_g, (to_g, to_initial)
 
 
 @pytest.mark.parametrize("loss", ["minimax", "non_saturating", "hinge", "wasserstein_gp"])

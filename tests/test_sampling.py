@@ -121,3 +121,18 @@ def test_the_compiled_call_does_not_keep_a_model_alive():
     del model
     gc.collect()
     assert gone() is None, "sampling's graph cache holds models that nobody else uses"
+
+
+def test_a_conditional_grid_has_one_class_per_column_in_order():
+    from resgan.sampling import class_labels, grid_images
+
+    images = np.arange(40, dtype=np.uint8).reshape(40, 1, 1, 1)
+    labels = class_labels(40, 3, seed=4)  # 1, 2, 0, 1, 2, 0, ...
+    picked, columns = grid_images(images, labels, size=8)
+    assert columns == 3
+    assert picked[:, 0, 0, 0].tolist() == [2, 3, 4, 5, 6, 7, 8, 9, 10]  # from the first class 0, 3 rows of 3
+    assert labels[2:11].tolist() == [0, 1, 2] * 3
+    unconditional, columns = grid_images(images, None, size=8)
+    assert columns is None and unconditional[:, 0, 0, 0].tolist() == list(range(8))
+    one_label, columns = grid_images(images, np.full(40, 1, dtype=np.int32), size=8)  # --label 1: no class layout
+    assert columns is None and len(one_label) == 8

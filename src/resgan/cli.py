@@ -19,13 +19,34 @@ app = typer.Typer(
     help="ResNet-GAN image generator: pipeline stages (prepare, classifier, train, sample, evaluate) "
     "and tools to sample from trained or registered models.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="The params file (one section per stage).")]
 DataDir = Annotated[Path, typer.Option("--data", help="Folder of the prepared data (train.npz, test.npz, summary.json).")]
+
+
+def _start_tensorflow() -> None:
+    """TensorFlow's start-up lines kept off a stage's output (see resgan.terminal.start_tensorflow)."""
+    from resgan.terminal import start_tensorflow
+
+    start_tensorflow()
+
+
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
+
+        print(f"resgan {version('resgan')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print resgan's version and exit.")] = False) -> None:
+    """ResNet-GAN image generator: pipeline stages (prepare, classifier, train, sample, evaluate) and tools
+    to sample from trained or registered models."""
 
 
 def _load(path: Path):
@@ -55,6 +76,7 @@ def classifier(
 ) -> None:
     """Train the domain classifier used as the offline feature extractor for FID, KID and IS."""
     p = _load(params)
+    _start_tensorflow()
     from resgan.stages.classifier import run
 
     run(p.classifier, data, out, metrics)
@@ -86,6 +108,7 @@ def sample(
 ) -> None:
     """Draw sample.num images from the generator with fixed seeds."""
     p = _load(params)
+    _start_tensorflow()
     from resgan.stages.sample import run
 
     run(p, generator_path=generator, run_file=Path(run_file) if run_file else None, out_dir=out)
@@ -105,6 +128,7 @@ def evaluate(
 ) -> None:
     """Score samples: FID, KID, IS/classifier score, SSIM diversity and memorization, precision/recall."""
     p = _load(params)
+    _start_tensorflow()
     from resgan.stages.evaluate import run
 
     run(p, samples_path=samples, data_dir=data, classifier_path=classifier_path,

@@ -41,12 +41,12 @@ def _power_of_two(value: int) -> int:
 
 
 class PrepareParams(_Section):
-    source: Literal["digits", "folder", "idx", "npz", "keras"] = "digits"
-    path: str = "data/raw"  # folder, IDX directory/file or .npz file; unused for digits and keras
+    source: Literal["digits", "folder", "idx", "npz", "keras"] = "idx"
+    path: str = "data/raw/mnist"  # folder, IDX directory/file or .npz file; unused for digits and keras
     dataset: Literal["mnist", "fashion_mnist", "cifar10"] = "mnist"  # for source: keras
     image_size: int = 32  # pixels, square
     channels: Literal[1, 3] = 1
-    fit: Literal["resize", "pad"] = "resize"  # pad: centre smaller images on a black canvas
+    fit: Literal["resize", "pad"] = "pad"  # pad: centre smaller images on a black canvas
     test_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     seed: int = Field(0, ge=0)
     on_bad_image: Literal["skip", "fail"] = "skip"
@@ -70,7 +70,7 @@ class PrepareParams(_Section):
 
 
 class ClassifierParams(_Section):
-    epochs: int = Field(8, ge=1, le=1000)
+    epochs: int = Field(3, ge=1, le=1000)
     batch_size: int = Field(128, ge=1, le=65536)
     lr: float = Field(1e-3, gt=0.0, le=1.0)
     width: int = Field(32, ge=4, le=1024)
@@ -79,14 +79,16 @@ class ClassifierParams(_Section):
 
 
 class ModelParams(_Section):
-    latent_dim: int = Field(128, ge=1, le=4096)
-    width: int = Field(32, ge=4, le=2048)  # channels of every G and D block
+    latent_dim: int = Field(64, ge=1, le=4096)
+    width: int = Field(48, ge=4, le=2048)  # channels of every G and D block
     d_width: int = Field(0, ge=0, le=2048)  # 0: same as width
     width_growth: float = Field(1.0, ge=1.0, le=4.0)  # channels x this at each halving of resolution
     max_width: int = Field(0, ge=0, le=4096)  # cap on any block's channels with width_growth; 0: none
     blocks_per_resolution: int = Field(1, ge=1, le=8)
     spectral_norm: bool = True  # on the discriminator
-    conditional: bool = False  # class-conditional G and projection D; needs labels in the prepared data
+    # Class-conditional G and projection D. auto: conditional when every training image has a label and
+    # there are at least 2 classes (resolved by the train stage); true needs such labels; false: never.
+    conditional: Literal["auto"] | bool = "auto"
 
     @model_validator(mode="after")
     def _cap_above_widths(self) -> "ModelParams":
@@ -111,11 +113,11 @@ def parse_diffaugment(policy: str) -> list[str]:
 
 
 class TrainParams(_Section):
-    steps: int = Field(2000, ge=1, le=10_000_000)  # generator updates
-    batch_size: int = Field(64, ge=1, le=65536)
+    steps: int = Field(1500, ge=1, le=10_000_000)  # generator updates
+    batch_size: int = Field(32, ge=1, le=65536)
     loss: Literal["minimax", "non_saturating", "hinge", "wasserstein_gp"] = "hinge"
-    lr_g: float = Field(2e-4, gt=0.0, le=1.0)
-    lr_d: float = Field(2e-4, gt=0.0, le=1.0)
+    lr_g: float = Field(4e-4, gt=0.0, le=1.0)
+    lr_d: float = Field(4e-4, gt=0.0, le=1.0)
     beta1_g: float = Field(0.0, ge=0.0, lt=1.0)
     beta2_g: float = Field(0.9, ge=0.0, lt=1.0)
     beta1_d: float = Field(0.0, ge=0.0, lt=1.0)
@@ -124,8 +126,11 @@ class TrainParams(_Section):
     gp_weight: float = Field(10.0, ge=0.0, le=1e6)  # wasserstein_gp only
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
     ema_start: int = Field(0, ge=0)  # steps before the EMA starts averaging (it copies G until then)
+    # The EMA's half-life is at most this share of the steps so far (stylegan2's ema_rampup), so a short
+    # run's EMA generator never holds much of the random initial weights; 0: ema_decay from the start.
+    ema_rampup: float = Field(0.05, ge=0.0, le=1.0)
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
-    diffaugment: str = "color,translation,cutout"  # comma-separated policy; "" turns it off
+    diffaugment: str = ""  # comma-separated policy, e.g. "color,translation,cutout"; "" turns it off
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(50, ge=1)
     sample_every: int = Field(500, ge=1)

@@ -174,3 +174,20 @@ def walk_latents(dim: int, seeds: list[int], steps: int, truncation: float | Non
     ends = [seed_latent(dim, s, truncation) for s in seeds]
     t = np.linspace(0.0, 1.0, steps)
     return np.stack([slerp(a, b, t) for a, b in zip(ends[:-1], ends[1:])])
+
+
+def grid_images(images: np.ndarray, labels: np.ndarray | None, size: int) -> tuple[np.ndarray, int | None]:
+    """The images of a sample grid of about ``size`` and its column count (None: near square).
+
+    Unconditional (``labels`` None): the first ``size`` images. Class-conditional, where image ``i`` is
+    class ``(seed + i) % K`` (:func:`class_labels`): rows of K images from the first class-0 image on,
+    so each column holds one class, 0 to K-1 from left to right, ``round(size / K)`` rows (at least 1).
+    """
+    if labels is None or len(labels) == 0:
+        return images[:size], None
+    classes = int(labels.max()) + 1
+    offset = int(np.argmax(labels == 0)) if (labels == 0).any() else 0
+    rows = min(max(1, round(size / classes)), (len(images) - offset) // classes)
+    if classes < 2 or rows < 1 or np.any(labels[offset:offset + rows * classes] != np.tile(np.arange(classes), rows)):
+        return images[:size], None  # not the cycling labels of class_labels: no class layout
+    return images[offset:offset + rows * classes], classes

@@ -56,3 +56,21 @@ def quiet_tensorflow() -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def start_tensorflow() -> None:
+    """Import TensorFlow and initialise its devices with their start-up lines kept off stderr.
+
+    TensorFlow prints them at import (CUDA stubs) and when it first looks for devices (cuInit, oneDNN),
+    both through absl before ``TF_CPP_MIN_LOG_LEVEL`` applies, so a stage under ``dvc repro`` would
+    show a dozen lines that are not its own. Doing both here, once, leaves a stage's output its own.
+    Idempotent and cheap after the first call.
+    """
+    if "tensorflow" in sys.modules and getattr(start_tensorflow, "_done", False):
+        return
+    with quiet_tensorflow():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+        tf.constant(0.0) + 1.0  # the first op initialises the runtime (and logs once)
+    start_tensorflow._done = True  # type: ignore[attr-defined]

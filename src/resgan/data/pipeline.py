@@ -112,6 +112,20 @@ class TrainData:
         return train_dataset(self.images, global_batch_size, seed, epoch_offset,
                              labels=self.labels if with_labels else None)
 
+    def classes_for(self, conditional: bool | str, class_names: list[str] | None = None) -> int:
+        """The classes of a model with ``model.conditional`` set to ``conditional``; 0 means unconditional.
+
+        ``False``: 0. ``True``: :meth:`num_classes`, whose errors say why these data cannot have a
+        conditional model. ``"auto"``: the same classes when every training image has a label and there
+        are at least 2 of them, else 0.
+        """
+        if conditional == "auto":
+            try:
+                return self.num_classes(class_names)
+            except ResganError:
+                return 0
+        return self.num_classes(class_names) if conditional else 0
+
     def num_classes(self, class_names: list[str] | None = None) -> int:
         """The classes a conditional model draws: ``class_names`` (from the prepare summary) or the
         largest label + 1. A clear error when some or all training images have no label."""

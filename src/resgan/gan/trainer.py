@@ -25,6 +25,7 @@ a graph seed offset by their worker index, or every worker would draw the same n
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,9 @@ class GAN:
         self.global_batch_size = global_batch_size or train.batch_size
         self.d_loss_fn, self.g_loss_fn = get_losses(train.loss)
         self.policy = keras.mixed_precision.global_policy().name
+        if model.conditional == "auto":  # resolved by the train stage; here: conditional when classes are given
+            model = model.model_copy(update={"conditional": shapes.num_classes >= 2})
+            self.model_params = model
         self.num_classes = shapes.num_classes if model.conditional else 0
         if model.conditional and self.num_classes < 2:
             raise ResganError(f"model.conditional needs at least 2 classes, got {shapes.num_classes}")
@@ -106,14 +110,32 @@ class GAN:
         for ema, weight in zip(self.ema_generator.weights, self.generator.weights):
             ema.assign(weight)
 
+    def ema_decay_at(self, step: tf.Tensor) -> tf.Tensor:
+        """The EMA's decay for the update that follows generator step ``step`` (0-based).
+
+        Until ``ema_start`` it is 0: the EMA copies the generator (early weights are not worth averaging).
+        Then ``ema_decay``, whose half-life is ln 0.5 / ln(ema_decay) steps, but with ``ema_rampup`` r > 0
+        the half-life is at most r times the steps averaged so far (stylegan2's ``ema_rampup``): after n
+        steps the EMA weighs the last ~r*n steps, so it never holds much of the random initial weights
+        and follows a generator that still moves fast early on.
+        """
+        tp = self.train_params
+        decay = tf.constant(tp.ema_decay, tf.float32)
+        if tp.ema_rampup > 0 and tp.ema_decay > 0:
+            half_life = math.log(0.5) / math.log(tp.ema_decay)  # steps
+            averaged = tf.cast(step - tp.ema_start + 1, tf.float32)  # steps the EMA has seen, this one included
+            ramped = tf.maximum(tf.minimum(half_life, tp.ema_rampup * averaged), 1e-3)
+            decay = tf.pow(0.5, 1.0 / ramped)
+        return tf.where(step < tp.ema_start, 0.0, decay)
+
     def _update_ema(self) -> None:
-        """ema = decay * ema + (1 - decay) * weight for trainable weights; copy batch-norm statistics.
-        Until ``ema_start`` steps the EMA copies the generator (early weights are not worth averaging)."""
-        decay = tf.where(self.step < self.train_params.ema_start, 0.0, self.train_params.ema_decay)
+        """ema = decay * ema + (1 - decay) * weight for trainable weights (decay: :meth:`ema_decay_at`);
+        batch-norm statistics are copied."""
+        decay = self.ema_decay_at(self.step)
         trainable = {id(v) for v in self.generator.trainable_weights}
         for ema, weight in zip(self.ema_generator.weights, self.generator.weights):
             if id(weight) in trainable:
-                ema.assign(decay * ema + (1.0 - decay) * tf.cast(weight, ema.dtype))
+                ema.assign(tf.cast(decay, ema.dtype) * ema + tf.cast(1.0 - decay, ema.dtype) * tf.cast(weight, ema.dtype))
             else:
                 ema.assign(weight)
 

@@ -9,7 +9,6 @@ image, for the samples and, as the reference, for the real test images).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -209,4 +208,6 @@ def _print_table(results: dict[str, Any]) -> None:
     if results.get("notes"):
         for note in results["notes"]:
             print(f"note: {note}")
-    print(json.dumps({k: v for k, v in results.items() if k.startswith("time_")}))
+    timings = ", ".join(f"{k.removeprefix('time_').removesuffix('_s')} {v:.1f}"
+                        for k, v in results.items() if k.startswith("time_"))
+    print(f"evaluate took (s): {timings}")

@@ -15,7 +15,7 @@ import numpy as np
 from resgan import files, tracking
 from resgan.config import Params
 from resgan.loading import load_generator
-from resgan.sampling import draw
+from resgan.sampling import draw, grid_images
 from resgan.terminal import progress_bar
 
 
@@ -29,7 +29,7 @@ def run(params: Params, generator_path: Path, run_file: Path | None, out_dir: Pa
     extra = {} if labels is None else {"labels": labels.astype(np.int64)}
     files.save_npz(out_dir / "samples.npz", images=images, seed=np.int64(sp.seed), **extra)
     grid_path = out_dir / "grid.png"
-    files.save_grid(grid_path, images[: sp.grid])
+    files.save_grid(grid_path, *grid_images(images, labels, sp.grid))  # conditional: a class per column
     if run_file is not None and str(run_file):
         import mlflow
 

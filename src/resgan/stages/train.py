@@ -23,7 +23,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 
-from resgan import files, tracking
+from resgan import files, terminal, tracking
 from resgan.config import Params
 from resgan.data.pipeline import open_train_data
 from resgan.errors import ResganError
@@ -61,13 +61,16 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
     summary = _read_summary(data_dir)
     tp = params.train
     train_data = open_train_data(data_dir, tp.input)  # train.npz in memory, or the shards streamed
-    # A conditional model's classes; missing labels fail here, before MLflow or a checkpoint is touched.
-    num_classes = train_data.num_classes(summary.get("class_names")) if params.model.conditional else 0
+    # A conditional model's classes (model.conditional: auto decides from the labels); missing labels
+    # for conditional: true fail here, before MLflow or a checkpoint is touched.
+    num_classes = train_data.classes_for(params.model.conditional, summary.get("class_names"))
+    params = params.model_copy(update={"model": params.model.model_copy(update={"conditional": num_classes > 0})})
     key = run_key(params, str(summary.get("data_hash", "")))
     ckpt_dir = checkpoint_dir / key
     # Fails fast when a server is down. Only the chief of a cluster talks to MLflow.
     experiment_id = tracking.setup(params.mlflow.experiment) if device.chief_from_tf_config(tp.distribute) else None
-    import keras  # TensorFlow only now: see the module docstring
+    terminal.start_tensorflow()  # TensorFlow only now (see the module docstring), its start-up lines hidden
+    import keras
     import tensorflow as tf
 
     from resgan import serving
