@@ -20,6 +20,13 @@ install: $(STAMP)
 repro: $(STAMP)  ## run the whole pipeline (dvc repro) on the built-in digits
 	@test -d .git || (git init -q && echo "initialised a git repository (DVC needs one)")
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+	@echo
+	@echo "Done. Next:"
+	@echo "  samples/grid.png                  the samples (a class per column for labelled data)"
+	@echo "  metrics/eval.json                 FID, KID, classifier score, precision/recall, class accuracy"
+	@echo "  source $(VENV)/bin/activate && mlflow ui"
+	@echo "                                    then http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
+	@echo "  resgan generate --model models:/resgan@champion --num 64 --out grid.png"
 
 test: $(STAMP)  ## run the test suite
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest
