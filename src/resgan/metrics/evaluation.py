@@ -93,22 +93,8 @@ def evaluate_samples(samples: np.ndarray, train_images: np.ndarray, test_images:
             if len(images):
                 ctx.features[name], ctx.probs[name] = extractor(images, params.batch_size)
         results["time_features_s"] = time.perf_counter() - start
-        generated_probs = ctx.probs.get("generated")
-        # A class histogram means something only over the data's own classes (not ImageNet's).
-        if generated_probs is not None and getattr(extractor, "data_classes", False):
-            predicted = generated_probs.argmax(axis=1)
-            num_classes = generated_probs.shape[1]
-            histogram = np.bincount(predicted, minlength=num_classes)
-            results["class_histogram_generated"] = histogram.tolist()
-            ctx.details["predicted_class"] = predicted
-            if sample_labels is not None:
-                results["class_accuracy"] = float(np.mean(predicted == np.asarray(sample_labels)))
-            if real_labels is not None and len(real_labels) and int(np.max(real_labels)) < num_classes:
-                real_histogram = np.bincount(np.asarray(real_labels, dtype=np.int64), minlength=num_classes)
-                results["class_histogram_real"] = real_histogram.tolist()
-                # total variation distance of the class mixes: 0 = same proportions, 1 = disjoint
-                results["class_tv_distance"] = float(0.5 * np.abs(histogram / histogram.sum()
-                                                                  - real_histogram / real_histogram.sum()).sum())
+        if getattr(extractor, "data_classes", False):  # a class histogram means something only over the data's classes
+            results.update(_class_mix(ctx, real_labels, sample_labels))
 
     for spec in specs:
         start = time.perf_counter()
@@ -124,4 +110,27 @@ def evaluate_samples(samples: np.ndarray, train_images: np.ndarray, test_images:
             results[key] = round(float(results[key]), 3)
     if details is not None:
         details.update(ctx.details)
+    return results
+
+
+def _class_mix(ctx: EvalContext, real_labels: np.ndarray | None, sample_labels: np.ndarray | None) -> dict:
+    """The domain classifier's view of the class mix: the generated images' predicted-class histogram,
+    ``class_accuracy`` against the classes they were drawn for (``sample_labels``), and the real
+    histogram with the total variation distance between the two mixes (``real_labels``)."""
+    generated_probs = ctx.probs.get("generated")
+    if generated_probs is None:
+        return {}
+    predicted = generated_probs.argmax(axis=1)
+    num_classes = generated_probs.shape[1]
+    histogram = np.bincount(predicted, minlength=num_classes)
+    results: dict = {"class_histogram_generated": histogram.tolist()}
+    ctx.details["predicted_class"] = predicted
+    if sample_labels is not None:
+        results["class_accuracy"] = float(np.mean(predicted == np.asarray(sample_labels)))
+    if real_labels is not None and len(real_labels) and int(np.max(real_labels)) < num_classes:
+        real_histogram = np.bincount(np.asarray(real_labels, dtype=np.int64), minlength=num_classes)
+        results["class_histogram_real"] = real_histogram.tolist()
+        # total variation distance of the class mixes: 0 = same proportions, 1 = disjoint
+        results["class_tv_distance"] = float(0.5 * np.abs(histogram / histogram.sum()
+                                                          - real_histogram / real_histogram.sum()).sum())
     return results
