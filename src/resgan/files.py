@@ -97,7 +97,11 @@ def save_png(path: str | Path, image: np.ndarray) -> None:
         to_pil(image).save(tmp, format="PNG")
 
 
-def save_grid(path: str | Path, images: np.ndarray, columns: int | None = None) -> np.ndarray:
+def save_grid(path: str | Path, images: np.ndarray, columns: int | None = None, min_width: int = 0) -> np.ndarray:
+    """Save :func:`image_grid` of ``images`` as a PNG, enlarged by the smallest integer factor (nearest
+    neighbour: pixels stay crisp) that makes it at least ``min_width`` pixels wide; return what was saved."""
     grid = image_grid(images, columns)
+    factor = max(1, -(-min_width // grid.shape[1]))
+    grid = grid.repeat(factor, axis=0).repeat(factor, axis=1)
     save_png(path, grid)
     return grid

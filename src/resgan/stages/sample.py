@@ -29,7 +29,9 @@ def run(params: Params, generator_path: Path, run_file: Path | None, out_dir: Pa
     extra = {} if labels is None else {"labels": labels.astype(np.int64)}
     files.save_npz(out_dir / "samples.npz", images=images, seed=np.int64(sp.seed), **extra)
     grid_path = out_dir / "grid.png"
-    files.save_grid(grid_path, *grid_images(images, labels, sp.grid))  # conditional: a class per column
+    # Conditional: a class per column. At least 512 pixels wide: small images enlarged for a person to see
+    # (samples.npz keeps the true pixels).
+    files.save_grid(grid_path, *grid_images(images, labels, sp.grid), min_width=512)
     if run_file is not None and str(run_file):
         import mlflow
 
