@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -41,6 +42,10 @@ def params() -> Params:
 def _isolated_mlflow(tmp_path, monkeypatch):
     """Every test gets its own SQLite MLflow store; no test ever writes to the project's mlflow.db."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    # A new SQLite store puts its default experiment's artifacts in ./mlruns of the working directory,
+    # which is the project's own when pytest runs from the root. MLflow reads this variable (which its
+    # server sets) for that default: the test's folder instead.
+    monkeypatch.setenv("_MLFLOW_SERVER_ARTIFACT_ROOT", (tmp_path / "mlruns").as_uri())
     monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
     yield
     # The stages set process-wide state (MLflow's URI and active run, Keras' dtype policy): reset it.
@@ -56,3 +61,18 @@ def _isolated_mlflow(tmp_path, monkeypatch):
         import keras
 
         keras.mixed_precision.set_global_policy("float32")
+
+
+def _store_files() -> set[str]:
+    root = Path(__file__).resolve().parents[1]
+    found = {str(p.relative_to(root)) for p in (root / "mlruns").rglob("*")} if (root / "mlruns").exists() else set()
+    return found | ({"mlflow.db"} if (root / "mlflow.db").exists() else set())
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _project_store_untouched():
+    """The suite leaves the project's own MLflow store alone: no new file under mlruns/, no new mlflow.db."""
+    before = _store_files()
+    yield
+    added = sorted(_store_files() - before)
+    assert not added, f"tests wrote into the project's MLflow store: {added[:5]}"
