@@ -25,7 +25,7 @@ repro: $(STAMP)  ## run the whole pipeline (dvc repro) on the built-in digits
 	@echo "  samples/grid.png                  the samples (a class per column for labelled data)"
 	@echo "  metrics/eval.json                 FID, KID, classifier score, precision/recall, class accuracy"
 	@echo "  source $(VENV)/bin/activate && mlflow ui"
-	@echo "                                    then http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
+	@echo "                                    then http://127.0.0.1:5000 and 'Model training': the runs"
 	@echo "  resgan generate --model models:/resgan@champion --num 64 --out grid.png"
 
 test: $(STAMP)  ## run the test suite
