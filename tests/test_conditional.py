@@ -159,6 +159,23 @@ def test_num_classes_of_the_data_and_its_errors():
         TrainData("stream", 6, 16, 1).num_classes()
 
 
+def test_conditional_auto_follows_the_labels_and_true_keeps_its_errors():
+    images, labels = shapes_dataset(6)
+    labelled = TrainData("memory", 6, 16, 1, images=images, labels=labels)
+    unlabelled = TrainData("memory", 6, 16, 1, images=images)
+    partly = TrainData("memory", 6, 16, 1, images=images, labels=np.array([0, 1, -1, 2, -1, 0]))
+    one_class = TrainData("memory", 6, 16, 1, images=images, labels=np.zeros(6, dtype=np.int64))
+    streamed = TrainData("stream", 6, 16, 1)
+    assert labelled.classes_for("auto") == CLASSES and labelled.classes_for(True) == CLASSES
+    assert labelled.classes_for(False) == 0
+    for data in (unlabelled, partly, one_class, streamed):  # auto: unconditional; false: unconditional
+        assert data.classes_for("auto") == 0 and data.classes_for(False) == 0
+    with pytest.raises(ResganError, match="model.conditional needs labelled images"):
+        unlabelled.classes_for(True)
+    with pytest.raises(ResganError, match="at least 2 classes"):
+        one_class.classes_for(True)
+
+
 # ---- labels for sampling --------------------------------------------------------------------------
 
 def test_class_labels_cycle_through_every_class_and_keep_the_row_property():
@@ -312,3 +329,26 @@ def test_an_unconditional_served_model_refuses_a_label_and_ignores_an_empty_one(
         model.predict(pd.DataFrame({"seed": [1], "label": [0]}))
     out = model.predict(pd.DataFrame({"seed": [1], "label": [None]}), {"format": "array"})
     assert np.asarray(out["image"][0]).shape == (16, 16, 1)
+
+
+def test_the_train_stage_resolves_conditional_auto_from_the_labels(tmp_path, monkeypatch):
+    """auto on labelled data trains a conditional generator (its params say so in MLflow); the same
+    data without labels trains an unconditional one."""
+    params = tiny_params(model={"conditional": "auto"}, train={"steps": 2, "checkpoint_every": 2})
+    labelled = train_in(tmp_path / "labelled", params, monkeypatch)
+    assert num_classes(load_generator(labelled["models"] / "generator.keras")) == 3
+    run_id = json.loads((labelled["models"] / "mlflow_run.json").read_text())["run_id"]
+    assert mlflow.MlflowClient().get_run(run_id).data.params["model.conditional"] == "True"
+
+    root = tmp_path / "unlabelled"
+    paths = make_project(root, params)
+    with np.load(paths["data"] / "train.npz") as data:
+        np.savez(paths["data"] / "train.npz", images=data["images"])  # the labels removed
+    from resgan.stages import train
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+    monkeypatch.chdir(root)
+    train.run(params, params_path=paths["params"], data_dir=paths["data"], models_dir=paths["models"],
+              checkpoint_dir=root / "checkpoints", metrics_path=root / "metrics" / "train.json",
+              plots_path=root / "plots" / "train.csv")
+    assert num_classes(load_generator(paths["models"] / "generator.keras")) == 0
