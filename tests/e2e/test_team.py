@@ -19,9 +19,9 @@ from resgan.loading import load_generator
 
 
 TINY = {
-    "prepare": {"image_size": 16, "max_images": 300},
+    "prepare": {"source": "digits", "fit": "resize", "image_size": 16, "max_images": 300},
     "classifier": {"epochs": 1, "width": 8, "feature_dim": 16},
-    "model": {"latent_dim": 16, "width": 8},
+    "model": {"latent_dim": 16, "width": 8, "conditional": False},
     "train": {"steps": 4, "batch_size": 16, "log_every": 2, "sample_every": 4, "checkpoint_every": 4},
     "sample": {"num": 100, "grid": 16},
     "evaluate": {"kid_subset_size": 50, "kid_subsets": 5, "ssim_pairs": 50, "max_real": 200},
