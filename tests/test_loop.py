@@ -172,8 +172,9 @@ def test_metric_names_are_path_style():
 
 
 def test_the_metrics_logger_writes_history_rows_and_img_per_s_and_logs_them_to_mlflow():
-    mlflow.set_tracking_uri(tracking.tracking_uri())  # the test's own SQLite store (conftest)
-    with mlflow.start_run() as run:
+    # The test's own SQLite store (conftest), and an experiment named here: another test may have left
+    # MLflow's active experiment pointing at an id of its own store.
+    with mlflow.start_run(experiment_id=tracking.setup("loop-test")) as run:
         pass
     logger = tracking.BufferedLogger(run.info.run_id)
     # A resumed run: the checkpoint's row of step 1 never reached MLflow; it is logged at the start.
@@ -261,8 +262,7 @@ def test_the_checkpointer_writes_at_the_right_steps_and_refuses_non_finite_weigh
 def test_the_sample_grid_is_the_ema_generators_images_of_fixed_latents(tmp_path):
     gan = make_gan()
     gan.ema_generator.set_weights([w + 0.01 for w in gan.ema_generator.get_weights()])  # not the raw G
-    mlflow.set_tracking_uri(tracking.tracking_uri())
-    with mlflow.start_run() as run:
+    with mlflow.start_run(experiment_id=tracking.setup("loop-test")) as run:  # see the metrics logger's test
         pass
     grid = SampleGrid(gan, tracking.BufferedLogger(run.info.run_id), every=2, size=6, seed=3)
     z = np.random.default_rng(3).standard_normal((6, 16)).astype(np.float32)  # the fixed latents, by hand
