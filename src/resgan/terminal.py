@@ -6,6 +6,7 @@ and DVC logs, pipes and CI see no bar.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from contextlib import contextmanager
@@ -58,6 +59,7 @@ def quiet_tensorflow() -> Iterator[None]:
         os.close(devnull)
 
 
+@functools.cache
 def start_tensorflow() -> None:
     """Import TensorFlow and initialise its devices with their start-up lines kept off stderr.
 
@@ -66,11 +68,8 @@ def start_tensorflow() -> None:
     show a dozen lines that are not its own. Doing both here, once, leaves a stage's output its own.
     Idempotent and cheap after the first call.
     """
-    if "tensorflow" in sys.modules and getattr(start_tensorflow, "_done", False):
-        return
     with quiet_tensorflow():
         import tensorflow as tf
 
         tf.config.list_physical_devices()
         tf.constant(0.0) + 1.0  # the first op initialises the runtime (and logs once)
-    start_tensorflow._done = True  # type: ignore[attr-defined]
