@@ -241,7 +241,7 @@ def test_the_sample_stage_writes_balanced_labels_that_match_the_images(condition
     from resgan.stages import sample
 
     root, paths, params = conditional_run
-    sample.run(params, paths["models"] / "generator.keras", None, tmp_path)
+    sample.run(params, paths["models"] / "generator.keras", tmp_path)
     with np.load(tmp_path / "samples.npz") as saved:
         images, labels = saved["images"], saved["labels"]
     assert len(labels) == len(images) == params.sample.num

@@ -16,10 +16,12 @@ from PIL import Image
 from conftest import tiny_params
 from resgan import files, tracking
 from resgan.gan import checkpoint
-from resgan.gan.loop import (Callback, Checkpointer, DivergenceCheck, DivergenceError, MetricsLogger, ProgressBar,
-                             SampleGrid, TimeBudget, fit, metric_names)
-from resgan.gan.trainer import GAN, Shapes
-from resgan.sampling import generate_images
+from resgan.gan.loop import (Callback, Checkpointer, DivergenceCheck, DivergenceError, FidTracker, MetricsLogger,
+                             ProgressBar, SampleGrid, TimeBudget, fit, metric_names)
+from resgan.gan.trainer import GAN, Shapes, export_generator
+from resgan.metrics.distances import fid
+from resgan.metrics.evaluation import FidScore
+from resgan.sampling import generate_images, latents
 
 BATCH = 8  # tiny_params' train.batch_size
 
@@ -290,6 +292,72 @@ def test_a_conditional_models_grid_draws_every_class_in_turn():
     z = np.random.default_rng(5).standard_normal((7, 16)).astype(np.float32)
     np.testing.assert_array_equal(grid.latents, z)
     np.testing.assert_array_equal(grid.images(), generate_images(gan.ema_generator, z, np.array([0, 1, 2, 0, 1, 2, 0])))
+
+
+class EmaWeights(Callback):
+    """Keeps a copy of the EMA generator's weights after each step."""
+
+    def __init__(self, gan):
+        self.gan, self.at = gan, {}
+
+    def on_step_end(self, step, figures):
+        self.at[step] = [w.copy() for w in self.gan.ema_generator.get_weights()]
+
+
+def test_fid_over_training_logs_the_curve_and_keeps_the_best_generator(tmp_path, eager):
+    gan = make_gan()
+    scripted = iter([5.0, 3.0, 4.0])  # the FIDs of steps 2, 4 and 5: step 4 is the best
+    seen: list[np.ndarray] = []
+
+    def score(images):
+        seen.append(images)
+        return {"fid_test": next(scripted)}
+
+    with mlflow.start_run(experiment_id=tracking.setup("loop-test")) as run:
+        pass
+    ema = EmaWeights(gan)
+    tracker = FidTracker(gan, score, "fid_test", every=2, num=5, seed=7, folder=tmp_path, export=export_generator,
+                         logger=tracking.BufferedLogger(run.info.run_id))
+    fit(gan, iter(batches()), 0, 5, [ema, tracker])
+    assert [(row["step"], row["fid_test"]) for row in tracker.history] == [(2, 5.0), (4, 3.0), (5, 4.0)]
+    assert tracker.best == {"step": 4, "fid_test": 3.0}
+    assert json.loads((tmp_path / "best.json").read_text()) == {"step": 4, "fid_test": 3.0}
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "eval/fid_test")
+    assert sorted((m.step, m.value) for m in history) == [(2, 5.0), (4, 3.0), (5, 4.0)]
+    # Scored: the EMA generator's images of fixed latents (seed 7); kept: the EMA generator of step 4.
+    np.testing.assert_array_equal(seen[-1], generate_images(gan.ema_generator, latents(5, 16, 7)))
+    best = keras.saving.load_model(tracker.best_model, compile=False)
+    for kept, want in zip(best.get_weights(), ema.at[4]):
+        np.testing.assert_array_equal(kept, want)
+    assert not all(np.array_equal(a, b) for a, b in zip(best.get_weights(), ema.at[5]))
+
+    # Resumed from a checkpoint of step 3: rows and the best after it are forgotten (trained again).
+    again = FidTracker(gan, score, "fid_test", 2, 5, 7, tmp_path, export_generator, history=tracker.history)
+    again.on_train_begin(3, 10)
+    assert again.best is None and [row["step"] for row in again.history] == [2]
+    later = FidTracker(gan, score, "fid_test", 2, 5, 7, tmp_path, export_generator, history=tracker.history)
+    later.on_train_begin(5, 10)
+    assert later.best == {"step": 4, "fid_test": 3.0} and later.best_model == tmp_path / "best_generator.keras"
+
+
+def test_the_fid_score_extracts_the_reference_once_and_matches_fid():
+    calls: list[int] = []
+
+    def pixels(images, batch_size):  # a feature extractor: the first 6 pixels (as classifier features are)
+        calls.append(len(images))
+        return images.reshape(len(images), -1)[:, :6].astype(np.float64), None
+
+    pixels.name = "pixels"
+    rng = np.random.default_rng(0)
+    reference = rng.integers(0, 256, (300, 4, 4, 1), dtype=np.uint8)
+    score = FidScore(pixels, reference)
+    assert score.key == "fid_pixels" and calls == [300]
+    like = rng.integers(0, 256, (300, 4, 4, 1), dtype=np.uint8)
+    unlike = rng.integers(0, 64, (300, 4, 4, 1), dtype=np.uint8)
+    near, far = score(like)["fid_pixels"], score(unlike)["fid_pixels"]
+    assert calls == [300, 300, 300]  # the reference was not extracted again
+    assert near == pytest.approx(fid(pixels(reference, 0)[0], pixels(like, 0)[0]))
+    assert near < far / 10
 
 
 def test_every_step_figure_of_a_real_gan_reaches_the_callbacks(eager):

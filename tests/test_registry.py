@@ -159,6 +159,31 @@ def test_candidate_always_moves_champion_only_for_a_better_model(use_store):
     assert _client().get_model_version("rules", "4").tags["eval/fid_classifier"] == "7.25"
 
 
+def test_an_evaluated_again_model_keeps_its_version_with_the_newest_figures(use_store):
+    store = use_store
+    first = model_registry.register(store.trained_uri, "again", "fid", "fid_classifier",
+                                    {"fid_classifier": 19.55067478114634, "kid_classifier_mean": 0.012345678},
+                                    {"feature_extractor": "classifier"}, reuse=True, description="first")
+    tags = _client().get_model_version("again", "1").tags
+    assert tags["eval/fid_classifier"] == "19.55" and tags["eval/kid_classifier_mean"] == "0.01235"  # 4 digits
+    other = model_registry.register(store.other_uri, "again", "fid", "fid_classifier", {"fid_classifier": 15.0},
+                                    {}, reuse=True)
+    assert other.version == 2 and other.aliases == ("candidate", "champion")
+    # v1 evaluated again (other sample params): same version, its figures replaced, the rule applied again.
+    again = model_registry.register(store.trained_uri, "again", "fid", "fid_classifier", {"fid_classifier": 12.0},
+                                    {"feature_extractor": "classifier"}, reuse=True, description="second")
+    assert (first.version, again.version) == (1, 1) and again.aliases == ("candidate", "champion")
+    assert "beats champion v2" in again.decision
+    v1 = _client().get_model_version("again", "1")
+    assert v1.tags["eval/fid_classifier"] == "12.0" and "eval/kid_classifier_mean" not in v1.tags
+    assert v1.description == "second"
+    assert len(_client().search_model_versions("name='again'")) == 2
+    # The champion evaluated again, worse: it stays (nothing to hand the alias to from this call).
+    worse = model_registry.register(store.trained_uri, "again", "fid", "fid_classifier", {"fid_classifier": 30.0},
+                                    {}, reuse=True)
+    assert worse.version == 1 and "champion v1 evaluated again" in worse.decision and _alias("again", "champion") == 1
+
+
 def test_higher_is_better_for_the_inception_score(use_store):
     store = use_store
     model_registry.register(store.trained_uri, "by-is", "is", "is_classifier_mean", {"is_classifier_mean": 2.0}, {})

@@ -234,18 +234,6 @@ def test_stage_run_ends_failed_with_the_reason_or_killed_on_ctrl_c(tmp_path):
     assert session.run_id is None
 
 
-def test_stage_run_resumes_the_recorded_pipeline_run(tmp_path):
-    experiment_id = tracking.setup("resgan")
-    with mlflow.start_run(experiment_id=experiment_id) as run:
-        pass
-    run_file = tmp_path / "mlflow_run.json"
-    run_file.write_text(json.dumps({"run_id": run.info.run_id}))
-    with tracking.StageRun() as session:
-        assert session.resume(run_file, "resgan").info.run_id == run.info.run_id
-        mlflow.log_metric("eval/kid_classifier", 0.5)
-    finished = mlflow.MlflowClient().get_run(run.info.run_id)
-    assert finished.info.status == "FINISHED" and finished.data.metrics["eval/kid_classifier"] == 0.5
-
 # ---- run records and tags ------------------------------------------------------------------------
 
 def test_run_tags_carry_data_hash_and_dvc_experiment(tmp_path, monkeypatch):
@@ -269,21 +257,38 @@ def test_read_run_file_errors_name_the_file(tmp_path):
         tracking.read_run_file(missing)
 
 
-def test_resume_run_continues_the_recorded_run(tmp_path, monkeypatch):
+def test_each_evaluation_is_a_new_run_under_the_train_run(tmp_path):
     experiment_id = tracking.setup("resgan")
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_param("train.steps", 4)
     run_file = tmp_path / "mlflow_run.json"
     run_file.write_text(json.dumps({"run_id": run.info.run_id}))
-    with tracking.resume_run(run_file, "resgan") as resumed:
-        assert resumed.info.run_id == run.info.run_id
-        mlflow.log_metric("eval/fid_classifier", 12.5)
+    for num in (200, 100):  # sample.num changed: MLflow's params are write-once, so a new run takes it
+        with tracking.StageRun(retries=0) as session:
+            child = session.start_child(run_file, "resgan", "evaluate", {"stage": "evaluate"})
+            mlflow.log_params({"sample.num": num})
+            mlflow.log_metric("eval/fid_classifier", num / 10)
     client = mlflow.MlflowClient()
-    assert client.get_run(run.info.run_id).data.metrics["eval/fid_classifier"] == 12.5
-    assert len(client.search_runs([experiment_id])) == 1
+    children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'",
+                                  order_by=["attributes.start_time ASC"])
+    assert [c.data.params["sample.num"] for c in children] == ["200", "100"]
+    assert [c.data.metrics["eval/fid_classifier"] for c in children] == [20.0, 10.0]
+    assert all(c.info.status == "FINISHED" and c.data.tags["stage"] == "evaluate" for c in children)
+    assert child.info.run_id == children[-1].info.run_id
+    parent = client.get_run(run.info.run_id)
+    assert parent.data.params == {"train.steps": "4"} and parent.data.metrics == {}  # untouched
     run_file.write_text(json.dumps({"run_id": "0" * 32}))
-    with pytest.raises(TrackingError, match=f"cannot resume MLflow run {'0' * 32}"):
-        tracking.resume_run(run_file, "resgan")
+    with pytest.raises(TrackingError, match=f"the train run {'0' * 32} recorded in .* is not in"):
+        with tracking.StageRun(retries=0) as session:
+            session.start_child(run_file, "resgan", "evaluate", {})
+
+
+def test_model_id_and_dataset_records():
+    assert tracking.model_id("models:/m-0123abcd") == "m-0123abcd"
+    assert tracking.model_id("models:/resgan/3") is None and tracking.model_id("runs:/abc/generator") is None
+    assert tracking.model_id(None) is None
+    record = tracking.dataset("mnist", "f" * 64, "/data/prepared")
+    assert (record.name, record.digest) == ("mnist", "f" * 36)  # MLflow keeps 36 characters of a digest
 
 
 # ---- a real tracking server on 127.0.0.1 ---------------------------------------------------------

@@ -107,11 +107,10 @@ def trained(tmp_path_factory):
 def test_outputs_on_disk(trained):
     project, figures = trained.project, trained.figures
     saved = json.loads(project.metrics.read_text())
-    assert saved == figures
-    assert set(saved) == {"steps", "steps_this_run", "wall_s", "img_per_s", "loss_d", "loss_g", "precision",
-                          "stopped_by_budget"}
-    assert saved["steps"] == 4 and saved["steps_this_run"] == 4
-    assert saved["precision"] == "float32" and saved["stopped_by_budget"] is False
+    assert saved == {k: figures[k] for k in saved}
+    assert list(saved) == ["steps", "wall_s", "img_per_s", "loss_d", "loss_g"], "numbers only: DVC compares them"
+    assert saved["steps"] == 4 and figures["steps_this_run"] == 4
+    assert figures["precision"] == "float32" and figures["stopped_by_budget"] is False
     assert saved["img_per_s"] > 0 and np.isfinite(saved["loss_d"]) and np.isfinite(saved["loss_g"])
 
     curve = pd.read_csv(project.plots)
@@ -156,7 +155,13 @@ def test_mlflow_run_params_tags_and_artifacts(trained):
     assert run.data.params["model.width"] == "8"
     assert run.data.params["train.steps"] == "4"
     assert run.data.params["train.loss"] == "hinge"
-    assert len(run.data.params) == len(trained.params.flat())
+    # What the train stage reads, no more: sample.num or evaluate.* changed later must not collide with it.
+    assert set(run.data.params) == {k for k in trained.params.flat()
+                                    if k.split(".")[0] in ("prepare", "model", "train", "mlflow")} | {
+        "sample.grid", "evaluate.features", "evaluate.inception_weights", "evaluate.max_real", "evaluate.seed"}
+    inputs = run.inputs.dataset_inputs
+    assert len(inputs) == 1 and inputs[0].dataset.digest == DATA_HASH[:36]
+    assert inputs[0].tags[0].value == "training"
     tags = run.data.tags
     assert tags["data_hash"] == DATA_HASH
     assert tags["checkpoint_key"] == train.run_key(trained.params, DATA_HASH)
@@ -331,7 +336,7 @@ def test_sigkill_after_a_checkpoint_then_resume(tmp_path, monkeypatch):
 
     figures = run_stage(project, params)
     assert figures["steps"] == 6 and figures["steps_this_run"] == 2
-    assert json.loads(project.metrics.read_text())["steps_this_run"] == 2
+    assert json.loads(project.metrics.read_text())["steps"] == 6
     info = run_info(project)
     assert info["run_id"] == run_id
     assert [r.info.run_id for r in client.search_runs([info["experiment_id"]])] == [run_id]
@@ -419,3 +424,50 @@ def test_a_crash_mid_training_marks_the_run_failed(tmp_path, monkeypatch):
     assert run.info.status == "FAILED"
     assert "ckpt-00000002.npz" in run.data.tags["failure_reason"]
     assert steps_of(client, run_id, "loss/d") == [1, 2]
+
+
+# ---- FID over training -----------------------------------------------------------------------------
+
+def test_fid_over_training_is_logged_and_the_best_generator_is_exported(tmp_path, monkeypatch):
+    from resgan.metrics.classifier import FEATURE_LAYER
+    from resgan.metrics.evaluation import FidScore, reference_set
+    from resgan.metrics.features import ClassifierFeatures
+    from resgan.sampling import generate_images, latents
+
+    params = tiny_params(train={"steps": 6, "log_every": 2, "sample_every": 6, "checkpoint_every": 3,
+                                "eval_every": 2, "eval_num": 40}, evaluate={"features": "classifier"})
+    project = make_project(tmp_path, params)
+    keras.utils.set_random_seed(0)  # an untrained classifier: its features are a fixed random projection
+    inputs = keras.Input((16, 16, 1))
+    features = keras.layers.Dense(8, name=FEATURE_LAYER)(keras.layers.Flatten()(inputs))
+    classifier = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(features))
+    classifier.save(tmp_path / "classifier.keras")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    curve_path = tmp_path / "plots" / "fid.csv"
+    figures = train.run(params, params_path=project.params_path, data_dir=project.data, models_dir=project.models,
+                        checkpoint_dir=project.checkpoints, metrics_path=project.metrics, plots_path=project.plots,
+                        classifier_path=tmp_path / "classifier.keras", fid_path=curve_path)
+
+    curve = pd.read_csv(curve_path)
+    assert curve["step"].tolist() == [2, 4, 6] and curve["fid"].gt(0).all()
+    best_step = int(curve["step"][curve["fid"].idxmin()])
+    assert figures["best_step"] == figures["exported_step"] == best_step
+    saved = json.loads(project.metrics.read_text())
+    assert saved["fid_classifier_best"] == pytest.approx(curve["fid"].min()) and saved["best_step"] == best_step
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    run_id = run_info(project)["run_id"]
+    history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "eval/fid_classifier"))
+    assert [step for step, _ in history] == [2, 4, 6]
+    assert [value for _, value in history] == pytest.approx(curve["fid"].tolist())
+    tags = client.get_run(run_id).data.tags
+    assert (tags["exported"], tags["exported_step"]) == ("best", str(best_step))
+    # The exported generator is the best step's: scored again the same way, it gives the best FID.
+    exported = load_generator(project.models / "generator.keras")
+    score = FidScore(ClassifierFeatures(tmp_path / "classifier.keras"),
+                     reference_set(np.load(project.data / "train.npz")["images"], None, params.evaluate)[0])
+    images = generate_images(exported, latents(40, params.model.latent_dim, params.train.seed + train.FID_SEED_OFFSET))
+    assert score(images)["fid_classifier"] == pytest.approx(curve["fid"].min(), rel=1e-4)
+    model = client.get_logged_model(run_info(project)["model_uri"].removeprefix("models:/"))
+    assert model.tags["exported_step"] == str(best_step) and model.tags["step"] == "6"

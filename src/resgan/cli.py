@@ -90,28 +90,29 @@ def train(
     checkpoints: Annotated[Path, typer.Option(help="Checkpoint folder (kept between runs, for resume).")] = Path("checkpoints"),
     metrics: Annotated[Path, typer.Option(help="Final training metrics (JSON).")] = Path("metrics/train.json"),
     plots: Annotated[Path, typer.Option(help="Loss curves over steps (CSV).")] = Path("plots/train.csv"),
+    classifier_path: Annotated[Path, typer.Option("--classifier", help="The domain classifier, for FID over training.")] = Path("models/classifier.keras"),
+    fid: Annotated[Path, typer.Option(help="FID over training (CSV).")] = Path("plots/fid.csv"),
 ) -> None:
     """Train the ResNet-GAN, resuming from the latest checkpoint, and track the run in MLflow."""
     p = _load(params)
     from resgan.stages.train import run
 
     run(p, params_path=params, data_dir=data, models_dir=models, checkpoint_dir=checkpoints,
-        metrics_path=metrics, plots_path=plots)
+        metrics_path=metrics, plots_path=plots, classifier_path=classifier_path, fid_path=fid)
 
 
 @app.command()
 def sample(
     params: ParamsOpt = Path("params.yaml"),
     generator: Annotated[Path, typer.Option(help="The trained (EMA) generator.")] = Path("models/generator.keras"),
-    run_file: Annotated[str, typer.Option("--run", help="mlflow_run.json written by train ('' to log nowhere).")] = "models/mlflow_run.json",
     out: Annotated[Path, typer.Option(help="Output folder for samples.npz and grid.png.")] = Path("samples"),
 ) -> None:
-    """Draw sample.num images from the generator with fixed seeds."""
+    """Draw sample.num images from the generator with fixed seeds (evaluate logs them to MLflow)."""
     p = _load(params)
     _start_tensorflow()
     from resgan.stages.sample import run
 
-    run(p, generator_path=generator, run_file=Path(run_file) if run_file else None, out_dir=out)
+    run(p, generator_path=generator, out_dir=out)
 
 
 @app.command()
@@ -120,8 +121,9 @@ def evaluate(
     samples: Annotated[Path, typer.Option(help="samples.npz from the sample stage.")] = Path("samples/samples.npz"),
     data: DataDir = Path("data/prepared"),
     classifier_path: Annotated[Path, typer.Option("--classifier", help="The domain classifier (.keras).")] = Path("models/classifier.keras"),
-    run_file: Annotated[str, typer.Option("--run", help="mlflow_run.json written by train ('' to log nowhere).")] = "models/mlflow_run.json",
-    metrics: Annotated[Path, typer.Option(help="Evaluation metrics (JSON).")] = Path("metrics/eval.json"),
+    run_file: Annotated[str, typer.Option("--run", help="mlflow_run.json written by train: the evaluation is a run under it ('' to log nowhere).")] = "models/mlflow_run.json",
+    metrics: Annotated[Path, typer.Option(help="The figures people compare (JSON, DVC metrics).")] = Path("metrics/eval.json"),
+    info: Annotated[Path, typer.Option(help="Every other result: noise floors, counts, timings, notes (JSON).")] = Path("metrics/eval_info.json"),
     plots: Annotated[Path, typer.Option(help="Folder for evaluation plots.")] = Path("plots/eval"),
     generator: Annotated[Optional[str], typer.Option(help="Evaluate this generator (.keras file or MLflow model URI) instead of --samples.")] = None,
     registration: Annotated[Path, typer.Option(help="Where to record the model registration (JSON).")] = Path("models/registered.json"),
@@ -133,7 +135,7 @@ def evaluate(
 
     run(p, samples_path=samples, data_dir=data, classifier_path=classifier_path,
         run_file=Path(run_file) if run_file else None,
-        metrics_path=metrics, plots_dir=plots, generator=generator, registration_path=registration)
+        metrics_path=metrics, plots_dir=plots, generator=generator, registration_path=registration, info_path=info)
 
 
 # ---------------------------------------------------------------- sampling tools

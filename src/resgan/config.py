@@ -134,6 +134,12 @@ class TrainParams(_Section):
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(50, ge=1)
     sample_every: int = Field(500, ge=1)
+    # FID over training: every eval_every steps (and at the last), FID of eval_num images of the EMA generator
+    # with evaluate.features against the evaluation's reference set; 0: off. export: which generator the
+    # stage exports and logs: the best-FID one (when FID was measured) or the last.
+    eval_every: int = Field(250, ge=0)
+    eval_num: int = Field(1000, ge=10, le=100_000)
+    export: Literal["best", "last"] = "best"
     max_minutes: float = Field(0.0, ge=0.0)  # wall-clock budget; 0: none
     seed: int = Field(0, ge=0)
     distribute: Literal["none", "mirrored", "multi_worker"] = "none"

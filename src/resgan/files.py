@@ -47,8 +47,18 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
+def copy_file(source: str | Path, path: str | Path) -> None:
+    """Copy ``source`` to ``path`` atomically (a reader never sees half a file)."""
+    import shutil
+
+    with atomic_path(path, suffix=Path(path).suffix) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+def write_json(path: str | Path, obj: Any, sort_keys: bool = True) -> None:
+    """``obj`` as indented JSON, atomically; ``sort_keys=False`` keeps the dict's order (DVC shows a
+    metrics file's keys in file order)."""
+    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=sort_keys, default=_json_default) + "\n").encode())
 
 
 def _json_default(obj: Any) -> Any:

@@ -71,26 +71,57 @@ def champion(name: str):
 
 
 def register(model_uri: str, name: str, metric: str, metric_key: str, results: dict[str, Any],
-             tags: dict[str, str], run_id: str | None = None) -> Registration:
-    """Register ``model_uri`` as a new version of ``name``; set ``candidate``; maybe move ``champion``.
+             tags: dict[str, str], run_id: str | None = None, reuse: bool = False,
+             description: str | None = None) -> Registration:
+    """Register ``model_uri`` as a version of ``name``; set ``candidate``; maybe move ``champion``.
 
     ``metric`` is a champion metric name (``fid``); ``metric_key`` the result key it is read from
-    (``fid_classifier``). Metric values are stored as version tags ``eval/<key>``. Registrations into one
-    SQLite store take turns (:func:`resgan.tracking.store_lock`), so concurrent experiments neither
-    collide on an alias nor decide ``champion`` from a stale one.
+    (``fid_classifier``). The numbers of ``results`` are stored as version tags ``eval/<key>``, rounded to
+    4 significant digits (the full evaluation is the evaluation run's artifact). ``reuse``: a model that
+    is a version already (evaluated again, e.g. with other sample params) keeps its version, whose
+    evaluation tags are replaced by the newest ones, and the champion rule is applied again; otherwise
+    each call registers a new version. Registrations into one SQLite store take turns
+    (:func:`resgan.tracking.store_lock`), so concurrent experiments neither collide on an alias nor
+    decide ``champion`` from a stale one.
     """
     with tracking.store_lock(mlflow.get_tracking_uri()):
-        return _register(model_uri, name, metric, metric_key, results, tags, run_id)
+        return _register(model_uri, name, metric, metric_key, results, tags, run_id, reuse, description)
+
+
+def rounded(value: float) -> float:
+    """``value`` to 4 significant digits: what a version tag shows (``19.55`` for ``19.55067478114634``)."""
+    return float(f"{float(value):.4g}")
+
+
+def _version_of(client: MlflowClient, name: str, model_uri: str):
+    """The newest version of ``name`` registered from ``model_uri``, or None (and None when ``name`` is new)."""
+    quoted = name.replace("'", "\\'")
+    try:
+        found = client.search_model_versions(f"name = '{quoted}'")
+    except MlflowException:
+        return None
+    same = [v for v in found if v.source == model_uri]
+    return max(same, key=lambda v: int(v.version)) if same else None
 
 
 def _register(model_uri: str, name: str, metric: str, metric_key: str, results: dict[str, Any],
-              tags: dict[str, str], run_id: str | None) -> Registration:
-    version_tags = {**tags, **{METRIC_TAG.format(key=k): str(v) for k, v in results.items() if _is_number(v)}}
+              tags: dict[str, str], run_id: str | None, reuse: bool, description: str | None) -> Registration:
+    version_tags = {**tags, **{METRIC_TAG.format(key=k): str(rounded(v)) for k, v in results.items() if _is_number(v)}}
+    client = MlflowClient()
+    version = _version_of(client, name, model_uri) if reuse else None
     try:
-        version = mlflow.register_model(model_uri, name, tags=version_tags)
+        if version is None:
+            version = mlflow.register_model(model_uri, name, tags=version_tags)
+        else:  # the newest evaluation replaces the version's figures; the evaluation runs keep every one
+            for key in version.tags:
+                if key.startswith(METRIC_TAG.format(key="")) and key not in version_tags:
+                    client.delete_model_version_tag(name, version.version, key)
+            for key, value in version_tags.items():
+                client.set_model_version_tag(name, version.version, key, value)
+        if description:
+            client.update_model_version(name, version.version, description=description)
     except Exception as error:
         raise ResganError(f"cannot register {model_uri} as {name}: {first_line(error)}") from None
-    client = MlflowClient()
     number = int(version.version)
     if run_id:
         client.set_model_version_tag(name, str(number), "source_run", run_id)
@@ -108,8 +139,10 @@ def _register(model_uri: str, name: str, metric: str, metric_key: str, results: 
     elif not math.isfinite(float(value)):  # a NaN champion could never be beaten (every comparison is False)
         decision = f"{metric_key} is {value}: not comparable, so champion stays as it is"
         move = False
-    elif current is None or int(current.version) == number:
+    elif current is None:
         decision, move = "no champion yet: this version becomes champion", True
+    elif int(current.version) == number:
+        decision, move = f"champion v{number} evaluated again ({metric_key} {value:.4g}): it stays champion", True
     elif tags.get(EXTRACTOR_TAG) and current.tags.get(EXTRACTOR_TAG, tags[EXTRACTOR_TAG]) != tags[EXTRACTOR_TAG]:
         # Scores from two feature extractors (e.g. a retrained classifier) are not on one scale.
         decision = (f"champion v{current.version} was scored with another feature extractor "
@@ -123,7 +156,7 @@ def _register(model_uri: str, name: str, metric: str, metric_key: str, results: 
         decision = (f"champion v{current.version} has no {metric_key} (another feature extractor?); "
                     f"it stays; promote by hand with `resgan models promote {number} --alias champion`")
         move = False
-    elif is_better(metric, float(value), previous_value):
+    elif is_better(metric, rounded(value), previous_value):  # both as the tags hold them
         decision, move = f"{metric_key} {value:.4g} beats champion v{current.version}'s {previous_value:.4g}", True
     else:
         decision = f"{metric_key} {value:.4g} does not beat champion v{current.version}'s {previous_value:.4g}"

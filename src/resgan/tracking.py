@@ -4,8 +4,9 @@
   ``<root>/mlruns``. The root is ``DVC_ROOT`` when DVC sets it (queued and temp experiments run in a
   copy of the repo), else the nearest folder above the working directory holding ``dvc.yaml`` or
   ``.git``, else the working directory.
-- One MLflow run per pipeline run: ``train`` starts it and writes ``models/mlflow_run.json``;
-  ``sample`` and ``evaluate`` resume it. :class:`StageRun` opens (or adopts, or resumes) a stage's run
+- ``train`` starts the pipeline's run (it owns the logged model) and writes ``models/mlflow_run.json``;
+  each ``evaluate`` execution is a run nested under it (:meth:`StageRun.start_child`), with its own
+  ``sample.*``/``evaluate.*`` params, so DVC can re-run evaluation alone as often as it likes. :class:`StageRun` opens (or adopts, or resumes) a stage's run
   and ends it FINISHED, KILLED or FAILED; a kill at any moment leaves no orphan.
 - While training, :class:`BufferedLogger` keeps metrics and sample grids that the store cannot take (a
   server that is down) and delivers them in step order when it is back: training never waits for it.
@@ -303,11 +304,11 @@ class StageRun:
     """A stage's MLflow run from start to end, in one place: a context manager.
 
     In ``with StageRun(retries) as session:``, :meth:`open` starts the stage's run (or adopts the one a
-    killed call started, or resumes a recorded one), :meth:`resume` resumes the pipeline run that a run
-    file names, and :meth:`log` sends a call through :func:`retry`. Leaving the block ends the run:
-    FINISHED when the block completed (or at :meth:`finish`), KILLED on Ctrl-C (the next call resumes
-    it), FAILED with tag ``failure_reason`` on any other error. (A run left active would be ended
-    FINISHED by MLflow's exit handler.) Ending a failed run is best effort, one quick attempt: the store
+    killed call started, or resumes a recorded one), :meth:`start_child` starts an evaluation run nested
+    under the train run that a run file names, and :meth:`log` sends a call through :func:`retry`.
+    Leaving the block ends the run: FINISHED when the block completed (or at :meth:`finish`), KILLED on
+    Ctrl-C (the next call resumes it), FAILED with tag ``failure_reason`` on any other error. (A run left
+    active would be ended FINISHED by MLflow's exit handler.) Ending a failed run is best effort, one quick attempt: the store
     may be what failed, and its error never hides the original one. A block that opened no run (a
     worker that is not the chief) ends nothing.
     """
@@ -374,9 +375,25 @@ class StageRun:
         files.write_json(run_file, {"run_id": self.run.info.run_id})
         return self.run
 
-    def resume(self, run_file: str | Path, experiment: str) -> mlflow.ActiveRun:
-        """Set up MLflow and resume the pipeline run recorded in ``run_file`` (see :func:`resume_run`)."""
-        self.run = resume_run(run_file, experiment)
+    def start_child(self, run_file: str | Path, experiment: str, run_name: str,
+                    tags: dict[str, str]) -> mlflow.ActiveRun:
+        """Set up MLflow and start a new run nested under the train run that ``run_file`` records.
+
+        Each evaluation is its own run: DVC re-runs ``sample``/``evaluate`` without ``train`` when only
+        their params change, and a new child run records those params beside the earlier ones, where
+        logging them into the train run would be refused (MLflow's params are write-once).
+        """
+        info = read_run_file(run_file)
+        experiment_id = setup(experiment)
+        parent = info["run_id"]
+        try:
+            parent_run = MlflowClient().get_run(parent)
+        except MlflowException as error:
+            raise TrackingError(f"the train run {parent} recorded in {run_file} is not in {tracking_uri()}: "
+                                f"{first_line(error)} (re-run the train stage: dvc repro --force train)") from None
+        self.run = self.log(lambda: mlflow.start_run(experiment_id=parent_run.info.experiment_id or experiment_id,
+                                                     run_name=run_name, parent_run_id=parent, tags=tags),
+                            "start the evaluation run")
         return self.run
 
     def log_model_once(self, experiment_id: str, name: str, step: int, log: Callable[[], Any]) -> str:
@@ -460,12 +477,38 @@ def read_run_file(path: str | Path) -> dict[str, Any]:
     return info
 
 
-def resume_run(run_file: str | Path, experiment: str):
-    """Set up MLflow and resume the pipeline run recorded in ``run_file``; returns ``mlflow.start_run(...)``."""
-    info = read_run_file(run_file)
-    setup(experiment)
-    try:
-        return mlflow.start_run(run_id=info["run_id"])
-    except Exception as error:
-        raise TrackingError(f"cannot resume MLflow run {info['run_id']} from {run_file} "
-                            f"in {tracking_uri()}: {error}") from None
+def run_url(experiment_id: str, run_id: str) -> str:
+    """Where a person sees a run: on the tracking server, or on ``mlflow ui``'s default address for a local
+    store; the model-training view (MLflow 3 opens on its GenAI view otherwise)."""
+    uri = tracking_uri()
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def model_id(model_uri: str | None) -> str | None:
+    """The logged model's id in a ``models:/m-...`` URI (what MLflow 3's ``log_model`` returns), else None."""
+    if model_uri and model_uri.startswith("models:/m-") and "/" not in model_uri.removeprefix("models:/"):
+        return model_uri.removeprefix("models:/")
+    return None
+
+
+def data_name(prepare) -> str:
+    """A short name for the prepared data of ``PrepareParams`` ``prepare``: its source folder's name
+    (``mnist`` for ``data/raw/mnist``), or the built-in source's name."""
+    if prepare.source in ("folder", "idx", "npz") and Path(prepare.path).name:
+        return Path(prepare.path).name
+    return str(prepare.dataset if prepare.source == "keras" else prepare.source)
+
+
+def dataset(name: str, digest: str, source: str | Path):
+    """MLflow's record of a data set (not the data): ``name``, the data hash as digest (MLflow keeps 36
+    characters) and where it lies; for ``mlflow.log_input`` and metrics logged against it."""
+    import warnings
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    with warnings.catch_warnings():  # a local path matches two registered source types; both are the same class
+        warnings.simplefilter("ignore")
+        found = resolve_dataset_source(str(source))
+    return MetaDataset(found, name=name, digest=str(digest)[:36])

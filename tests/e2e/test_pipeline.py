@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import re
+
 import numpy as np
+import pandas as pd
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from project import make_project, project_env, run as run_command
@@ -29,49 +33,105 @@ def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return make_project(tmp_path / "project", TINY, env), env
 
 
+def _evaluations(client: MlflowClient, experiment_id: str, train_run_id: str) -> list:
+    """The evaluation runs nested under a train run, oldest first."""
+    found = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{train_run_id}'",
+                               order_by=["attributes.start_time ASC"])
+    return list(found)
+
+
 @pytest.mark.slow
-def test_repro_runs_every_stage_tracks_one_run_and_registers_a_champion(project):
+def test_repro_change_evaluation_params_and_compare_experiments(project):
     repo, env = project
     run_command(["dvc", "repro"], repo, env)
 
     for output in ("data/prepared/train.npz", "models/classifier.keras", "models/generator.keras",
-                   "samples/samples.npz", "samples/grid.png", "metrics/eval.json", "plots/train.csv",
-                   "plots/eval/classes.png", "plots/eval/memorization.csv"):
+                   "samples/samples.npz", "samples/grid.png", "metrics/eval.json", "metrics/eval_info.json",
+                   "plots/train.csv", "plots/eval/classes.png", "plots/eval/memorization.csv"):
         assert (repo / output).exists(), output
     assert (repo / "mlflow.db").exists() and (repo / "mlruns").is_dir()
     samples = np.load(repo / "samples/samples.npz")["images"]
     assert samples.shape == (200, 16, 16, 1) and samples.dtype.name == "uint8"
 
+    # metrics/eval.json: the figures people compare, FID first; the rest in eval_info.json.
     evaluation = json.loads((repo / "metrics/eval.json").read_text())
-    assert evaluation["features"] == "classifier"
-    assert evaluation["fid_classifier"] > evaluation["fid_classifier_floor"] >= 0  # 8 steps: far from real
-    assert evaluation["n_generated"] == 200
+    info = json.loads((repo / "metrics/eval_info.json").read_text())
+    assert list(evaluation)[0] == "fid_classifier" and "kid_classifier_mean" in evaluation
+    assert all(isinstance(v, float) for v in evaluation.values())
+    assert info["features"] == "classifier" and info["n_generated"] == 200 and "time_total_s" in info
+    assert evaluation["fid_classifier"] > info["fid_classifier_floor"] >= 0  # 8 steps: far from real
+    memorization = pd.read_csv(repo / "plots/eval/memorization.csv")
+    assert memorization["ssim"].between(0, 1).all() and memorization["generated"].sum() == pytest.approx(1)
 
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    experiment_id = client.get_experiment_by_name("resgan").experiment_id
     run_id = json.loads((repo / "models/mlflow_run.json").read_text())["run_id"]
-    runs = client.search_runs([client.get_experiment_by_name("resgan").experiment_id])
-    assert [r.info.run_id for r in runs] == [run_id]  # train, sample and evaluate share one run
-    run = runs[0]
-    assert run.info.status == "FINISHED"
-    assert run.data.params["train.steps"] == "8" and run.data.params["sample.num"] == "200"
-    assert run.data.metrics["eval/fid_classifier"] == pytest.approx(evaluation["fid_classifier"])
-    history = client.get_metric_history(run_id, "loss/d")
-    assert [m.step for m in history] == [2, 4, 6, 8]
+    train_run = client.get_run(run_id)
+    assert train_run.info.status == "FINISHED" and train_run.data.params["train.steps"] == "8"
+    assert "sample.num" not in train_run.data.params  # the evaluation's own params live in its run
+    assert [m.step for m in client.get_metric_history(run_id, "loss/d")] == [2, 4, 6, 8]
+    [first] = _evaluations(client, experiment_id, run_id)
+    assert first.info.status == "FINISHED" and first.data.params["sample.num"] == "200"
+    assert first.data.metrics["eval/fid_classifier"] == pytest.approx(evaluation["fid_classifier"])
+    assert "eval/time_total_s" not in first.data.metrics  # timings are in the info artifact
+    artifacts = {a.path for a in client.list_artifacts(first.info.run_id, "eval")}
+    assert {"eval/eval.json", "eval/eval_info.json", "eval/grid.png", "eval/classes.png"} <= artifacts
     version = client.get_model_version_by_alias("resgan", "champion")
     assert str(version.version) == "1" and version.run_id == run_id
     assert set(client.get_registered_model("resgan").aliases) == {"champion", "candidate"}
-    assert float(version.tags["eval/fid_classifier"]) == pytest.approx(evaluation["fid_classifier"])
+    assert float(version.tags["eval/fid_classifier"]) == pytest.approx(evaluation["fid_classifier"], rel=1e-3)
+    # The figures are on the logged model's page too, against the evaluation data.
+    model = client.get_logged_model(json.loads((repo / "models/mlflow_run.json").read_text())["model_uri"]
+                                    .removeprefix("models:/"))
+    assert any(m.key == "eval/fid_classifier" and m.run_id == first.info.run_id for m in model.metrics)
 
     again = run_command(["dvc", "repro"], repo, env)
     assert "Data and pipelines are up to date." in again.stdout
-
-    # An experiment with more steps: a new run, a new version; candidate moves to it.
     run_command(["git", "add", "-A"], repo, env)
     run_command(["git", "commit", "-qm", "first run"], repo, env)
-    run_command(["dvc", "exp", "run", "-S", "train.steps=16"], repo, env)
-    runs = client.search_runs([run.info.experiment_id])
-    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
-    assert str(client.get_model_version_by_alias("resgan", "candidate").version) == "2"
+    tracked = run_command(["git", "ls-files", "metrics", "plots"], repo, env).stdout.split()
+    assert {"metrics/eval.json", "metrics/train.json", "plots/train.csv", "plots/eval/classes.csv"} <= set(tracked)
+
+    # Only sample and evaluate params change: DVC re-runs those two; a second evaluation under the same
+    # train run records the new params, and the registered version keeps its number with the newest figures.
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["sample"]["num"], params["evaluate"]["ssim_pairs"] = 120, 40
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    changed = run_command(["dvc", "repro"], repo, env)
+    ran = re.findall(r"Running stage '(\w+)'", changed.stdout)
+    assert ran == ["sample", "evaluate"], changed.stdout
+    second = _evaluations(client, experiment_id, run_id)[-1]
+    assert second.info.run_id != first.info.run_id and second.info.status == "FINISHED"
+    assert (second.data.params["sample.num"], second.data.params["evaluate.ssim_pairs"]) == ("120", "40")
+    assert client.get_run(first.info.run_id).data.params["sample.num"] == "200"  # history kept
+    assert [v.version for v in client.search_model_versions("name='resgan'")] == ["1"]
+    newest = json.loads((repo / "metrics/eval.json").read_text())
+    assert float(client.get_model_version("resgan", "1").tags["eval/fid_classifier"]) == pytest.approx(
+        newest["fid_classifier"], rel=1e-3)
+    diff = run_command(["dvc", "metrics", "diff", "--json"], repo, env)
+    assert "fid_classifier" in json.loads(diff.stdout)["metrics/eval.json"]
+
+    # Experiments: one with other sample params, one with more steps; DVC compares them.
+    run_command(["dvc", "exp", "run", "-n", "fewer", "-S", "sample.num=100"], repo, env)
+    run_command(["dvc", "exp", "run", "-n", "longer", "-S", "train.steps=16"], repo, env)
+    shown = json.loads(run_command(["dvc", "exp", "show", "--json"], repo, env).stdout)
+    fids = {}
+    for commit in shown:
+        for exp in commit.get("experiments") or []:
+            for rev in exp["revs"]:
+                data = rev["data"]
+                fids[data["name"]] = data["metrics"]["metrics/eval.json"]["data"]["fid_classifier"]
+    assert set(fids) == {"fewer", "longer"} and all(v > 0 for v in fids.values()), fids
+    diff = json.loads(run_command(["dvc", "metrics", "diff", "fewer", "longer", "--json"], repo, env).stdout)
+    assert diff["metrics/eval.json"]["fid_classifier"]["new"] == pytest.approx(fids["longer"])
+    plots = run_command(["dvc", "plots", "diff", "fewer", "longer", "--json"], repo, env)
+    panels = json.loads(plots.stdout)
+    assert len(panels) == 5, list(panels)  # losses, FID, D outputs, class mix, memorization: each once
+    train_runs = [r for r in client.search_runs([experiment_id]) if r.data.tags.get("stage") == "train"]
+    assert len(train_runs) == 2  # "fewer" re-used the trained model; "longer" trained a new one
+    model_versions = client.search_model_versions("name='resgan'")
+    assert sorted(int(v.version) for v in model_versions) == [1, 2]
     new_fid = float(client.get_model_version("resgan", "2").tags["eval/fid_classifier"])
+    old_fid = float(client.get_model_version("resgan", "1").tags["eval/fid_classifier"])
     champion = str(client.get_model_version_by_alias("resgan", "champion").version)
-    assert champion == ("2" if new_fid < evaluation["fid_classifier"] else "1")
+    assert champion == ("2" if new_fid < old_fid else "1")

@@ -85,7 +85,10 @@ def test_two_queued_experiments_run_at_once_each_with_its_own_run_and_version(re
     assert not list(repo.rglob("mlflow.db-journal"))
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     experiment = client.get_experiment_by_name("resgan")
-    runs = {r.data.tags.get("dvc_exp_name"): r for r in client.search_runs([experiment.experiment_id])}
+    found = client.search_runs([experiment.experiment_id])
+    runs = {r.data.tags.get("dvc_exp_name"): r for r in found if r.data.tags.get("stage") == "train"}
+    evaluations = {r.data.tags["mlflow.parentRunId"]: r for r in found if r.data.tags.get("stage") == "evaluate"}
+    assert len(found) == 2 * len(EXPERIMENTS)  # a train run and the evaluation under it, each
     assert set(runs) == set(EXPERIMENTS), list(runs)
     versions = {}
     for name, steps in EXPERIMENTS.items():
@@ -96,11 +99,14 @@ def test_two_queued_experiments_run_at_once_each_with_its_own_run_and_version(re
         for key in ("loss/d", "loss/g", "d/real", "d/fake"):  # every step, once
             assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == list(
                 range(1, steps + 1)), (name, key)
-        assert "eval/fid_classifier" in run.data.metrics and run.data.params["sample.num"] == "100"
+        evaluation = evaluations[run.info.run_id]
+        assert evaluation.info.status == "FINISHED" and evaluation.data.tags["dvc_exp_name"] == name
+        assert "eval/fid_classifier" in evaluation.data.metrics and evaluation.data.params["sample.num"] == "100"
         assert run.info.artifact_uri.startswith((repo / "mlruns").as_uri())  # not inside the queue's copy
-        version = client.get_model_version("resgan", run.data.tags["registered_version"])
+        version = client.get_model_version("resgan", evaluation.data.tags["registered_version"])
         assert version.run_id == run.info.run_id and version.tags["source_run"] == run.info.run_id
-        assert float(version.tags["eval/fid_classifier"]) == pytest.approx(run.data.metrics["eval/fid_classifier"])
+        assert float(version.tags["eval/fid_classifier"]) == pytest.approx(
+            evaluation.data.metrics["eval/fid_classifier"], rel=1e-3)  # the tag: 4 significant digits
         versions[name] = int(version.version)
     assert sorted(versions.values()) == [1, 2]  # one version each, no gap, no extra
     assert len(client.search_model_versions("name='resgan'")) == 2

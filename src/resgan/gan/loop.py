@@ -9,11 +9,13 @@ current step by setting ``stop_training`` (the time budget does).
 
 The train stage's side effects, each a callback: :class:`DivergenceCheck` (non-finite figures),
 :class:`MetricsLogger` (history rows, MLflow metrics, img/s), :class:`ProgressBar`, :class:`SampleGrid`
-(images from fixed latents), :class:`Checkpointer` (refusing non-finite weights) and :class:`TimeBudget`.
+(images from fixed latents), :class:`FidTracker` (FID over training, keeping the best generator),
+:class:`Checkpointer` (refusing non-finite weights) and :class:`TimeBudget`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -200,6 +202,61 @@ class SampleGrid(Callback):
     def on_step_end(self, step: int, figures: dict[str, float]) -> None:
         if self.due(step, self.every):
             self.logger.log_image(files.image_grid(self.images()), "samples", step)
+
+
+class FidTracker(Callback):
+    """FID over training. Every ``every`` steps and at the last: ``score`` (a
+    :class:`resgan.metrics.evaluation.FidScore`) of ``num`` images of the EMA generator from fixed latents
+    (seed ``seed``; a conditional model draws every class in turn), appended to :attr:`history` and logged
+    to ``logger`` as ``eval/<key>`` at that step (MLflow draws the curve). A new best (lowest) FID exports
+    the EMA generator to ``folder/best_generator.keras`` (``export(gan, path)``) and records its step in
+    ``folder/best.json``, so the best snapshot outlives the latest weights. ``history`` holds the rows of a
+    resumed run; a best recorded after the step training resumes from is forgotten (those steps are
+    trained again)."""
+
+    BEST_MODEL, BEST_RECORD = "best_generator.keras", "best.json"
+
+    def __init__(self, gan, score: Callable[[np.ndarray], dict[str, float]], key: str, every: int, num: int,
+                 seed: int, folder: Path, export: Callable[[Any, Path], Any], logger=None,
+                 history: list[dict[str, float]] | None = None, batch_size: int = 256):
+        self.gan, self.score, self.key, self.every, self.folder, self.export = gan, score, key, every, folder, export
+        self.logger, self.batch_size = logger, batch_size
+        self.latents = sampling.latents(num, gan.model_params.latent_dim, seed)
+        self.labels = sampling.class_labels(num, gan.num_classes, seed=0)
+        self.history: list[dict[str, float]] = list(history or [])
+        self.best: dict[str, float] | None = None
+
+    def on_train_begin(self, step: int, steps: int) -> None:
+        super().on_train_begin(step, steps)
+        self.history = [row for row in self.history if row["step"] <= step]
+        try:
+            self.best = json.loads((self.folder / self.BEST_RECORD).read_text())
+        except (OSError, ValueError):
+            self.best = None
+        if self.best is not None and (self.best.get("step", 0) > step or not (self.folder / self.BEST_MODEL).exists()):
+            self.best = None  # from steps that are trained again, or its generator is gone
+
+    def on_step_end(self, step: int, figures: dict[str, float]) -> None:
+        if self.every and self.due(step, self.every) and not any(row["step"] == step for row in self.history):
+            self.measure(step)
+
+    def measure(self, step: int) -> float:
+        """Score the EMA generator now, as step ``step``; returns the FID."""
+        images = sampling.generate_images(self.gan.ema_generator, self.latents, self.labels, self.batch_size)
+        value = float(self.score(images)[self.key])
+        self.history.append({"step": step, self.key: value})
+        if self.logger is not None:
+            self.logger.log_metrics({f"eval/{self.key}": value}, step)
+        if math.isfinite(value) and (self.best is None or value < self.best[self.key]):
+            self.export(self.gan, self.folder / self.BEST_MODEL)
+            self.best = {"step": step, self.key: value}
+            files.write_json(self.folder / self.BEST_RECORD, self.best)
+        return value
+
+    @property
+    def best_model(self) -> Path | None:
+        """The best generator's file, or None when none was measured."""
+        return self.folder / self.BEST_MODEL if self.best is not None else None
 
 
 class Checkpointer(Callback):

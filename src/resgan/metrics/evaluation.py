@@ -10,6 +10,19 @@ from resgan.config import EvaluateParams
 from resgan.metrics.distances import MetricError
 from resgan.metrics.registry import EvalContext, get_metric
 
+# The figures people compare between runs, in this order (``<e>``: the extractor's name): what
+# metrics/eval.json, `dvc exp show`, the evaluation run's metrics and the registered version's tags hold.
+# Everything else an evaluation finds (noise floors, spreads, counts, timings, text) is detail.
+HEADLINE = ("fid_<e>", "kid_<e>_mean", "is_<e>_mean", "pr_<e>_precision", "pr_<e>_recall", "class_accuracy",
+            "class_tv_distance", "ssim_diversity_generated", "memorization_fraction")
+
+
+def headline(results: dict) -> dict[str, float]:
+    """The :data:`HEADLINE` figures of ``evaluate_samples``' results, in that order (those computed)."""
+    keys = [key.replace("<e>", str(results.get("features"))) for key in HEADLINE]
+    return {key: float(results[key]) for key in keys
+            if isinstance(results.get(key), (int, float)) and not isinstance(results.get(key), bool)}
+
 
 def _check_sets(samples: np.ndarray, train_images: np.ndarray, test_images: np.ndarray) -> None:
     for name, images in (("samples", samples), ("train images", train_images), ("test images", test_images)):
@@ -30,6 +43,30 @@ def _cap(images: np.ndarray, labels: np.ndarray | None, max_n: int, rng: np.rand
         return images, labels
     keep = np.sort(rng.choice(len(images), max_n, replace=False))
     return images[keep], (None if labels is None else labels[keep])
+
+
+def reference_set(train_images: np.ndarray, train_labels: np.ndarray | None, params: EvaluateParams):
+    """The real images (and labels) the samples are compared with: at most ``params.max_real`` of the train
+    split, drawn with ``params.seed``; the same set for the evaluation and for FID over training."""
+    rng = np.random.default_rng(np.random.SeedSequence(params.seed).spawn(2)[0])
+    return _cap(train_images, train_labels, params.max_real, rng)
+
+
+class FidScore:
+    """FID of generated images against a fixed reference set, whose features are extracted once: for FID
+    over training, where the same reference is scored many times. ``score(images)`` returns
+    ``{"fid_<extractor>": value}``; :attr:`key` names it."""
+
+    def __init__(self, extractor, reference: np.ndarray, batch_size: int = 256):
+        self.extractor, self.batch_size = extractor, batch_size
+        self.key = f"fid_{extractor.name}"
+        self.reference_features, _ = extractor(reference, batch_size)
+
+    def __call__(self, images: np.ndarray) -> dict[str, float]:
+        from resgan.metrics.distances import fid
+
+        features, _ = self.extractor(images, self.batch_size)
+        return {self.key: float(fid(self.reference_features, features))}
 
 
 def evaluate_samples(samples: np.ndarray, train_images: np.ndarray, test_images: np.ndarray, extractor,
@@ -72,9 +109,9 @@ def evaluate_samples(samples: np.ndarray, train_images: np.ndarray, test_images:
     if needs_features and extractor is None:
         raise MetricError(f"evaluate: metrics {', '.join(params.metrics)} need a feature extractor")
 
-    seeds = np.random.SeedSequence(params.seed).spawn(2)
-    real, real_labels = _cap(train_images, train_labels, params.max_real, np.random.default_rng(seeds[0]))
-    test, _ = _cap(test_images, None, params.max_real, np.random.default_rng(seeds[1]))
+    real, real_labels = reference_set(train_images, train_labels, params)
+    test_rng = np.random.default_rng(np.random.SeedSequence(params.seed).spawn(2)[1])
+    test, _ = _cap(test_images, None, params.max_real, test_rng)
     ctx = EvalContext(params=params, extractor_name=extractor.name if needs_features else None,
                       images={"generated": samples, "real": real, "test": test}, train_images=train_images)
     results: dict = {

@@ -91,7 +91,7 @@ class ClassifierFeatures:
             raise ResganError(f"cannot load the classifier {self.model_path}: {error}") from error
         try:
             feature_output = model.get_layer(FEATURE_LAYER).output
-        except ValueError:
+        except (ValueError, AttributeError):  # no such layer; or a Sequential model never called
             raise ResganError(f"{self.model_path} has no {FEATURE_LAYER!r} layer: "
                               "it is not a resgan domain classifier") from None
         self.input_shape = tuple(model.input_shape[1:])

@@ -1,9 +1,10 @@
-"""The evaluate stage: score the samples, write DVC metrics and plots, log into the pipeline's MLflow
-run and register the generator (see :mod:`resgan.model_registry`).
+"""The evaluate stage: score the samples, write DVC metrics and plots, record the evaluation as an MLflow
+run nested under the train run and register the generator (see :mod:`resgan.model_registry`).
 
-``metrics/eval.json`` holds the numbers (DVC metrics); lists (class histograms, notes) go to
-``plots/eval/``: ``classes.csv``/``classes.png`` (predicted classes of the samples beside the real
-class mix) and ``memorization.csv``/``memorization.png`` (each image's highest SSIM to any training
+``metrics/eval.json`` holds the figures people compare (DVC metrics; see
+:data:`resgan.metrics.evaluation.HEADLINE`), ``metrics/eval_info.json`` everything else (noise floors,
+spreads, counts, timings, notes); the plots go to ``plots/eval/``: ``classes.csv``/``classes.png``
+(predicted classes of the samples beside the real class mix) and ``memorization.csv``/``memorization.png`` (each image's highest SSIM to any training
 image, for the samples and, as the reference, for the real test images).
 """
 
@@ -33,10 +34,6 @@ def _load_samples(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise ResganError(f"{path} is not a samples file: {error}") from None
 
 
-def _numbers(results: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
 def _plots(plots_dir: Path, results: dict[str, Any], details: dict[str, Any], test_memo: np.ndarray | None) -> list[Path]:
     """Class and memorization histograms as CSV (for `dvc plots`) and PNG (for people and MLflow)."""
     import matplotlib
@@ -62,8 +59,13 @@ def _plots(plots_dir: Path, results: dict[str, Any], details: dict[str, Any], te
         written += [plots_dir / "classes.csv", _save_figure(fig, plots_dir / "classes.png")]
     memo = details.get("memorization_max_ssim")
     if memo is not None:
-        bins = np.linspace(-1, 1, 41)
-        frame = pd.DataFrame({"ssim": bins[:-1], "generated": np.histogram(memo, bins)[0] / max(len(memo), 1)})
+        # SSIM lies in -1..1, but an image's highest SSIM to thousands of training images is above 0:
+        # the axis is 0..1 (anything below counts in the first bin), 0.05 a bin, labelled by its centre.
+        bins = np.linspace(0, 1, 21)
+        memo = np.clip(memo, 0, 1)
+        test_memo = None if test_memo is None else np.clip(test_memo, 0, 1)
+        frame = pd.DataFrame({"ssim": np.round((bins[:-1] + bins[1:]) / 2, 3),
+                              "generated": np.histogram(memo, bins)[0] / max(len(memo), 1)})
         if test_memo is not None:
             frame["real_test"] = np.histogram(test_memo, bins)[0] / max(len(test_memo), 1)
         files.write_bytes(plots_dir / "memorization.csv", frame.to_csv(index=False).encode())
@@ -71,7 +73,7 @@ def _plots(plots_dir: Path, results: dict[str, Any], details: dict[str, Any], te
         ax.hist(memo, bins=bins, alpha=0.6, density=True, label="generated")
         if test_memo is not None:
             ax.hist(test_memo, bins=bins, alpha=0.6, density=True, label="real test")
-        ax.set(xlabel="highest SSIM to any training image", ylabel="density", title="Memorization")
+        ax.set(xlabel="highest SSIM to any training image", ylabel="density", title="Memorization", xlim=(0, 1))
         ax.legend()
         written += [plots_dir / "memorization.csv", _save_figure(fig, plots_dir / "memorization.png")]
         plt.close("all")
@@ -103,10 +105,11 @@ def _extractor_id(name: str, classifier_path: Path, inception_weights: str) -> s
 
 def run(params: Params, samples_path: Path, data_dir: Path, classifier_path: Path, run_file: Path | None,
         metrics_path: Path, plots_dir: Path, generator: str | None = None,
-        registration_path: Path | None = None) -> dict[str, Any]:
-    """Evaluate, write outputs, log to MLflow and register; return the results."""
+        registration_path: Path | None = None, info_path: Path | None = None) -> dict[str, Any]:
+    """Evaluate; write the headline figures to ``metrics_path`` (DVC metrics) and the rest to
+    ``info_path``; draw the plots; record the evaluation in MLflow and register; return all results."""
     from resgan.data.prepared import load_split
-    from resgan.metrics.evaluation import evaluate_samples
+    from resgan.metrics.evaluation import evaluate_samples, headline
     from resgan.metrics.features import resolve_extractor
     from resgan.metrics.registry import get_metric
     from resgan.metrics.ssim import memorization
@@ -139,50 +142,97 @@ def run(params: Params, samples_path: Path, data_dir: Path, classifier_path: Pat
         results["memorization_real_test_mean"] = float(test_reference["mean"])
         results["memorization_real_test_fraction"] = float(test_reference["fraction"])
 
-    scalar = {k: v for k, v in results.items() if not isinstance(v, (list, dict))}
-    files.write_json(metrics_path, scalar)
+    top = headline(results)
+    files.write_json(metrics_path, top, sort_keys=False)
+    if info_path is not None:
+        files.write_json(info_path, {k: v for k, v in results.items() if k not in top})
     plot_files = _plots(plots_dir, results, details, test_memo)
     _print_table(results)
 
     registration = None
     if run_file is not None and str(run_file):
-        import mlflow
-
-        info = tracking.read_run_file(run_file)
-        retries = params.mlflow.tracking_retries
-        with tracking.resume_run(run_file, params.mlflow.experiment):
-            tracking.retry(lambda: mlflow.log_params({f"evaluate.{k}": (",".join(v) if isinstance(v, tuple) else v)
-                                                      for k, v in ep.model_dump().items()}), "log params", retries)
-            tracking.retry(lambda: mlflow.log_metrics({f"eval/{k}": v for k, v in _numbers(results).items()}),
-                           "log metrics", retries)
-            tracking.retry(lambda: mlflow.set_tag("feature_extractor", str(results.get("features"))), "tag", retries)
-            for path in [metrics_path, *plot_files]:
-                tracking.retry(lambda p=path: mlflow.log_artifact(str(p), "eval"), f"log {path.name}", retries)
-            if results.get("features") and info.get("model_uri"):
-                registration = _register(params, info, results)
-                tracking.retry(lambda: mlflow.set_tags({"registered_version": str(registration.version),
-                                                        "registry_decision": registration.decision}),
-                               "tag registration", retries)
+        registration = _track(params, Path(run_file), data_dir, results, top,
+                              [metrics_path, *([info_path] if info_path else []), *plot_files],
+                              None if generator else samples_path.parent / "grid.png")
     if registration_path is not None:
         files.write_json(registration_path, registration.as_dict() if registration else {"registered": False})
     return results
 
 
-def _register(params: Params, info: dict[str, Any], results: dict[str, Any]):
+def _track(params: Params, run_file: Path, data_dir: Path, results: dict[str, Any], top: dict[str, float],
+           artifacts: list[Path], grid: Path | None):
+    """Record this evaluation as a run nested under the train run (its own ``sample.*``, ``evaluate.*`` and
+    ``classifier.*`` params, the headline figures, the full results and plots as artifacts), log the figures
+    against the logged model and the evaluation data too (the model's page lists them), then register
+    the model; returns the :class:`~resgan.model_registry.Registration` (None without features)."""
+    import mlflow
+
+    info = tracking.read_run_file(run_file)
+    summary = _read_json(data_dir / "summary.json")
+    tags = {"stage": "evaluate", "train_run_id": info["run_id"], "feature_extractor": str(results.get("features")),
+            **tracking.run_tags(summary)}
+    if results.get("feature_extractor_id"):
+        tags["feature_extractor_id"] = str(results["feature_extractor_id"])
+    model_id = tracking.model_id(info.get("model_uri"))
+    if model_id:
+        tags["model_id"] = model_id
+    registration = None
+    with tracking.StageRun(params.mlflow.tracking_retries) as session:
+        session.start_child(run_file, params.mlflow.experiment, "evaluate", tags)
+        flat = params.flat()
+        session.log(lambda: mlflow.log_params({k: v for k, v in flat.items()
+                                               if k.split(".")[0] in ("sample", "evaluate", "classifier")}),
+                    "log params")
+        figures = {f"eval/{k}": v for k, v in top.items()}
+        evaluation_data = tracking.dataset(tracking.data_name(params.prepare), summary.get("data_hash", ""),
+                                           data_dir.resolve())
+        session.log(lambda: mlflow.log_metrics(figures), "log metrics")
+        if model_id:  # the same figures on the model's own page, against the data they were measured on
+            session.log(lambda: mlflow.log_metrics(figures, model_id=model_id, dataset=evaluation_data),
+                        "log metrics to the model")
+        for path in [*artifacts, *([grid] if grid is not None and grid.exists() else [])]:
+            session.log(lambda p=path: mlflow.log_artifact(str(p), "eval"), f"log {path.name}")
+        if results.get("features") and info.get("model_uri"):
+            registration = _register(params, info, results, session.run_id)
+            session.log(lambda: mlflow.set_tags({"registered_version": str(registration.version),
+                                                 "registry_decision": registration.decision}), "tag registration")
+        print(f"evaluation run {session.run_id} under train run {info['run_id']}: "
+              f"{tracking.run_url(session.run.info.experiment_id, session.run_id)}", flush=True)
+    return registration
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _register(params: Params, info: dict[str, Any], results: dict[str, Any], eval_run_id: str):
     from resgan import model_registry as registry
+    from resgan.metrics.evaluation import headline
     from resgan.metrics.registry import result_key
 
     metric = params.mlflow.champion_metric
     key = result_key(metric, str(results["features"]))
-    summary_tags = {"feature_extractor": str(results["features"])}
+    summary_tags = {"feature_extractor": str(results["features"]), "eval_run_id": eval_run_id}
     if results.get("feature_extractor_id"):
         summary_tags[registry.EXTRACTOR_TAG] = str(results["feature_extractor_id"])
     run_tags = _run_tags(info["run_id"])
     for name in ("data_hash", "git_commit", "dvc_exp_name"):
         if name in run_tags:
             summary_tags[name] = run_tags[name]
-    outcome = registry.register(info["model_uri"], params.mlflow.registered_model, metric, key, results,
-                                summary_tags, run_id=info["run_id"])
+    figures = headline(results)
+    if key in results and key not in figures:
+        figures[key] = float(results[key])
+    description = (f"Trained in run {info['run_id']}; latest evaluation: run {eval_run_id} "
+                   f"({results.get('n_generated')} samples, {results.get('features')} features): "
+                   + ", ".join(f"{k} {v:.4g}" for k, v in figures.items())
+                   + ". Every figure: that run's artifact eval/eval_info.json.")
+    outcome = registry.register(info["model_uri"], params.mlflow.registered_model, metric, key, figures,
+                                summary_tags, run_id=info["run_id"], reuse=True, description=description)
     print(f"registered {outcome.name} v{outcome.version} aliases {', '.join(outcome.aliases)}: {outcome.decision}",
           flush=True)
     return outcome

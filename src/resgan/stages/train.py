@@ -28,12 +28,17 @@ from resgan.config import Params
 from resgan.data.pipeline import open_train_data
 from resgan.errors import ResganError
 from resgan.gan import checkpoint, device
-from resgan.gan.loop import (Checkpointer, DivergenceCheck, MetricsLogger, ProgressBar, SampleGrid, TimeBudget,
-                             fit)
+from resgan.gan.loop import (Checkpointer, DivergenceCheck, FidTracker, MetricsLogger, ProgressBar, SampleGrid,
+                             TimeBudget, fit)
 
 # Params that only change how often we look, not what is computed: they do not change the key.
-_NOT_IN_KEY = {"checkpoint_every", "log_every", "sample_every", "max_minutes"}
+_NOT_IN_KEY = {"checkpoint_every", "log_every", "sample_every", "max_minutes", "eval_every", "eval_num", "export"}
 GRID_SEED_OFFSET = 1  # fixed latents for the sample grid: seed train.seed + 1
+FID_SEED_OFFSET = 2  # fixed latents for FID over training: seed train.seed + 2
+METRIC_KEYS = ("steps", "wall_s", "img_per_s", "loss_d", "loss_g")  # metrics/train.json: numbers DVC compares
+# The params a train run records: what the stage reads (dvc.yaml lists the same).
+TRAIN_SECTIONS = ("prepare", "model", "train", "mlflow")
+TRAIN_ALSO = ("sample.grid", "evaluate.features", "evaluate.inception_weights", "evaluate.max_real", "evaluate.seed")
 CSV_COLUMNS = ["step", "loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "img_per_s"]
 
 
@@ -55,9 +60,11 @@ def _read_summary(data_dir: Path) -> dict[str, Any]:
 
 
 def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, checkpoint_dir: Path,
-        metrics_path: Path, plots_path: Path) -> dict[str, Any]:
+        metrics_path: Path, plots_path: Path, classifier_path: Path | None = None,
+        fid_path: Path | None = None) -> dict[str, Any]:
     """Train (or resume) to ``train.steps``; write the outputs; return the final figures ({} on a worker
-    that is not the chief of a cluster)."""
+    that is not the chief of a cluster). ``classifier_path``: the domain classifier, for FID over
+    training with ``evaluate.features`` classifier or auto; ``fid_path``: that curve as CSV."""
     summary = _read_summary(data_dir)
     tp = params.train
     train_data = open_train_data(data_dir, tp.input)  # train.npz in memory, or the shards streamed
@@ -87,20 +94,25 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
     retries = params.mlflow.tracking_retries
 
     with tracking.StageRun(retries) as session:
-        tags = {"precision": precision, "checkpoint_key": key, "replicas": str(strategy.num_replicas_in_sync)}
+        tags = {"stage": "train", "precision": precision, "checkpoint_key": key,
+                "replicas": str(strategy.num_replicas_in_sync)}
         # The checkpoint's run, else run.json's (killed before the first checkpoint: same run, step 0).
-        logger = _open_run(session, params, params_path, ckpt_dir / "run.json", record.get("run_id"),
-                           experiment_id, summary, tags) if chief else None
+        logger = _open_run(session, params, params_path, data_dir, record.get("run_id"), experiment_id, summary,
+                           tags, run_file=ckpt_dir / "run.json") if chief else None
         history = [row for row in record.get("history", []) if row["step"] <= start]
         metrics = MetricsLogger(tp.log_every, tp.batch_size, history, logger, retries)
         budget = TimeBudget(tp.max_minutes)
         callbacks = [DivergenceCheck(loss_scaled=precision == "mixed_float16", folder=ckpt_dir), metrics,
                      ProgressBar(tp.log_every)]
+        fid = _fid_tracker(params, data_dir, classifier_path, gan, ckpt_dir, logger, record) if chief else None
+
+        def state() -> dict[str, Any]:  # what a checkpoint records beside the weights
+            return {"run_id": session.run_id, "history": metrics.history, "key": key,
+                    "fid_history": fid.history if fid else []}
+
         if chief:
-            callbacks += [
-                SampleGrid(gan, logger, tp.sample_every, params.sample.grid, tp.seed + GRID_SEED_OFFSET),
-                Checkpointer(ckpt_dir, gan, tp.checkpoint_every,
-                             lambda: {"run_id": session.run_id, "history": metrics.history, "key": key})]
+            callbacks += [SampleGrid(gan, logger, tp.sample_every, params.sample.grid, tp.seed + GRID_SEED_OFFSET),
+                          *([fid] if fid else []), Checkpointer(ckpt_dir, gan, tp.checkpoint_every, state)]
         dataset = train_data.dataset(tp.batch_size, tp.seed, epoch_offset=start, shuffle_buffer=tp.shuffle_buffer,
                                      with_labels=bool(num_classes))
         wall_start = time.perf_counter()
@@ -112,37 +124,91 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
 
         # Outputs: the EMA generator, the run pointer, final figures, the loss curves.
         models_dir.mkdir(parents=True, exist_ok=True)
-        exported = export_generator(gan, models_dir / "generator.keras")
+        best = fid.best if fid and tp.export == "best" else None
+        if best:  # the best-FID step's EMA generator, exported when it was measured
+            files.copy_file(fid.best_model, models_dir / "generator.keras")
+            exported = keras.saving.load_model(models_dir / "generator.keras", compile=False, safe_mode=True)
+        else:
+            exported = export_generator(gan, models_dir / "generator.keras")
+        exported_step = int(best["step"]) if best else step
         model_uri = record.get("model_uri")
         if not model_uri or start < step:  # else the checkpoint names the model logged at this step
             # Keras-native, its pyfunc answers seeds with images (resgan.serving); needs what trained it.
             requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
             model_uri = session.log_model_once(experiment_id, "generator", step, lambda: serving.log_model(
-                exported, name="generator", pip_requirements=requirements, tags={"step": str(step)}))
-            checkpoint.save(ckpt_dir, gan, {"run_id": session.run_id, "history": metrics.history, "key": key,
-                                            "model_uri": model_uri})
+                exported, name="generator", pip_requirements=requirements,
+                tags={"step": str(step), "exported_step": str(exported_step)}))
+            checkpoint.save(ckpt_dir, gan, {**state(), "model_uri": model_uri})
         figures = _figures(metrics.history, start, step, wall, tp.batch_size, precision, budget.stop_training)
-        files.write_json(metrics_path, figures)
+        if fid and fid.best:
+            figures.update({f"{fid.key}_best": fid.best[fid.key], "best_step": int(fid.best["step"])})
+        figures["exported_step"] = exported_step
+        files.write_json(metrics_path, {k: figures[k] for k in (*METRIC_KEYS, *_fid_keys(figures)) if k in figures},
+                         sort_keys=False)
         files.write_bytes(plots_path, pd.DataFrame(metrics.history, columns=CSV_COLUMNS).to_csv(index=False).encode())
+        if fid_path is not None:
+            rows = [{"step": row["step"], "fid": row[fid.key]} for row in fid.history] if fid else []
+            files.write_bytes(fid_path, pd.DataFrame(rows, columns=["step", "fid"]).to_csv(index=False).encode())
         files.write_json(models_dir / "mlflow_run.json", {
             "run_id": session.run_id, "experiment_id": experiment_id, "tracking_uri": tracking.tracking_uri(),
             "model_uri": model_uri, "checkpoint": str(ckpt_dir)})
         if step > start:
             session.log(lambda: mlflow.log_metrics({"train/wall_s": wall, "train/steps": step}, step=step), "log final")
         session.log(lambda: mlflow.log_artifact(str(plots_path), "plots"), "log plots")
+        session.log(lambda: mlflow.set_tags({"exported": "best" if best else "last", "exported_step": str(exported_step),
+                                             "stopped_by_budget": str(budget.stop_training).lower()}), "tag export")
         run_id = session.run_id
-    print(f"trained {step} steps ({step - start} this run) in {wall:.0f} s; run {run_id}; "
-          f"generator -> {models_dir / 'generator.keras'}", flush=True)
+    which = f"the best FID's, step {exported_step}" if best else f"step {step}'s"
+    print(f"trained {step} steps ({step - start} this run) in {wall:.0f} s; generator ({which}) -> "
+          f"{models_dir / 'generator.keras'}\nMLflow run {run_id}: {tracking.run_url(experiment_id, run_id)}", flush=True)
     return figures
 
 
-def _open_run(session: tracking.StageRun, params: Params, params_path: Path, run_file: Path, run_id: str | None,
-              experiment_id: str, summary: dict[str, Any], tags: dict[str, str]) -> tracking.BufferedLogger:
+def _fid_keys(figures: dict[str, Any]) -> list[str]:
+    return [k for k in figures if k.startswith("fid_") and k.endswith("_best")] + ["best_step"]
+
+
+def _fid_tracker(params: Params, data_dir: Path, classifier_path: Path | None, gan, folder: Path, logger,
+                 record: dict[str, Any]) -> FidTracker | None:
+    """FID over training with ``evaluate.features`` (see :class:`resgan.gan.loop.FidTracker`), or None when
+    ``train.eval_every`` is 0 or no feature extractor can be had (said in one line: training goes on)."""
+    tp, ep = params.train, params.evaluate
+    if not tp.eval_every:
+        return None
+    from resgan.data.prepared import load_split
+    from resgan.gan.trainer import export_generator
+    from resgan.metrics.evaluation import FidScore, reference_set
+    from resgan.metrics.features import resolve_extractor
+
+    if classifier_path is None and ep.features != "inception":
+        print("FID over training is off: no domain classifier given (--classifier)", flush=True)
+        return None
+    try:
+        extractor = resolve_extractor(ep.features, classifier_path or "", ep.inception_weights)
+        reference, _ = reference_set(*load_split(data_dir, "train"), ep)
+        score = FidScore(extractor, reference, ep.batch_size)
+    except ResganError as error:
+        print(f"FID over training is off: {error}", flush=True)
+        return None
+    return FidTracker(gan, score, score.key, tp.eval_every, tp.eval_num, tp.seed + FID_SEED_OFFSET, folder,
+                      export_generator, logger, record.get("fid_history", []), params.sample.batch_size)
+
+
+def _open_run(session: tracking.StageRun, params: Params, params_path: Path, data_dir: Path, run_id: str | None,
+              experiment_id: str, summary: dict[str, Any], tags: dict[str, str],
+              run_file: Path) -> tracking.BufferedLogger:
     """Open (or adopt, or resume) the train run, a new one tagged from the data ``summary``, and set
     ``tags``; returns the logger of its per-step metrics and grids, with which a store that is down never
     stops training (see tracking.BufferedLogger)."""
     def log_setup() -> None:  # what a new run gets; idempotent (the session may adopt a killed call's run)
-        session.log(lambda: mlflow.log_params(params.flat()), "log params")
+        # The params this stage reads (dvc.yaml lists the same); sample.* and evaluate.* belong to the
+        # evaluation runs under this one, which DVC re-runs alone when only they change.
+        session.log(lambda: mlflow.log_params({k: v for k, v in params.flat().items()
+                                               if k.split(".")[0] in TRAIN_SECTIONS or k in TRAIN_ALSO}),
+                    "log params")
+        data = tracking.dataset(tracking.data_name(params.prepare), str(summary.get("data_hash", "")),
+                                data_dir.resolve())
+        session.log(lambda: mlflow.log_input(data, context="training"), "log the training data")
         for path in (Path(params_path), tracking.project_root() / "dvc.lock"):
             if path.exists():
                 session.log(lambda p=path: mlflow.log_artifact(str(p)), f"log {path.name}")
@@ -155,7 +221,9 @@ def _open_run(session: tracking.StageRun, params: Params, params_path: Path, run
 
 def _figures(history: list[dict[str, float]], start: int, step: int, wall: float, batch_size: int,
              precision: str, stopped_by_budget: bool) -> dict[str, Any]:
-    """``metrics/train.json``: steps, wall time (s), img/s of this call, the last logged losses."""
+    """The train stage's figures: steps, wall time (s), img/s of this call, the last logged losses, and
+    (not in ``metrics/train.json``, which keeps :data:`METRIC_KEYS`) the steps of this call, the precision
+    and whether ``train.max_minutes`` stopped it."""
     last = history[-1] if history else {}
     return {
         "steps": step, "steps_this_run": step - start, "wall_s": round(wall, 2),
