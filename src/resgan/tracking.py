@@ -477,12 +477,37 @@ def read_run_file(path: str | Path) -> dict[str, Any]:
     return info
 
 
+VIEW_KEY = "resgan"  # the experiment's saved runs-table view: tag mlflow.sharedViewState.<VIEW_KEY>
+VIEW_PARAMS = ("train.steps", "train.loss", "train.lr_g", "model.width", "sample.num")
+
+
+def _ui_base() -> str:
+    uri = tracking_uri()
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+
+
 def run_url(experiment_id: str, run_id: str) -> str:
     """Where a person sees a run: on the tracking server, or on ``mlflow ui``'s default address for a local
-    store; the model-training view (MLflow 3 opens on its GenAI view otherwise)."""
-    uri = tracking_uri()
-    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    store, in the model-training view (MLflow 3 opens on its GenAI view otherwise)."""
+    return f"{_ui_base()}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+
+def experiment_url(experiment_id: str) -> str:
+    """The experiment's runs table in the model-training view with the columns :func:`set_runs_view` saved."""
+    return (f"{_ui_base()}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
+            "&workflowType=machine_learning")
+
+
+def set_runs_view(experiment_id: str, features: str) -> None:
+    """Save the runs table that :func:`experiment_url` opens: newest first, with FID, KID, the classifier
+    or Inception score and class accuracy (measured with ``features``) and the key params as columns.
+    MLflow's UI reads a shared view from the experiment tag ``mlflow.sharedViewState.<key>`` (what its
+    "Share" button writes); a person's own column choices in the browser are untouched."""
+    metrics = (f"fid_{features}", f"kid_{features}_mean", f"is_{features}_mean", "class_accuracy")
+    columns = [*(f"metrics.`eval/{m}`" for m in metrics), *(f"params.`{p}`" for p in VIEW_PARAMS)]
+    state = {"searchFilter": "", "orderByKey": "attributes.start_time", "orderByAsc": False,
+             "selectedColumns": [*columns, "attributes.`Models`"], "columnWidths": {c: 130 for c in columns}}
+    MlflowClient().set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps(state))
 
 
 def model_id(model_uri: str | None) -> str | None:

@@ -104,7 +104,7 @@ def test_repro_change_evaluation_params_and_compare_experiments(project):
     assert second.info.run_id != first.info.run_id and second.info.status == "FINISHED"
     assert (second.data.params["sample.num"], second.data.params["evaluate.ssim_pairs"]) == ("120", "40")
     assert client.get_run(first.info.run_id).data.params["sample.num"] == "200"  # history kept
-    assert [v.version for v in client.search_model_versions("name='resgan'")] == ["1"]
+    assert [int(v.version) for v in client.search_model_versions("name='resgan'")] == [1]
     newest = json.loads((repo / "metrics/eval.json").read_text())
     assert float(client.get_model_version("resgan", "1").tags["eval/fid_classifier"]) == pytest.approx(
         newest["fid_classifier"], rel=1e-3)
@@ -119,14 +119,17 @@ def test_repro_change_evaluation_params_and_compare_experiments(project):
     for commit in shown:
         for exp in commit.get("experiments") or []:
             for rev in exp["revs"]:
-                data = rev["data"]
-                fids[data["name"]] = data["metrics"]["metrics/eval.json"]["data"]["fid_classifier"]
+                fids[rev["name"]] = rev["data"]["metrics"]["metrics/eval.json"]["data"]["fid_classifier"]
     assert set(fids) == {"fewer", "longer"} and all(v > 0 for v in fids.values()), fids
     diff = json.loads(run_command(["dvc", "metrics", "diff", "fewer", "longer", "--json"], repo, env).stdout)
     assert diff["metrics/eval.json"]["fid_classifier"]["new"] == pytest.approx(fids["longer"])
     plots = run_command(["dvc", "plots", "diff", "fewer", "longer", "--json"], repo, env)
-    panels = json.loads(plots.stdout)
+    panels = json.loads(plots.stdout)["data"]
     assert len(panels) == 5, list(panels)  # losses, FID, D outputs, class mix, memorization: each once
+    for title, [panel] in panels.items():  # each draws both experiments
+        assert {row["rev"] for row in panel["content"]["data"]["values"]} == {"fewer", "longer"}, title
+    fid_panel = next(panel for title, [panel] in panels.items() if title.startswith("FID over training"))
+    assert sorted(int(r["step"]) for r in fid_panel["content"]["data"]["values"] if r["rev"] == "longer") == [16]
     train_runs = [r for r in client.search_runs([experiment_id]) if r.data.tags.get("stage") == "train"]
     assert len(train_runs) == 2  # "fewer" re-used the trained model; "longer" trained a new one
     model_versions = client.search_model_versions("name='resgan'")

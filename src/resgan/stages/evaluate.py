@@ -196,8 +196,12 @@ def _track(params: Params, run_file: Path, data_dir: Path, results: dict[str, An
             registration = _register(params, info, results, session.run_id)
             session.log(lambda: mlflow.set_tags({"registered_version": str(registration.version),
                                                  "registry_decision": registration.decision}), "tag registration")
-        print(f"evaluation run {session.run_id} under train run {info['run_id']}: "
-              f"{tracking.run_url(session.run.info.experiment_id, session.run_id)}", flush=True)
+        experiment_id = session.run.info.experiment_id
+        if results.get("features"):
+            session.log(lambda: tracking.set_runs_view(experiment_id, str(results["features"])), "save the runs view")
+        print(f"MLflow evaluation run {session.run_id} (under train run {info['run_id']}): "
+              f"{tracking.run_url(experiment_id, session.run_id)}\nevery run, with FID columns: "
+              f"{tracking.experiment_url(experiment_id)}", flush=True)
     return registration
 
 

@@ -105,6 +105,8 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
         callbacks = [DivergenceCheck(loss_scaled=precision == "mixed_float16", folder=ckpt_dir), metrics,
                      ProgressBar(tp.log_every)]
         fid = _fid_tracker(params, data_dir, classifier_path, gan, ckpt_dir, logger, record) if chief else None
+        if fid:
+            session.log(lambda: tracking.set_runs_view(experiment_id, fid.key.removeprefix("fid_")), "save the runs view")
 
         def state() -> dict[str, Any]:  # what a checkpoint records beside the weights
             return {"run_id": session.run_id, "history": metrics.history, "key": key,
@@ -160,7 +162,8 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
         run_id = session.run_id
     which = f"the best FID's, step {exported_step}" if best else f"step {step}'s"
     print(f"trained {step} steps ({step - start} this run) in {wall:.0f} s; generator ({which}) -> "
-          f"{models_dir / 'generator.keras'}\nMLflow run {run_id}: {tracking.run_url(experiment_id, run_id)}", flush=True)
+          f"{models_dir / 'generator.keras'}\nMLflow run {run_id}: {tracking.run_url(experiment_id, run_id)}\n"
+          f"every run, with FID columns: {tracking.experiment_url(experiment_id)}", flush=True)
     return figures
 
 
