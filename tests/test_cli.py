@@ -366,8 +366,9 @@ def test_generate_against_a_tracking_server(store, tracking_server, tmp_path, mo
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server)
     mlflow.set_tracking_uri(tracking_server)
     try:
-        experiment = mlflow.set_experiment("resgan")
-        with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
+        # (Not mlflow.set_experiment: it would leave this store's experiment id active for later tests.)
+        experiment_id = mlflow.MlflowClient().create_experiment("resgan")
+        with mlflow.start_run(experiment_id=experiment_id) as run:
             uri = serving.log_model(load_generator(store.trained_file), name="generator").model_uri
         outcome = model_registry.register(uri, "resgan", "fid", "fid_classifier", {"fid_classifier": 5.0}, {},
                                     run_id=run.info.run_id)

@@ -454,6 +454,7 @@ def test_fid_over_training_is_logged_and_the_best_generator_is_exported(tmp_path
     assert curve["step"].tolist() == [2, 4, 6] and curve["fid"].gt(0).all()
     best_step = int(curve["step"][curve["fid"].idxmin()])
     assert figures["best_step"] == figures["exported_step"] == best_step
+    assert 0 < figures["fid_seconds"] < figures["wall_s"]  # the cost of FID over training, timed apart
     saved = json.loads(project.metrics.read_text())
     assert saved["fid_classifier_best"] == pytest.approx(curve["fid"].min()) and saved["best_step"] == best_step
     client = mlflow.MlflowClient(tracking_uri=uri)

@@ -225,6 +225,7 @@ class FidTracker(Callback):
         self.labels = sampling.class_labels(num, gan.num_classes, seed=0)
         self.history: list[dict[str, float]] = list(history or [])
         self.best: dict[str, float] | None = None
+        self.seconds = 0.0  # spent measuring in this process (the cost of FID over training)
 
     def on_train_begin(self, step: int, steps: int) -> None:
         super().on_train_begin(step, steps)
@@ -242,8 +243,10 @@ class FidTracker(Callback):
 
     def measure(self, step: int) -> float:
         """Score the EMA generator now, as step ``step``; returns the FID."""
+        start = time.perf_counter()
         images = sampling.generate_images(self.gan.ema_generator, self.latents, self.labels, self.batch_size)
         value = float(self.score(images)[self.key])
+        self.seconds += time.perf_counter() - start
         self.history.append({"step": step, self.key: value})
         if self.logger is not None:
             self.logger.log_metrics({f"eval/{self.key}": value}, step)

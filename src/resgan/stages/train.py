@@ -144,6 +144,11 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
         figures = _figures(metrics.history, start, step, wall, tp.batch_size, precision, budget.stop_training)
         if fid and fid.best:
             figures.update({f"{fid.key}_best": fid.best[fid.key], "best_step": int(fid.best["step"])})
+        if fid:
+            figures["fid_seconds"] = round(fid.seconds, 2)  # its share of wall_s: the cost of FID over training
+            print(f"FID over training: {sum(1 for row in fid.history if row['step'] > start)} measurements, "
+                  f"{fid.seconds:.1f} s ({100 * fid.seconds / max(wall, 1e-9):.1f}% of this run's training time)",
+                  flush=True)
         figures["exported_step"] = exported_step
         files.write_json(metrics_path, {k: figures[k] for k in (*METRIC_KEYS, *_fid_keys(figures)) if k in figures},
                          sort_keys=False)
