@@ -25,8 +25,9 @@ repro: $(STAMP)  ## run the whole pipeline (dvc repro) on the built-in digits
 	@echo "  samples/grid.png                  the samples (a class per column for labelled data)"
 	@echo "  metrics/eval.json                 FID, KID, classifier score, precision/recall, class accuracy"
 	@echo "  source $(VENV)/bin/activate && mlflow ui"
-	@echo "                                    then http://127.0.0.1:5000 and 'Model training': the runs"
+	@echo "                                    then the 'every run' URL above: runs, FID and loss curves, grids"
 	@echo "  resgan generate --model models:/resgan@champion --num 64 --out grid.png"
+	@echo "  git add dvc.lock metrics plots && git commit -m 'baseline run'   (what dvc metrics diff compares with)"
 
 test: $(STAMP)  ## run the test suite
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest
