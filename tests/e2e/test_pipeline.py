@@ -70,6 +70,9 @@ def test_repro_change_evaluation_params_and_compare_experiments(project):
     assert train_run.info.status == "FINISHED" and train_run.data.params["train.steps"] == "8"
     assert "sample.num" not in train_run.data.params  # the evaluation's own params live in its run
     assert [m.step for m in client.get_metric_history(run_id, "loss/d")] == [2, 4, 6, 8]
+    # mlflow ui's saved runs view (what the printed URL opens): FID and the key params as columns.
+    view = json.loads(client.get_experiment(experiment_id).tags["mlflow.sharedViewState.resgan"])
+    assert view["selectedColumns"][0] == "metrics.`eval/fid_classifier`" and "params.`train.steps`" in view["selectedColumns"]
     [first] = _evaluations(client, experiment_id, run_id)
     assert first.info.status == "FINISHED" and first.data.params["sample.num"] == "200"
     assert first.data.metrics["eval/fid_classifier"] == pytest.approx(evaluation["fid_classifier"])
