@@ -12,6 +12,7 @@ import contextlib
 import gc
 import statistics
 import time
+from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
 import numpy as np
@@ -182,6 +183,34 @@ class Draw:
     def measure(self) -> float:
         start = time.perf_counter()
         self._draw()
+        return time.perf_counter() - start
+
+
+class FidMeasure:
+    """One measurement of FID over training (:class:`resgan.gan.loop.FidTracker`) at ``train.eval_num``
+    images: the EMA generator draws them, the domain classifier's features, FID against the reference
+    features (extracted once, outside the timing, as the train stage does at its start)."""
+
+    def __init__(self, name: str, gan, params, reference: np.ndarray, classifier_path):
+        from resgan.gan.loop import FidTracker
+        from resgan.gan.trainer import export_generator
+        from resgan.metrics.evaluation import FidScore
+        from resgan.metrics.features import ClassifierFeatures
+
+        self.name = name
+        score = FidScore(ClassifierFeatures(classifier_path), reference, params.evaluate.batch_size)
+        self.tracker = FidTracker(gan, score, score.key, params.train.eval_every, params.train.eval_num,
+                                  params.train.seed, Path(classifier_path).parent, export_generator,
+                                  batch_size=params.sample.batch_size)
+        self.tracker.best = {"step": 0, score.key: -1.0}  # never a new best: no export inside the timing
+        self.work = float(params.train.eval_num)
+
+    def warm(self) -> None:
+        self.tracker.measure(0)
+
+    def measure(self) -> float:
+        start = time.perf_counter()
+        self.tracker.measure(0)
         return time.perf_counter() - start
 
 

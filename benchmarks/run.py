@@ -122,7 +122,8 @@ def in_process(sizes: Sizes) -> tuple[dict[str, Any], dict[str, Any]]:
         generator = build_generator(default.model.latent_dim, default.model.width, size, channels,
                                     default.model.blocks_per_resolution)
     draw = compute.Draw("draw", generator, sizes.draw_num)
-    benches = [*mm.values(), *ours.values(), augmented, *textbook.values(), draw]
+    fid = _fid_measure(default, ours[("default", auto)], images, size, channels)
+    benches = [*mm.values(), *ours.values(), augmented, *textbook.values(), draw, fid]
     log(f"measuring {len(benches)} in-process benchmarks, {sizes.rounds} round(s) after a warm-up")
     sec = compute.run_rounds(benches, sizes.rounds, log)
     rounds = sizes.rounds
@@ -205,8 +206,35 @@ def in_process(sizes: Sizes) -> tuple[dict[str, Any], dict[str, Any]]:
             lambda r: (g_flops * draw.work / sec[draw.name][r]) / flops_per_s(mm["float32"], r), rounds)),
         "runs_s": [round(s, 3) for s in sec[draw.name]],
     }}
+    # FID over training: one measurement against the train.eval_every default-model steps it follows.
+    step_s = compute.median(sec[plain.name]) / sizes.default_steps
+    between = default.train.eval_every * step_s
+    measure_s = compute.median(sec[fid.name])
+    results["training"]["default"]["fid_over_training"] = {
+        "eval_every": default.train.eval_every, "eval_num": default.train.eval_num, "precision": auto,
+        "measure_s": _r(measure_s), "train_s_between": _r(between),
+        "fraction_of_training": _r(compute.per_round(
+            lambda r: sec[fid.name][r] / (default.train.eval_every * sec[plain.name][r] / sizes.default_steps
+                                          + sec[fid.name][r]), rounds)),
+        "runs_s": [round(s, 3) for s in sec[fid.name]],
+    }
     state = {"matmul_float32": mm["float32"], "generator": generator, "default": default, "g_flops": g_flops}
     return results, state
+
+
+def _fid_measure(params, trainer, images, size: int, channels: int):
+    """FID over training as the train stage runs it, for the default model: the untrained domain
+    classifier of the classifier params (its weights do not change the time) as the features."""
+    from benchmarks import compute
+    from resgan.metrics.classifier import build_classifier
+    from resgan.metrics.evaluation import reference_set
+
+    folder = Path(tempfile.mkdtemp(prefix="resgan-bench-fid-"))
+    cp = params.classifier
+    with compute.policy("float32"):
+        build_classifier((size, size, channels), 10, cp.width, cp.feature_dim).save(folder / "classifier.keras")
+    reference, _ = reference_set(images, None, params.evaluate)
+    return compute.FidMeasure("fid_over_training", trainer.gan, params, reference, folder / "classifier.keras")
 
 
 # ---------------------------------------------------------------- commands: items 4-7
@@ -343,6 +371,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
            "value": results["baseline"][name]["ours_auto_over_textbook"], "target": ">= 1.5",
            "met": results["baseline"][name]["ours_auto_over_textbook"] >= 1.5} for name in ("default", "reference")),
     ]
+    fot = training["default"].get("fid_over_training")
+    if fot:
+        rows.append({"name": f"FID over training, share of training time (every {fot['eval_every']} steps)",
+                     "value": fot["fraction_of_training"], "target": "<= 0.10",
+                     "met": fot["fraction_of_training"] <= 0.10})
     if "resgan_help_s" in startup:
         rows.append({"name": "resgan --help s", "value": startup["resgan_help_s"], "target": "< 0.5",
                      "met": startup["resgan_help_s"] < 0.5})
@@ -385,6 +418,11 @@ def table(results: dict[str, Any]):
             c = entry["diffaugment_cost"]
             t.add_row(f"  with DiffAugment ({c['policy']}), {c['precision']} img/s", _fmt(c["img_per_s"]),
                       f"a step takes {_fmt(c['step_time_over_without'])}x as long as without (above)")
+        if "fid_over_training" in entry:
+            f = entry["fid_over_training"]
+            t.add_row(f"  FID over training ({f['eval_num']} images) s", _fmt(f["measure_s"]),
+                      f"{f['fraction_of_training']:.1%} of training at one every {f['eval_every']} steps "
+                      f"({_fmt(f['train_s_between'])} s of steps)")
         b = results["baseline"][name]
         t.add_row("  textbook Keras fit, float32 img/s", _fmt(b["img_per_s"]),
                   f"MFU {b['mfu']:.0%}; ours auto {_fmt(b['ours_auto_over_textbook'])}x, "
