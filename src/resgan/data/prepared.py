@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import math
 import os
 import tempfile
@@ -289,3 +290,14 @@ def _split_chunks(pixels: PixelFile, split: Split, hasher: DataHasher, writer: s
             first_images.extend(block[:preview - len(first_images)].copy())  # not a view of the block
         yield block[in_npz[done:done + len(block)]]
         done += len(block)
+
+
+def load_summary(data_dir: str | Path) -> dict:
+    """``<data_dir>/summary.json`` as the prepare stage wrote it; a clear error when it is missing."""
+    path = Path(data_dir) / "summary.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ResganError(f"{path} not found: run the prepare stage first") from None
+    except (OSError, json.JSONDecodeError) as error:
+        raise ResganError(f"{path} is unreadable: {error}") from None

@@ -168,7 +168,9 @@ def _track(params: Params, run_file: Path, data_dir: Path, results: dict[str, An
     import mlflow
 
     info = tracking.read_run_file(run_file)
-    summary = _read_json(data_dir / "summary.json")
+    from resgan.data.prepared import load_summary
+
+    summary = load_summary(data_dir)
     tags = {"stage": "evaluate", "train_run_id": info["run_id"], "feature_extractor": str(results.get("features")),
             **tracking.run_tags(summary)}
     if results.get("feature_extractor_id"):
@@ -203,15 +205,6 @@ def _track(params: Params, run_file: Path, data_dir: Path, results: dict[str, An
               f"{tracking.run_url(experiment_id, session.run_id)}\nevery run, with FID columns: "
               f"{tracking.experiment_url(experiment_id)}", flush=True)
     return registration
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    import json
-
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def _register(params: Params, info: dict[str, Any], results: dict[str, Any], eval_run_id: str):

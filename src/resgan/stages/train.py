@@ -26,6 +26,7 @@ import pandas as pd
 from resgan import files, terminal, tracking
 from resgan.config import Params
 from resgan.data.pipeline import open_train_data
+from resgan.data.prepared import load_summary
 from resgan.errors import ResganError
 from resgan.gan import checkpoint, device
 from resgan.gan.loop import (Checkpointer, DivergenceCheck, FidTracker, MetricsLogger, ProgressBar, SampleGrid,
@@ -49,23 +50,13 @@ def run_key(params: Params, data_hash: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def _read_summary(data_dir: Path) -> dict[str, Any]:
-    path = data_dir / "summary.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ResganError(f"{path} not found: run the prepare stage first") from None
-    except (OSError, json.JSONDecodeError) as error:
-        raise ResganError(f"{path} is unreadable: {error}") from None
-
-
 def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, checkpoint_dir: Path,
         metrics_path: Path, plots_path: Path, classifier_path: Path | None = None,
         fid_path: Path | None = None) -> dict[str, Any]:
     """Train (or resume) to ``train.steps``; write the outputs; return the final figures ({} on a worker
     that is not the chief of a cluster). ``classifier_path``: the domain classifier, for FID over
     training with ``evaluate.features`` classifier or auto; ``fid_path``: that curve as CSV."""
-    summary = _read_summary(data_dir)
+    summary = load_summary(data_dir)
     tp = params.train
     train_data = open_train_data(data_dir, tp.input)  # train.npz in memory, or the shards streamed
     # A conditional model's classes (model.conditional: auto decides from the labels); missing labels
