@@ -178,10 +178,16 @@ def test_an_evaluated_again_model_keeps_its_version_with_the_newest_figures(use_
     assert v1.tags["eval/fid_classifier"] == "12.0" and "eval/kid_classifier_mean" not in v1.tags
     assert v1.description == "second"
     assert len(_client().search_model_versions("name='again'")) == 2
-    # The champion evaluated again, worse: it stays (nothing to hand the alias to from this call).
+    # The champion evaluated again, a little worse but still the best: it stays.
+    still = model_registry.register(store.trained_uri, "again", "fid", "fid_classifier", {"fid_classifier": 14.0},
+                                    {}, reuse=True)
+    assert still.aliases == ("candidate", "champion") and "it stays champion" in still.decision
+    # Evaluated again and now worse than v2's newest figures: champion moves to v2, v1 stays candidate.
     worse = model_registry.register(store.trained_uri, "again", "fid", "fid_classifier", {"fid_classifier": 30.0},
                                     {}, reuse=True)
-    assert worse.version == 1 and "champion v1 evaluated again" in worse.decision and _alias("again", "champion") == 1
+    assert worse.version == 1 and worse.aliases == ("candidate",)
+    assert "no longer beats v2's 15" in worse.decision and "champion moves to v2" in worse.decision
+    assert _alias("again", "champion") == 2 and _alias("again", "candidate") == 1
 
 
 def test_higher_is_better_for_the_inception_score(use_store):

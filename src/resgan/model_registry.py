@@ -3,7 +3,9 @@
 Rules for :func:`register`: every registered version gets alias ``candidate``; ``champion`` moves to the
 new version only when there is no champion, or when the new version beats it on ``mlflow.champion_metric``
 in the metric's own direction (lower FID/KID, higher IS/precision/recall), both measured with the same
-feature extractor. Numbers from different extractors are never compared.
+feature extractor. Numbers from different extractors are never compared. Each version's figures are its
+newest evaluation's: when the champion is evaluated again and another version's figures now beat its own,
+``champion`` moves to the best of those.
 
 For people looking at the registry and overriding it, :func:`list_versions`, :func:`show_version` and
 :func:`promote` are what ``resgan models list | show | promote`` do; their every failure (no store,
@@ -142,7 +144,14 @@ def _register(model_uri: str, name: str, metric: str, metric_key: str, results: 
     elif current is None:
         decision, move = "no champion yet: this version becomes champion", True
     elif int(current.version) == number:
-        decision, move = f"champion v{number} evaluated again ({metric_key} {value:.4g}): it stays champion", True
+        rival = _best_rival(client, name, number, metric, tag, tags.get(EXTRACTOR_TAG))
+        if rival is not None and is_better(metric, rival[1], rounded(value)):
+            decision = (f"champion v{number} evaluated again ({metric_key} {value:.4g}) no longer beats "
+                        f"v{rival[0]}'s {rival[1]:.4g}: champion moves to v{rival[0]}")
+            client.set_registered_model_alias(name, CHAMPION, str(rival[0]))
+            move = False
+        else:
+            decision, move = f"champion v{number} evaluated again ({metric_key} {value:.4g}): it stays champion", True
     elif tags.get(EXTRACTOR_TAG) and current.tags.get(EXTRACTOR_TAG, tags[EXTRACTOR_TAG]) != tags[EXTRACTOR_TAG]:
         # Scores from two feature extractors (e.g. a retrained classifier) are not on one scale.
         decision = (f"champion v{current.version} was scored with another feature extractor "
@@ -168,6 +177,25 @@ def _register(model_uri: str, name: str, metric: str, metric_key: str, results: 
                         value=None if value is None else float(value),
                         previous_champion=None if current is None else int(current.version),
                         previous_value=previous_value, decision=decision)
+
+
+def _best_rival(client: MlflowClient, name: str, number: int, metric: str, tag: str,
+                extractor: str | None) -> tuple[int, float] | None:
+    """The best other version of ``name`` by its newest evaluation's ``tag``, measured with the same
+    feature extractor (versions without a finite figure are skipped), as (version, value); or None."""
+    best: tuple[int, float] | None = None
+    for other in _versions(client, name):
+        if int(other.version) == number or tag not in other.tags:
+            continue
+        if other.tags.get(EXTRACTOR_TAG) != extractor:
+            continue
+        try:
+            figure = float(other.tags[tag])
+        except ValueError:
+            continue
+        if math.isfinite(figure) and (best is None or is_better(metric, figure, best[1])):
+            best = (int(other.version), figure)
+    return best
 
 
 def _is_number(value: Any) -> bool:
