@@ -167,8 +167,14 @@ def test_mlflow_run_params_tags_and_artifacts(trained):
     assert tags["checkpoint_key"] == train.run_key(trained.params, DATA_HASH)
     assert tags["precision"] == "float32" and tags["replicas"] == "1"
 
+    assert tags["trained_steps"] == "4" and float(tags["train_wall_s"]) >= 0
+    # Curves only as metrics: the one-value figures (steps, timings) are train.json and tags.
+    assert {k.split("/")[0] for k in run.data.metrics} <= {"loss", "d", "grad_norm", "perf", "eval"}, \
+        sorted(run.data.metrics)
     top = {a.path for a in client.list_artifacts(run_id)}
-    assert {"params.yaml", "dvc.lock", "images", "plots"} <= top
+    assert {"params.yaml", "dvc.lock", "images", "plots", "train.json"} <= top
+    logged = json.loads(Path(client.download_artifacts(run_id, "train.json", str(trained.project.root / "dl"))).read_text())
+    assert logged["steps"] == 4 and logged["wall_s"] > 0 and logged["img_per_s"] > 0
     assert [a.path for a in client.list_artifacts(run_id, "plots")] == ["plots/train.csv"]
     # mlflow.log_image(key="samples", step=s) writes images/samples+step+<s>+timestamp+...png (+ a .webp preview).
     pngs = [a.path for a in client.list_artifacts(run_id, "images") if a.path.endswith(".png")]

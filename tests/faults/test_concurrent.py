@@ -95,7 +95,7 @@ def test_two_queued_experiments_run_at_once_each_with_its_own_run_and_version(re
         run = runs[name]
         assert run.info.status == "FINISHED", name
         assert run.info.run_name == name and run.data.params["train.steps"] == str(steps)
-        assert run.data.metrics["train/steps"] == steps
+        assert run.data.tags["trained_steps"] == str(steps)
         for key in ("loss/d", "loss/g", "d/real", "d/fake"):  # every step, once
             assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == list(
                 range(1, steps + 1)), (name, key)

@@ -137,7 +137,7 @@ def test_server_down_mid_training_then_back_loses_nothing(tmp_path, monkeypatch)
         assert [r.info.run_id for r in runs] == [run_id]
         run = runs[0]
         assert run.info.status == "FINISHED"
-        assert run.data.metrics["train/steps"] == 12 and run.data.params["train.steps"] == "12"
+        assert run.data.tags["trained_steps"] == "12" and run.data.params["train.steps"] == "12"
         curve = pd.read_csv(project.plots)
         assert curve["step"].tolist() == list(range(1, 13))
         for key in METRICS:

@@ -150,10 +150,12 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
         files.write_json(models_dir / "mlflow_run.json", {
             "run_id": session.run_id, "experiment_id": experiment_id, "tracking_uri": tracking.tracking_uri(),
             "model_uri": model_uri, "checkpoint": str(ckpt_dir)})
-        if step > start:
-            session.log(lambda: mlflow.log_metrics({"train/wall_s": wall, "train/steps": step}, step=step), "log final")
+        # One-value figures (steps, timings) are a JSON artifact and tags, not metrics: the run page draws
+        # every metric as a chart, and these would be single bars above the loss curves.
+        session.log(lambda: mlflow.log_dict(figures, "train.json"), "log train.json")
         session.log(lambda: mlflow.log_artifact(str(plots_path), "plots"), "log plots")
         session.log(lambda: mlflow.set_tags({"exported": "best" if best else "last", "exported_step": str(exported_step),
+                                             "trained_steps": str(step), "train_wall_s": f"{wall:.0f}",
                                              "stopped_by_budget": str(budget.stop_training).lower()}), "tag export")
         run_id = session.run_id
     which = f"the best FID's, step {exported_step}" if best else f"step {step}'s"
