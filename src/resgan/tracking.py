@@ -499,15 +499,37 @@ def experiment_url(experiment_id: str) -> str:
 
 
 def set_runs_view(experiment_id: str, features: str) -> None:
-    """Save the runs table that :func:`experiment_url` opens: newest first, with FID, KID, the classifier
-    or Inception score and class accuracy (measured with ``features``) and the key params as columns.
+    """Save the runs view that :func:`experiment_url` opens. The table: newest first, with FID, KID, the
+    classifier or Inception score and class accuracy (measured with ``features``) and the key params as
+    columns. The chart view (the runs page's chart toggle): ``loss/d`` with ``loss/g`` and ``d/real`` with
+    ``d/fake`` in one chart each, FID over training first; MLflow adds a chart for every other metric.
     MLflow's UI reads a shared view from the experiment tag ``mlflow.sharedViewState.<key>`` (what its
-    "Share" button writes); a person's own column choices in the browser are untouched."""
+    "Share" button writes); a person's own choices in the browser are untouched."""
     metrics = (f"fid_{features}", f"kid_{features}_mean", f"is_{features}_mean", "class_accuracy")
     columns = [*(f"metrics.`eval/{m}`" for m in metrics), *(f"params.`{p}`" for p in VIEW_PARAMS)]
+    sections = [{"uuid": f"resgan-{name}", "name": name, "display": True, "isReordered": False}
+                for name in ("eval", "loss", "d", "grad_norm", "perf")]
     state = {"searchFilter": "", "orderByKey": "attributes.start_time", "orderByAsc": False,
-             "selectedColumns": [*columns, "attributes.`Models`"], "columnWidths": {c: 130 for c in columns}}
+             "selectedColumns": [*columns, "attributes.`Models`"], "columnWidths": {c: 130 for c in columns},
+             "compareRunSections": sections, "isAccordionReordered": True,
+             "compareRunCharts": [
+                 _line_chart(f"eval/fid_{features}", f"FID ({features} features) over training, lower is better", "eval"),
+                 _line_chart("loss/d", "GAN losses: loss/d and loss/g", "loss", ["loss/d", "loss/g"]),
+                 _line_chart("loss/g", "loss/g", "loss", deleted=True),  # drawn in the chart above
+                 _line_chart("d/real", "Discriminator outputs: d/real and d/fake", "d", ["d/real", "d/fake"]),
+                 _line_chart("d/fake", "d/fake", "d", deleted=True)]}
     MlflowClient().set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps(state))
+
+
+def _line_chart(metric: str, title: str, section: str, metrics: list[str] | None = None,
+                deleted: bool = False) -> dict:
+    """One line chart of MLflow's chart view (the fields its RunsChartsLineCardConfig serializes)."""
+    return {"uuid": f"resgan-{metric.replace('/', '-')}", "type": "LINE", "metricKey": metric,
+            "selectedMetricKeys": metrics or [metric], "displayName": title, "metricSectionId": f"resgan-{section}",
+            "isGenerated": False, "deleted": deleted, "runsCountToCompare": 10, "lineSmoothness": 0,
+            "xAxisKey": "step", "xAxisScaleType": "linear", "scaleType": "linear", "selectedXAxisMetricKey": "",
+            "yAxisKey": "metric", "yAxisExpressions": [], "ignoreOutliers": False, "useGlobalXaxisKey": True,
+            "useGlobalLineSmoothing": True, "range": {}}
 
 
 def model_id(model_uri: str | None) -> str | None:

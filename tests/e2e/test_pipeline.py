@@ -73,6 +73,9 @@ def test_repro_change_evaluation_params_and_compare_experiments(project):
     # mlflow ui's saved runs view (what the printed URL opens): FID and the key params as columns.
     view = json.loads(client.get_experiment(experiment_id).tags["mlflow.sharedViewState.resgan"])
     assert view["selectedColumns"][0] == "metrics.`eval/fid_classifier`" and "params.`train.steps`" in view["selectedColumns"]
+    charts = {c["metricKey"]: c for c in view["compareRunCharts"]}  # the chart view: FID first, the losses in one
+    assert view["compareRunCharts"][0]["metricKey"] == "eval/fid_classifier"
+    assert charts["loss/d"]["selectedMetricKeys"] == ["loss/d", "loss/g"] and charts["loss/g"]["deleted"]
     [first] = _evaluations(client, experiment_id, run_id)
     assert first.info.status == "FINISHED" and first.data.params["sample.num"] == "200"
     assert first.data.metrics["eval/fid_classifier"] == pytest.approx(evaluation["fid_classifier"])
