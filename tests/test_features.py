@@ -100,13 +100,69 @@ def test_classifier_features_reject_images_of_another_shape(trained_classifier):
         extractor(np.zeros((2, 32, 32, 1), np.uint8))
 
 
-def test_classifier_stage_needs_labels(tmp_path):
+def test_classifier_stage_learns_the_patterns_and_writes_its_outputs_record(trained_classifier):
+    result, model_path, _, _, _ = trained_classifier
+    record = json.loads(model_path.with_suffix(".json").read_text())
+    assert record["kind"] == "classifier" and record["trusted"] is True
+    assert result["chance"] == pytest.approx(1 / 3) and result["trusted"] == 1
+    assert result["skill"] == pytest.approx((result["accuracy"] - 1 / 3) / (2 / 3), abs=1e-5)
+    extractor = resolve_extractor("auto", model_path)
+    assert (extractor.name, extractor.kind, extractor.trusted, extractor.data_classes) == (
+        "classifier", "classifier", True, True)
+
+
+def test_classifier_kind_classifier_needs_labels_and_writes_nothing(tmp_path):
     images, _ = _patterns(4, seed=2)
     _write_split(tmp_path, "train", images)
     _write_split(tmp_path, "test", images)
-    with pytest.raises(ResganError, match="needs labelled data.*evaluate.features"):
-        run_classifier(tiny_params().classifier, tmp_path, tmp_path / "c.keras", tmp_path / "c.json")
+    params = tiny_params(classifier={"kind": "classifier"}).classifier
+    with pytest.raises(ResganError, match="needs labelled data.*classifier.kind: auto"):
+        run_classifier(params, tmp_path, tmp_path / "c.keras", tmp_path / "c.json")
     assert not (tmp_path / "c.keras").exists() and not (tmp_path / "c.json").exists()
+
+
+def test_without_labels_the_stage_trains_a_self_supervised_encoder(tmp_path):
+    images, _ = _patterns(40, seed=2)
+    _write_split(tmp_path, "train", images)
+    _write_split(tmp_path, "test", _patterns(10, seed=3)[0])
+    params = tiny_params(classifier={"ssl_epochs": 2, "ssl_batch_size": 32}).classifier
+    figures = run_classifier(params, tmp_path, tmp_path / "m" / "c.keras", tmp_path / "c.json")
+    record = json.loads((tmp_path / "m" / "c.json").read_text())
+    assert record["kind"] == "ssl" and figures["n_train"] == 120 and figures["epochs"] == 2
+    assert figures["trusted"] == int(record["trusted"]) and "two-view retrieval on 30 held-out" in record["fitness"]
+    extractor = resolve_extractor("auto", tmp_path / "m" / "c.keras")
+    assert extractor.kind == "ssl" and extractor.name == ("ssl" if record["trusted"] else "ssl_untrusted")
+    features, probs = extractor(images[:5])
+    assert features.shape == (5, 16) and probs is None and not extractor.data_classes
+    with pytest.raises(ResganError, match="evaluate.features is classifier, but .* is a ssl model"):
+        resolve_extractor("classifier", tmp_path / "m" / "c.keras")
+
+
+def test_a_classifier_that_cannot_learn_is_not_trusted(tmp_path):
+    """Random labels: held-out accuracy stays near chance. auto falls back to the self-supervised
+    encoder; a forced classifier is kept but untrusted, and its figures are named so."""
+    images, _ = _patterns(60, seed=0)
+    test_images, _ = _patterns(20, seed=1)
+    rng = np.random.default_rng(0)
+    _write_split(tmp_path, "train", images, rng.integers(0, 3, len(images)))
+    _write_split(tmp_path, "test", test_images, rng.integers(0, 3, len(test_images)))
+    forced = tiny_params(classifier={"kind": "classifier", "epochs": 4, "batch_size": 32}).classifier
+    figures = run_classifier(forced, tmp_path, tmp_path / "forced" / "c.keras", tmp_path / "forced.json")
+    assert figures["skill"] < 0.5 and figures["trusted"] == 0
+    extractor = resolve_extractor("classifier", tmp_path / "forced" / "c.keras")
+    assert extractor.name == "classifier_untrusted" and not extractor.trusted
+    auto = tiny_params(classifier={"epochs": 4, "batch_size": 32, "ssl_epochs": 1, "ssl_batch_size": 32}).classifier
+    figures = run_classifier(auto, tmp_path, tmp_path / "auto" / "c.keras", tmp_path / "auto.json")
+    assert figures["classifier_skill"] < 0.5 and json.loads((tmp_path / "auto" / "c.json").read_text())["kind"] == "ssl"
+
+
+def test_a_model_without_its_fitness_record_is_not_trusted(trained_classifier, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copied.keras"
+    shutil.copy(trained_classifier[1], copy)  # the same weights, without the record beside them
+    extractor = resolve_extractor("auto", copy)
+    assert extractor.name == "classifier_untrusted" and "no fitness record" in extractor.fitness
 
 
 def test_classifier_stage_without_prepared_data_says_what_to_run(tmp_path):

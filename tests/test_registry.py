@@ -190,6 +190,20 @@ def test_an_evaluated_again_model_keeps_its_version_with_the_newest_figures(use_
     assert _alias("again", "champion") == 2 and _alias("again", "candidate") == 1
 
 
+def test_figures_from_an_untrusted_extractor_never_make_a_champion(use_store):
+    store = use_store
+    first = model_registry.register(store.trained_uri, "untrusted", "fid", "fid_ssl_untrusted",
+                                    {"fid_ssl_untrusted": 1.0}, {}, trusted=False)
+    assert first.aliases == ("candidate",) and "failed its fitness check" in first.decision
+    with pytest.raises(MlflowException):  # no champion at all, even with none to beat
+        _client().get_model_version_by_alias("untrusted", "champion")
+    trusted = model_registry.register(store.other_uri, "untrusted", "fid", "fid_ssl", {"fid_ssl": 30.0}, {})
+    assert trusted.aliases == ("candidate", "champion")
+    again = model_registry.register(store.trained_uri, "untrusted", "fid", "fid_ssl_untrusted",
+                                    {"fid_ssl_untrusted": 0.5}, {}, trusted=False)
+    assert again.aliases == ("candidate",) and _alias("untrusted", "champion") == 2
+
+
 def test_higher_is_better_for_the_inception_score(use_store):
     store = use_store
     model_registry.register(store.trained_uri, "by-is", "is", "is_classifier_mean", {"is_classifier_mean": 2.0}, {})

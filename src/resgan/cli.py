@@ -71,10 +71,11 @@ def prepare(
 def classifier(
     params: ParamsOpt = Path("params.yaml"),
     data: DataDir = Path("data/prepared"),
-    out: Annotated[Path, typer.Option(help="Where to save the trained classifier (.keras).")] = Path("models/classifier.keras"),
-    metrics: Annotated[Path, typer.Option(help="Where to write its held-out accuracy (JSON).")] = Path("metrics/classifier.json"),
+    out: Annotated[Path, typer.Option(help="Where to save the trained extractor (.keras; its record beside it, .json).")] = Path("models/classifier.keras"),
+    metrics: Annotated[Path, typer.Option(help="Where to write its held-out fitness figures (JSON).")] = Path("metrics/classifier.json"),
 ) -> None:
-    """Train the domain classifier used as the offline feature extractor for FID, KID and IS."""
+    """Train the offline feature extractor for FID, KID and precision/recall: the domain classifier where
+    the data has labels and it learns them, else a self-supervised encoder; each proves itself on held-out images."""
     p = _load(params)
     _start_tensorflow()
     from resgan.stages.classifier import run

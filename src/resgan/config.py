@@ -69,13 +69,34 @@ class PrepareParams(_Section):
         return self
 
 
+SSL_OPS = ("crop", "flip", "color", "translation", "cutout")  # the self-supervised encoder's augmentations
+
+
 class ClassifierParams(_Section):
+    # The learned feature extractor. auto: the domain classifier where the data has labels and it proves
+    # itself on held-out images, else a self-supervised (SimCLR) encoder; classifier / ssl force one.
+    kind: Literal["auto", "classifier", "ssl"] = "auto"
     epochs: int = Field(3, ge=1, le=1000)
     batch_size: int = Field(128, ge=1, le=65536)
     lr: float = Field(1e-3, gt=0.0, le=1.0)
     width: int = Field(32, ge=4, le=1024)
     feature_dim: int = Field(128, ge=8, le=4096)
     seed: int = Field(0, ge=0)
+    min_skill: float = Field(0.5, ge=0.0, le=1.0)  # classifier: (accuracy - chance) / (1 - chance) on test
+    ssl_epochs: int = Field(5, ge=1, le=1000)
+    ssl_batch_size: int = Field(256, ge=2, le=65536)
+    ssl_temperature: float = Field(0.5, gt=0.0, le=10.0)
+    ssl_augment: str = "crop,color,translation,cutout"  # crop, flip, color, translation, cutout
+    ssl_min_skill: float = Field(0.1, ge=0.0, le=1.0)  # two-view retrieval gain over the untrained encoder
+
+    @field_validator("ssl_augment")
+    @classmethod
+    def _ssl_ops(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        unknown = [n for n in names if n not in SSL_OPS]
+        if unknown or not names:
+            raise ValueError(f"unknown op(s) {', '.join(unknown) or '(none given)'}; use any of {', '.join(SSL_OPS)}")
+        return value
 
 
 class ModelParams(_Section):
@@ -165,7 +186,7 @@ MetricName = Literal["fid", "kid", "is", "ssim", "pr"]
 
 class EvaluateParams(_Section):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)  # YAML lists -> tuples
-    features: Literal["auto", "inception", "classifier"] = "auto"
+    features: Literal["auto", "inception", "classifier", "ssl"] = "auto"
     metrics: tuple[MetricName, ...] = ("fid", "kid", "is", "ssim", "pr")
     inception_weights: str = ""  # path to InceptionV3 ImageNet weights (.h5); "" uses Keras' cache
     batch_size: int = Field(256, ge=1, le=65536)

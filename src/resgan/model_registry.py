@@ -74,7 +74,7 @@ def champion(name: str):
 
 def register(model_uri: str, name: str, metric: str, metric_key: str, results: dict[str, Any],
              tags: dict[str, str], run_id: str | None = None, reuse: bool = False,
-             description: str | None = None) -> Registration:
+             description: str | None = None, trusted: bool = True) -> Registration:
     """Register ``model_uri`` as a version of ``name``; set ``candidate``; maybe move ``champion``.
 
     ``metric`` is a champion metric name (``fid``); ``metric_key`` the result key it is read from
@@ -82,12 +82,14 @@ def register(model_uri: str, name: str, metric: str, metric_key: str, results: d
     4 significant digits (the full evaluation is the evaluation run's artifact). ``reuse``: a model that
     is a version already (evaluated again, e.g. with other sample params) keeps its version, whose
     evaluation tags are replaced by the newest ones, and the champion rule is applied again; otherwise
-    each call registers a new version. Registrations into one SQLite store take turns
+    each call registers a new version. ``trusted=False`` (figures from a feature extractor that failed its
+    fitness check) registers the version as ``candidate`` but never makes it champion. Registrations into
+    one SQLite store take turns
     (:func:`resgan.tracking.store_lock`), so concurrent experiments neither collide on an alias nor
     decide ``champion`` from a stale one.
     """
     with tracking.store_lock(mlflow.get_tracking_uri()):
-        return _register(model_uri, name, metric, metric_key, results, tags, run_id, reuse, description)
+        return _register(model_uri, name, metric, metric_key, results, tags, run_id, reuse, description, trusted)
 
 
 def rounded(value: float) -> float:
@@ -107,7 +109,8 @@ def _version_of(client: MlflowClient, name: str, model_uri: str):
 
 
 def _register(model_uri: str, name: str, metric: str, metric_key: str, results: dict[str, Any],
-              tags: dict[str, str], run_id: str | None, reuse: bool, description: str | None) -> Registration:
+              tags: dict[str, str], run_id: str | None, reuse: bool, description: str | None,
+              trusted: bool = True) -> Registration:
     version_tags = {**tags, **{METRIC_TAG.format(key=k): str(rounded(v)) for k, v in results.items() if _is_number(v)}}
     client = MlflowClient()
     version = _version_of(client, name, model_uri) if reuse else None
@@ -135,7 +138,11 @@ def _register(model_uri: str, name: str, metric: str, metric_key: str, results: 
     previous_value = None
     if current is not None and tag in current.tags:
         previous_value = float(current.tags[tag])
-    if value is None:
+    if not trusted:
+        decision = (f"{metric_key} comes from a feature extractor that failed its fitness check: not "
+                    "comparable, so champion stays")
+        move = False
+    elif value is None:
         decision = f"{metric_key} was not computed, so champion stays"
         move = False
     elif not math.isfinite(float(value)):  # a NaN champion could never be beaten (every comparison is False)

@@ -22,16 +22,15 @@ MIN_SIDE = 4  # px: downsample until the feature map is this small, then flatten
 Split = tuple[np.ndarray, np.ndarray]  # uint8 NHWC images, int64 labels
 
 
-def build_classifier(input_shape: tuple[int, int, int], num_classes: int, width: int = 32,
-                     feature_dim: int = 128) -> keras.Model:
-    """A compact CNN for uint8-valued ``input_shape`` (H, W, C) images, ``num_classes`` softmax outputs.
+def build_trunk(input_shape: tuple[int, int, int], width: int = 32, feature_dim: int = 128):
+    """The convolutional trunk shared by the classifier and the self-supervised encoder
+    (:mod:`resgan.metrics.ssl`): ``(inputs, features)`` of a functional model on uint8-valued images.
 
     One conv-BN-ReLU-maxpool block per halving of the image until it is 4 px a side (3 blocks at
-    32 px), channels ``width * 2**i`` capped at ``8 * width``; then Flatten, a Dense embedding
-    of ``feature_dim`` units, its batch norm (the ``features`` layer), ReLU, dropout and the
-    softmax head ``probs``.
+    32 px), channels ``width * 2**i`` capped at ``8 * width``; then Flatten, a Dense embedding of
+    ``feature_dim`` units and its batch norm: the ``features`` layer.
 
-    The features are the batch-normalized embedding before the ReLU: no dead (constant zero)
+    The features are the batch-normalized embedding before any ReLU: no dead (constant zero)
     dimensions, so the covariance is well conditioned for FID, and about unit scale per dimension
     on real data, so FID and KID (whose cubic kernel grows with the feature scale) read like
     their Inception counterparts rather than in arbitrary units.
@@ -53,7 +52,14 @@ def build_classifier(input_shape: tuple[int, int, int], num_classes: int, width:
         block += 1
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(feature_dim, use_bias=False, name="embedding")(x)
-    features = layers.BatchNormalization(momentum=0.9, name=FEATURE_LAYER)(x)
+    return inputs, layers.BatchNormalization(momentum=0.9, name=FEATURE_LAYER)(x)
+
+
+def build_classifier(input_shape: tuple[int, int, int], num_classes: int, width: int = 32,
+                     feature_dim: int = 128) -> keras.Model:
+    """A compact CNN for uint8-valued ``input_shape`` (H, W, C) images, ``num_classes`` softmax outputs:
+    :func:`build_trunk`, then ReLU, dropout and the softmax head ``probs``."""
+    inputs, features = build_trunk(input_shape, width, feature_dim)
     x = layers.ReLU(name="features_relu")(features)
     x = layers.Dropout(0.3, name="dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="probs")(x)
@@ -72,8 +78,7 @@ def labelled_data(train: tuple[np.ndarray, np.ndarray | None], test: tuple[np.nd
     if train[1] is None or test[1] is None:
         raise ResganError("the domain classifier needs labelled data, and the prepared data has no labels "
                           "(for a folder source, put images in one sub-folder per class with "
-                          "prepare.labels_from_folders: true); without labels, set evaluate.features to "
-                          "inception and remove the classifier stage's output from evaluate's inputs")
+                          "prepare.labels_from_folders: true)")
     if len(train[0]) == 0 or len(test[0]) == 0:
         raise ResganError("the domain classifier needs images in both train.npz and test.npz")
     if test[0].shape[1:] != train[0].shape[1:]:

@@ -1,8 +1,11 @@
-"""Feature extractors for FID, KID, IS and precision/recall: the domain classifier or InceptionV3.
+"""Feature extractors for FID, KID, IS and precision/recall: the learned extractor of the classifier
+stage (domain classifier or self-supervised encoder) or InceptionV3.
 
-Both share one interface::
+All share one interface::
 
-    extractor.name                       # "classifier" or "inception": goes into every metric name
+    extractor.name                       # "classifier", "ssl" or "inception" ("ssl_untrusted" when the
+                                         # learned one failed its fitness check): in every metric name
+    extractor.trusted                    # whether its figures may be compared (and move a champion)
     extractor.data_classes               # True when probs are over the data's classes (the classifier)
     features, probs = extractor(images_uint8, batch_size)
     # features: float64 (N, D); probs: float64 (N, K) class probabilities, or None
@@ -40,6 +43,7 @@ INCEPTION_HELP = (
 
 class Extractor(Protocol):
     name: str
+    trusted: bool
     data_classes: bool  # whether probs are over the prepared data's own classes (not ImageNet's)
 
     def __call__(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]: ...
@@ -68,47 +72,69 @@ def _run_batches(forward: Callable, images: np.ndarray, batch_size: int, descrip
     return np.concatenate(features), (np.concatenate(probs) if probs else None)
 
 
-# ---------------------------------------------------------------- domain classifier
+# ---------------------------------------------------------------- learned: domain classifier or SSL encoder
 
-class ClassifierFeatures:
-    """Features from the domain classifier: its ``features`` layer and its softmax probabilities."""
+class LearnedFeatures:
+    """Features from the ``classifier`` stage's model: the domain classifier (its ``features`` layer and
+    softmax probabilities) or the self-supervised encoder (its ``features``, no probabilities).
 
-    name = "classifier"
-    data_classes = True
+    The record beside the model (:mod:`resgan.metrics.learned`) says which and whether it passed its
+    fitness check on held-out images; an untrusted extractor's :attr:`name` ends in ``_untrusted``
+    (``fid_ssl_untrusted``), and so does every figure measured with it. A model without a record has not
+    proved itself and is untrusted.
+    """
 
     def __init__(self, model_path: str | Path):
+        import json
+
         import keras
 
         from resgan.metrics.classifier import FEATURE_LAYER
+        from resgan.metrics.learned import RECORD_SUFFIX
 
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
-            raise ResganError(f"classifier model {self.model_path} not found: run the classifier stage "
+            raise ResganError(f"feature extractor {self.model_path} not found: run the classifier stage "
                               "(`dvc repro classifier`) or use evaluate.features=inception")
         try:
             model = keras.models.load_model(self.model_path, safe_mode=True, compile=False)
         except Exception as error:  # a corrupt or foreign file: say which one
-            raise ResganError(f"cannot load the classifier {self.model_path}: {error}") from error
+            raise ResganError(f"cannot load the feature extractor {self.model_path}: {error}") from error
         try:
             feature_output = model.get_layer(FEATURE_LAYER).output
         except (ValueError, AttributeError):  # no such layer; or a Sequential model never called
             raise ResganError(f"{self.model_path} has no {FEATURE_LAYER!r} layer: "
-                              "it is not a resgan domain classifier") from None
+                              "it is not a resgan feature extractor") from None
         self.input_shape = tuple(model.input_shape[1:])
-        self.num_classes = int(model.output_shape[-1])
-        self._model = keras.Model(model.inputs, [feature_output, model.output])
+        self.kind = "ssl" if model.output is feature_output else "classifier"
+        self.data_classes = self.kind == "classifier"
+        self.num_classes = int(model.output_shape[-1]) if self.data_classes else 0
+        record_path = self.model_path.with_suffix(RECORD_SUFFIX)
+        try:
+            self.record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+        except (OSError, ValueError) as error:
+            raise ResganError(f"cannot read the feature extractor's record {record_path}: {error}") from None
+        self.trusted = bool(self.record.get("trusted")) and self.record.get("kind") == self.kind
+        self.fitness = str(self.record.get("fitness") or f"no fitness record ({record_path.name}) beside the model")
+        self.name = self.kind if self.trusted else f"{self.kind}_untrusted"
+        outputs = [feature_output, model.output] if self.data_classes else [feature_output]
+        self._model = keras.Model(model.inputs, outputs)
 
-    def __call__(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """``(N, feature_dim)`` features and ``(N, K)`` probabilities of uint8 NHWC images."""
-        images = _check_uint8_images(images, "classifier features")
+    def __call__(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(N, feature_dim)`` features and ``(N, K)`` probabilities (None for the encoder) of uint8 NHWC images."""
+        images = _check_uint8_images(images, f"{self.kind} features")
         if tuple(images.shape[1:]) != self.input_shape:
-            raise ResganError(f"the classifier was trained on {self.input_shape} images, got {images.shape[1:]}: "
-                              "retrain it on the prepared data (`dvc repro classifier`)")
+            raise ResganError(f"the feature extractor was trained on {self.input_shape} images, got "
+                              f"{images.shape[1:]}: retrain it on the prepared data (`dvc repro classifier`)")
 
         def forward(batch):
-            return self._model.predict_on_batch(batch.astype(np.float32))
+            out = self._model.predict_on_batch(batch.astype(np.float32))
+            return (out[0], out[1]) if self.data_classes else (out if not isinstance(out, list) else out[0], None)
 
-        return _run_batches(forward, images, batch_size, "classifier features")
+        return _run_batches(forward, images, batch_size, f"{self.kind} features")
+
+
+ClassifierFeatures = LearnedFeatures  # the name it had when only the classifier existed
 
 
 # ---------------------------------------------------------------- InceptionV3
@@ -175,6 +201,8 @@ class InceptionFeatures:
 
     name = "inception"
     data_classes = False
+    trusted = True  # ImageNet's features: the published metrics' own
+    fitness = "ImageNet-trained InceptionV3"
 
     def __init__(self, weights_path: str | Path = ""):
         path = find_inception_weights(weights_path)
@@ -231,16 +259,22 @@ class InceptionFeatures:
 def resolve_extractor(kind: str, classifier_path: str | Path, inception_weights: str | Path = "") -> Extractor:
     """Build the extractor named by ``evaluate.features``.
 
-    ``inception`` and ``classifier`` build that one (ResganError saying what to do when its
-    weights are missing); ``auto`` takes Inception when its weights are present (an explicit path
-    or Keras' cache), else the classifier. The choice is ``extractor.name``.
+    ``inception`` builds InceptionV3 (ResganError saying what to do when its weights are missing);
+    ``classifier`` and ``ssl`` load the classifier stage's model and check it is of that kind; ``auto``
+    takes Inception when its weights are present (an explicit path or Keras' cache), else the classifier
+    stage's model, whichever kind it is. The choice is ``extractor.name``.
     """
     if kind == "inception":
         return InceptionFeatures(inception_weights)
-    if kind == "classifier":
-        return ClassifierFeatures(classifier_path)
+    if kind in ("classifier", "ssl"):
+        learned = LearnedFeatures(classifier_path)
+        if learned.kind != kind:
+            raise ResganError(f"evaluate.features is {kind}, but {classifier_path} is a {learned.kind} "
+                              f"model: set classifier.kind: {kind} and run the classifier stage, or set "
+                              "evaluate.features: auto")
+        return learned
     if kind == "auto":
         if find_inception_weights(inception_weights) is not None:
             return InceptionFeatures(inception_weights)
-        return ClassifierFeatures(classifier_path)
-    raise ResganError(f"evaluate.features: unknown extractor {kind!r}; use auto, inception or classifier")
+        return LearnedFeatures(classifier_path)
+    raise ResganError(f"evaluate.features: unknown extractor {kind!r}; use auto, inception, classifier or ssl")

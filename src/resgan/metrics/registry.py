@@ -100,9 +100,10 @@ def result_key(metric: str, features: str) -> str:
 
 def result_key_pattern(metric: str) -> str:
     """A regular expression that fully matches ``metric``'s result key for any extractor:
-    ``result_key_pattern("kid") == "kid_[a-z]+_mean"``."""
+    ``result_key_pattern("kid") == "kid_[a-z]+(?:_untrusted)?_mean"`` (an extractor that failed its
+    fitness check is ``<name>_untrusted``)."""
     before, after = _template(metric).split("{features}")
-    return f"{re.escape(before)}[a-z]+{re.escape(after)}"
+    return f"{re.escape(before)}[a-z]+(?:_untrusted)?{re.escape(after)}"
 
 
 def _template(metric: str) -> str:
@@ -148,9 +149,13 @@ def _is(ctx: EvalContext) -> dict[str, float]:
     e, splits = ctx.extractor_name, ctx.params.is_splits
     probs = ctx.probs.get("generated")
     if probs is None:
-        ctx.notes.append(f"is not computed: the {e} extractor gives no class probabilities (InceptionV3 "
-                         "weights without the classification head); give the full-model weights file "
-                         "to get it")
+        if e.startswith("inception"):
+            ctx.notes.append("is not computed: the inception extractor gives no class probabilities (InceptionV3 "
+                             "weights without the classification head); give the full-model weights file "
+                             "to get it")
+        else:
+            ctx.notes.append(f"is not computed: it needs class probabilities, which only a classifier or "
+                             f"InceptionV3 gives, and the {e} extractor is a self-supervised encoder")
         return {}
     mean, std = inception_score(probs, min(splits, len(probs)))
     out = {f"is_{e}_mean": mean, f"is_{e}_std": std}

@@ -1,7 +1,8 @@
-"""The ``classifier`` stage: train the domain classifier on the prepared train split, score it on test.
+"""The ``classifier`` stage: train the learned feature extractor on the prepared train split, prove it on test.
 
-Its ``features`` layer is the offline feature extractor for FID, KID and precision/recall, and
-its softmax the classifier score (IS), where no InceptionV3 weights are available.
+The domain classifier where the data has labels and it learns them, else a self-supervised encoder
+(:mod:`resgan.metrics.learned`). Its ``features`` layer is the offline feature extractor for FID, KID and
+precision/recall; a classifier's softmax gives the classifier score (IS) too.
 """
 
 from __future__ import annotations
@@ -11,20 +12,19 @@ from pathlib import Path
 from resgan.config import ClassifierParams
 from resgan.data.prepared import load_class_names, load_split
 from resgan.files import atomic_path, write_json
-from resgan.metrics.classifier import labelled_data, train_classifier
+from resgan.metrics.learned import RECORD_SUFFIX, fit_extractor
 
 
 def run(params: ClassifierParams, data_dir: Path, model_path: Path, metrics_path: Path) -> dict:
-    """Train the classifier on ``data_dir/train.npz``, evaluate it on ``test.npz``, save both outputs.
-
-    Writes the model to ``model_path`` (``.keras``) and ``{accuracy, loss, epochs, n_train,
-    n_test, num_classes, time_s}`` to ``metrics_path`` (JSON), both atomically, and returns
-    that dict. Raises ResganError when the prepared data is missing or has no labels.
-    """
-    train, test, num_classes = labelled_data(load_split(data_dir, "train"), load_split(data_dir, "test"),
-                                             load_class_names(data_dir))
-    model, result = train_classifier(params, train, test, num_classes)
+    """Train and prove the extractor; write the model to ``model_path`` (``.keras``), its record (kind,
+    fitness, trusted) beside it (``.json``) and the numeric figures to ``metrics_path``, all atomically;
+    return the figures. Raises ResganError when the prepared data is missing, or labels are needed
+    (``classifier.kind: classifier``) and absent."""
+    model, record, figures = fit_extractor(params, load_split(data_dir, "train"), load_split(data_dir, "test"),
+                                           load_class_names(data_dir))
+    model_path = Path(model_path)
     with atomic_path(model_path, suffix=".keras") as tmp:
         model.save(tmp)
-    write_json(metrics_path, result)
-    return result
+    write_json(model_path.with_suffix(RECORD_SUFFIX), record)
+    write_json(metrics_path, figures)
+    return figures

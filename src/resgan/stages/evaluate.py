@@ -93,7 +93,7 @@ def _extractor_id(name: str, classifier_path: Path, inception_weights: str) -> s
 
     from resgan.metrics.features import find_inception_weights
 
-    path = Path(classifier_path) if name == "classifier" else find_inception_weights(inception_weights)
+    path = find_inception_weights(inception_weights) if name == "inception" else Path(classifier_path)
     if path is None or not Path(path).is_file():
         return name
     digest = hashlib.sha256()
@@ -132,6 +132,12 @@ def run(params: Params, samples_path: Path, data_dir: Path, classifier_path: Pat
                                sample_labels=sample_labels)
     if extractor is not None:
         results["feature_extractor_id"] = _extractor_id(extractor.name, classifier_path, ep.inception_weights)
+        results["features_trusted"] = bool(extractor.trusted)
+        results["features_fitness"] = extractor.fitness
+        if not extractor.trusted:
+            results["notes"].append(f"the {extractor.name.removesuffix('_untrusted')} features failed their fitness "
+                                    f"check ({extractor.fitness}): their figures are named *_untrusted, are not "
+                                    "comparable, and move no champion")
     test_memo = None
     if "memorization_max_ssim" in details:  # the real test split's figure: what "not memorized" looks like
         rng = np.random.default_rng(ep.seed)
@@ -229,7 +235,8 @@ def _register(params: Params, info: dict[str, Any], results: dict[str, Any], eva
                    + ", ".join(f"{k} {v:.4g}" for k, v in figures.items())
                    + ". Every figure: that run's artifact eval/eval_info.json.")
     outcome = registry.register(info["model_uri"], params.mlflow.registered_model, metric, key, figures,
-                                summary_tags, run_id=info["run_id"], reuse=True, description=description)
+                                summary_tags, run_id=info["run_id"], reuse=True, description=description,
+                                trusted=bool(results.get("features_trusted", True)))
     print(f"registered {outcome.name} v{outcome.version} aliases {', '.join(outcome.aliases)}: {outcome.decision}",
           flush=True)
     return outcome

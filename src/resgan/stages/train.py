@@ -117,7 +117,8 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
 
         # Outputs: the EMA generator, the run pointer, final figures, the loss curves.
         models_dir.mkdir(parents=True, exist_ok=True)
-        best = fid.best if fid and tp.export == "best" else None
+        # An untrusted extractor's FID (it failed its fitness check) may not pick the exported generator.
+        best = fid.best if fid and tp.export == "best" and fid.score.extractor.trusted else None
         if best:  # the best-FID step's EMA generator, exported when it was measured
             files.copy_file(fid.best_model, models_dir / "generator.keras")
             exported = keras.saving.load_model(models_dir / "generator.keras", compile=False, safe_mode=True)
@@ -191,6 +192,9 @@ def _fid_tracker(params: Params, data_dir: Path, classifier_path: Path | None, g
     except ResganError as error:
         print(f"FID over training is off: {error}", flush=True)
         return None
+    if not extractor.trusted:
+        print(f"FID over training is logged as {score.key}: the features failed their fitness check "
+              f"({extractor.fitness}), so the last step's generator is exported, not the best FID's", flush=True)
     return FidTracker(gan, score, score.key, tp.eval_every, tp.eval_num, tp.seed + FID_SEED_OFFSET, folder,
                       export_generator, logger, record.get("fid_history", []), params.sample.batch_size)
 
