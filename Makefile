@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: repro test bench bench-quality install lock clean
+.PHONY: repro test bench bench-quality bench-features install lock clean
 
 $(BIN)/python:
 	$(shell command -v $(PYTHON) || command -v python3) -m venv $(VENV)
@@ -37,6 +37,9 @@ bench: $(STAMP)  ## speed and memory figures -> benchmarks/results/latest.json
 
 bench-quality: $(STAMP)  ## 2 x 10-minute MNIST trainings (plain vs tuned), scored
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks.quality
+
+bench-features: $(STAMP)  ## do self-supervised features rank quality as the classifier does? (real digits, labels hidden)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks.ssl_features
 
 lock:  ## re-resolve the newest versions within pyproject.toml's ranges into constraints.txt
 	rm -rf .venv-lock

@@ -315,10 +315,10 @@ def test_the_config_accepts_exactly_the_registered_metric_names():
 
 
 def test_result_key_patterns_match_every_extractor_and_nothing_else():
-    assert result_key_pattern("kid") == "kid_[a-z]+_mean"
+    assert result_key_pattern("kid") == "kid_[a-z]+(?:_untrusted)?_mean"
     for metric in CHAMPION_METRICS:
         pattern = re.compile(result_key_pattern(metric))
-        for features in ("classifier", "inception"):
+        for features in ("classifier", "inception", "ssl", "ssl_untrusted", "classifier_untrusted"):
             assert pattern.fullmatch(result_key(metric, features)), (metric, features)
     # Floors, spreads and sample counts are not the champion metric's number.
     for key in ("fid_classifier_floor", "kid_classifier_std", "kid_classifier_floor_mean", "is_inception_real_mean",

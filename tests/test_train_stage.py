@@ -434,7 +434,10 @@ def test_a_crash_mid_training_marks_the_run_failed(tmp_path, monkeypatch):
 
 # ---- FID over training -----------------------------------------------------------------------------
 
-def test_fid_over_training_is_logged_and_the_best_generator_is_exported(tmp_path, monkeypatch):
+@pytest.mark.parametrize("trusted", [True, False])
+def test_fid_over_training_is_logged_and_the_best_generator_is_exported(tmp_path, monkeypatch, trusted):
+    """With trusted features the best step's generator is exported; with features that failed their fitness
+    check the curve is logged under a name that says so and the last step's generator is exported."""
     from resgan.metrics.classifier import FEATURE_LAYER
     from resgan.metrics.evaluation import FidScore, reference_set
     from resgan.metrics.features import ClassifierFeatures
@@ -448,6 +451,9 @@ def test_fid_over_training_is_logged_and_the_best_generator_is_exported(tmp_path
     features = keras.layers.Dense(8, name=FEATURE_LAYER)(keras.layers.Flatten()(inputs))
     classifier = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(features))
     classifier.save(tmp_path / "classifier.keras")
+    (tmp_path / "classifier.json").write_text(json.dumps({"kind": "classifier", "trusted": trusted,
+                                                          "fitness": "written by the test"}))
+    key = "fid_classifier" if trusted else "fid_classifier_untrusted"
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
@@ -459,16 +465,19 @@ def test_fid_over_training_is_logged_and_the_best_generator_is_exported(tmp_path
     curve = pd.read_csv(curve_path)
     assert curve["step"].tolist() == [2, 4, 6] and curve["fid"].gt(0).all()
     best_step = int(curve["step"][curve["fid"].idxmin()])
-    assert figures["best_step"] == figures["exported_step"] == best_step
+    assert figures["best_step"] == best_step and figures["exported_step"] == (best_step if trusted else 6)
     assert 0 < figures["fid_seconds"] < figures["wall_s"]  # the cost of FID over training, timed apart
     saved = json.loads(project.metrics.read_text())
-    assert saved["fid_classifier_best"] == pytest.approx(curve["fid"].min()) and saved["best_step"] == best_step
+    assert saved[f"{key}_best"] == pytest.approx(curve["fid"].min()) and saved["best_step"] == best_step
     client = mlflow.MlflowClient(tracking_uri=uri)
     run_id = run_info(project)["run_id"]
-    history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "eval/fid_classifier"))
+    history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, f"eval/{key}"))
     assert [step for step, _ in history] == [2, 4, 6]
     assert [value for _, value in history] == pytest.approx(curve["fid"].tolist())
     tags = client.get_run(run_id).data.tags
+    if not trusted:
+        assert (tags["exported"], tags["exported_step"]) == ("last", "6")
+        return
     assert (tags["exported"], tags["exported_step"]) == ("best", str(best_step))
     # The exported generator is the best step's: scored again the same way, it gives the best FID.
     exported = load_generator(project.models / "generator.keras")
