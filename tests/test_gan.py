@@ -313,3 +313,26 @@ def test_checkpoint_of_another_shape_is_refused_with_the_reason(tmp_path):
     deeper = make_gan(model={"blocks_per_resolution": 2})
     with pytest.raises(ResganError, match=r"does not match the model \(generator: \d+ arrays for \d+ variables\)"):
         checkpoint.restore(path, deeper)
+
+
+def test_r1_adds_its_penalty_on_real_images_to_the_discriminator_loss():
+    """Lazy R1 (train.r1_gamma, every train.r1_every steps): on an R1 step, loss_d grows by
+    gamma/2 * every * E|grad_x D(x)|^2 over the real batch, measured here on a third copy of the same D."""
+    gamma, every = 2.0, 4
+    real = tf.constant(np.random.default_rng(5).uniform(-1, 1, (BATCH, 16, 16, 1)), tf.float32)
+    with_r1 = make_gan(r1_gamma=gamma, r1_every=every)
+    without = make_gan(r1_gamma=0.0)
+    reference = make_gan()
+    with tf.GradientTape() as tape:
+        tape.watch(real)
+        total = tf.reduce_sum(reference.discriminator(real, training=True))
+    grad = tape.gradient(total, real).numpy()
+    penalty = 0.5 * gamma * every * np.mean(np.sum(grad ** 2, axis=(1, 2, 3)))
+    assert penalty > 0
+    data = tf.data.Dataset.from_tensors(real).repeat()
+    got = float(with_r1.train_step(iter(data))["loss_d"]) - float(without.train_step(iter(data))["loss_d"])
+    assert got == pytest.approx(penalty, rel=1e-3)
+    for _ in range(every - 1):  # the steps between carry no penalty: the plain function, traced once
+        with_r1.train_step(iter(data))
+    assert with_r1._compiled.experimental_get_tracing_count() == 1
+    assert with_r1._compiled_r1.experimental_get_tracing_count() == 1

@@ -145,6 +145,8 @@ class TrainParams(_Section):
     beta2_d: float = Field(0.9, ge=0.0, lt=1.0)
     d_steps: int = Field(1, ge=1, le=100)  # discriminator updates per generator update
     gp_weight: float = Field(10.0, ge=0.0, le=1e6)  # wasserstein_gp only
+    r1_gamma: float = Field(0.0, ge=0.0, le=1e6)  # R1 penalty on real images (gamma/2 E|grad D(x)|^2); 0: off
+    r1_every: int = Field(16, ge=1, le=10_000)  # lazy R1: every N steps, scaled by N (StyleGAN2)
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
     ema_start: int = Field(0, ge=0)  # steps before the EMA starts averaging (it copies G until then)
     # The EMA's half-life is at most this share of the steps so far (stylegan2's ema_rampup), so a short

@@ -168,7 +168,7 @@ class GAN:
         norm = tf.linalg.global_norm([tf.cast(g, tf.float32) for g in grads]) / _loss_scale(optimizer)
         return grads, norm
 
-    def _d_step(self, batch, latents: tf.Tensor) -> dict[str, tf.Tensor]:
+    def _d_step(self, batch, latents: tf.Tensor, r1: bool = False) -> dict[str, tf.Tensor]:
         # Conditional: the fakes are drawn for the real batch's labels, so both halves have the data's class mix.
         real, labels = batch if self.num_classes else (batch, None)
         fake = self.generator(model_inputs(self._local(latents), labels), training=True)
@@ -180,9 +180,16 @@ class GAN:
             # D has no batch norm, so each logit is the one a separate pass would give.
             both = tf.concat([self._augment(real), self._augment(fake)], axis=0)  # both float32
             both_labels = None if labels is None else tf.concat([labels, labels], axis=0)
-            logits = self.discriminator(model_inputs(both, both_labels), training=True)
+            with tf.GradientTape(watch_accessed_variables=False) as input_tape:
+                input_tape.watch(both)
+                logits = self.discriminator(model_inputs(both, both_labels), training=True)
+                real_sum = tf.reduce_sum(tf.cast(logits[:local], tf.float32)) if r1 else None
             real_logits, fake_logits = logits[:local], logits[local:]
             per_example = self.d_loss_fn(real_logits, fake_logits)
+            if r1:  # R1 (Mescheder et al. 2018) on the (augmented) reals, lazily: x r1_every on its steps
+                grad = input_tape.gradient(real_sum, both)[:local]
+                penalty = tf.reduce_sum(tf.square(tf.cast(grad, tf.float32)), axis=[1, 2, 3])
+                per_example += 0.5 * self.train_params.r1_gamma * self.train_params.r1_every * penalty
             if self.train_params.loss == "wasserstein_gp":
                 def critic(x, training):
                     return self.discriminator(model_inputs(x, labels), training=training)
@@ -223,7 +230,7 @@ class GAN:
         if worker and not tf.executing_eagerly():
             tf.random.set_seed(self.train_params.seed + 1_000_003 * worker)
 
-    def _step(self, iterator) -> dict[str, tf.Tensor]:
+    def _step(self, iterator, r1: bool = False) -> dict[str, tf.Tensor]:
         self.seed_graph()
         sum_, mean = tf.distribute.ReduceOp.SUM, tf.distribute.ReduceOp.MEAN
         out: dict[str, tf.Tensor] = {}
@@ -233,7 +240,7 @@ class GAN:
             batch = next(iterator)
             if self.num_classes:
                 labels = batch[1]  # the G step draws for the last real batch's labels: the data's class mix
-            per_replica = self.strategy.run(self._d_step, args=(batch, latents))
+            per_replica = self.strategy.run(self._d_step, args=(batch, latents, r1))
             # Losses and logit means are shares of a global average: sum them. The gradient norm is
             # the same number on every replica (computed after the all-reduce).
             out = {k: self.strategy.reduce(mean if k.startswith("grad_norm") else sum_, v, axis=None)
@@ -247,9 +254,14 @@ class GAN:
         return out
 
     def train_step(self, iterator) -> dict[str, tf.Tensor]:
-        """One generator update (after ``d_steps`` discriminator updates); returns the step's figures."""
+        """One generator update (after ``d_steps`` discriminator updates); returns the step's figures.
+        With ``train.r1_gamma`` the D updates of every ``train.r1_every``-th step carry the R1 penalty
+        (a second traced function: the other steps pay nothing for it)."""
         if self._compiled is None:
             self._compiled = tf.function(self._step)
+            self._compiled_r1 = tf.function(lambda iterator: self._step(iterator, r1=True))
+        if self.train_params.r1_gamma and int(self.step.numpy()) % self.train_params.r1_every == 0:
+            return self._compiled_r1(iterator)
         return self._compiled(iterator)
 
     def weights_finite(self) -> bool:
