@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from resgan.config import DIFFAUGMENT_OPS, ParamsError, TrainParams, parse_params
 from resgan.gan.diffaugment import OPS, diff_augment, parse_policy
+from conftest import tiny_params
 
 FULL = "color,translation,cutout"
 
@@ -157,3 +158,22 @@ def test_works_inside_tf_function_with_unknown_batch_size():
     for n in (1, 5):
         out = augment(tf.cast(images(n=n), tf.bfloat16))
         assert out.shape == (n, 16, 16, 3) and out.dtype == tf.bfloat16
+
+
+def test_auto_turns_diffaugment_on_for_small_data_sets_only():
+    from resgan.config import SMALL_DATA, SMALL_DATA_POLICY, resolve_diffaugment
+
+    assert TrainParams().diffaugment == "auto"
+    assert resolve_diffaugment("auto", 270) == SMALL_DATA_POLICY == "color,translation,cutout"
+    assert resolve_diffaugment("auto", SMALL_DATA - 1) == SMALL_DATA_POLICY
+    assert resolve_diffaugment("auto", SMALL_DATA) == "" and resolve_diffaugment("auto", 9000) == ""
+    assert resolve_diffaugment("translation", 9000) == "translation" and resolve_diffaugment("", 10) == ""
+
+
+def test_the_gan_refuses_an_unresolved_auto_policy():
+    from resgan.errors import ResganError
+    from resgan.gan.trainer import GAN, Shapes
+
+    p = tiny_params(train={"diffaugment": "auto"})
+    with pytest.raises(ResganError, match="diffaugment is auto"):
+        GAN(p.model, p.train, Shapes(16, 1))

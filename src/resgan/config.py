@@ -124,6 +124,18 @@ DiffAugmentOp = Literal["color", "translation", "cutout"]
 DIFFAUGMENT_OPS: tuple[str, ...] = get_args(DiffAugmentOp)
 
 
+SMALL_DATA = 5000  # training images below which train.diffaugment: auto turns DiffAugment on
+SMALL_DATA_POLICY = "color,translation,cutout"  # Zhao et al.'s policy for small data sets
+
+
+def resolve_diffaugment(policy: str, n_train: int) -> str:
+    """``train.diffaugment`` as the step uses it: ``auto`` -> :data:`SMALL_DATA_POLICY` below
+    :data:`SMALL_DATA` training images, else ``""``; any other value as it is."""
+    if policy != "auto":
+        return policy
+    return SMALL_DATA_POLICY if n_train < SMALL_DATA else ""
+
+
 def parse_diffaugment(policy: str) -> list[str]:
     """``"color, translation"`` -> ``["color", "translation"]``; ValueError naming an unknown op."""
     names = [part.strip() for part in policy.split(",") if part.strip()]
@@ -153,7 +165,9 @@ class TrainParams(_Section):
     # run's EMA generator never holds much of the random initial weights; 0: ema_decay from the start.
     ema_rampup: float = Field(0.05, ge=0.0, le=1.0)
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
-    diffaugment: str = ""  # comma-separated policy, e.g. "color,translation,cutout"; "" turns it off
+    # Comma-separated policy, e.g. "color,translation,cutout"; "" turns it off; auto: SMALL_DATA_POLICY when
+    # the training split has fewer than SMALL_DATA images (resolved by the train stage), else off.
+    diffaugment: str = "auto"
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(50, ge=1)
     sample_every: int = Field(500, ge=1)
@@ -172,8 +186,9 @@ class TrainParams(_Section):
     @field_validator("diffaugment")
     @classmethod
     def _policy(cls, value: str) -> str:
-        parse_diffaugment(value)
-        return value
+        if value.strip() != "auto":
+            parse_diffaugment(value)
+        return value.strip() if value.strip() == "auto" else value
 
 
 class SampleParams(_Section):

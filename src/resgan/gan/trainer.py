@@ -58,6 +58,9 @@ class GAN:
 
     def __init__(self, model: ModelParams, train: TrainParams, shapes: Shapes,
                  strategy: tf.distribute.Strategy | None = None, global_batch_size: int | None = None):
+        if train.diffaugment == "auto":  # it depends on the data set's size: resgan.config.resolve_diffaugment
+            raise ResganError("train.diffaugment is auto: resolve it from the training set's size first "
+                              "(resgan.config.resolve_diffaugment)")
         self.model_params, self.train_params, self.shapes = model, train, shapes
         self.strategy = strategy or tf.distribute.get_strategy()
         self.global_batch_size = global_batch_size or train.batch_size

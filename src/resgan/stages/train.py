@@ -24,7 +24,7 @@ import mlflow
 import pandas as pd
 
 from resgan import files, terminal, tracking
-from resgan.config import Params
+from resgan.config import SMALL_DATA, Params, resolve_diffaugment
 from resgan.data.pipeline import open_train_data
 from resgan.data.prepared import load_summary
 from resgan.errors import ResganError
@@ -63,6 +63,13 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
     # for conditional: true fail here, before MLflow or a checkpoint is touched.
     num_classes = train_data.classes_for(params.model.conditional, summary.get("class_names"))
     params = params.model_copy(update={"model": params.model.model_copy(update={"conditional": num_classes > 0})})
+    if tp.diffaugment == "auto":  # DiffAugment for small data sets, from the training split's size
+        n_train = int((summary.get("counts") or {}).get("train", 0))
+        policy = resolve_diffaugment("auto", n_train)
+        params = params.model_copy(update={"train": tp.model_copy(update={"diffaugment": policy})})
+        tp = params.train
+        print(f"DiffAugment: {policy or 'off'} (train.diffaugment auto: {n_train} training images, "
+              f"{'below' if policy else 'not below'} {SMALL_DATA})", flush=True)
     key = run_key(params, str(summary.get("data_hash", "")))
     ckpt_dir = checkpoint_dir / key
     # Fails fast when a server is down. Only the chief of a cluster talks to MLflow.
