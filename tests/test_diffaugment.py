@@ -177,3 +177,19 @@ def test_the_gan_refuses_an_unresolved_auto_policy():
     p = tiny_params(train={"diffaugment": "auto"})
     with pytest.raises(ResganError, match="diffaugment is auto"):
         GAN(p.model, p.train, Shapes(16, 1))
+
+
+def test_with_a_probability_each_op_applies_to_that_share_of_the_examples():
+    x = tf.constant(np.random.default_rng(0).uniform(-1, 1, (400, 16, 16, 1)), tf.float32)
+    tf.random.set_seed(1)
+    changed = lambda y: np.any(np.abs(y.numpy() - x.numpy()) > 1e-6, axis=(1, 2, 3))  # noqa: E731
+    assert not changed(diff_augment(x, "cutout", probability=0.0)).any()
+    assert changed(diff_augment(x, "cutout", probability=1.0)).all()
+    share = changed(diff_augment(x, "cutout", probability=0.3)).mean()
+    assert 0.22 < share < 0.38  # 400 draws of p = 0.3: sd 0.023
+
+
+def test_ada_needs_ops_to_adapt():
+    with pytest.raises(ParamsError, match="train.ada_target.*train.diffaugment"):
+        tiny_params(train={"ada_target": 0.6, "diffaugment": ""})
+    assert tiny_params(train={"ada_target": 0.6}).train.diffaugment == "color,translation,cutout"

@@ -336,3 +336,35 @@ def test_r1_adds_its_penalty_on_real_images_to_the_discriminator_loss():
         with_r1.train_step(iter(data))
     assert with_r1._compiled.experimental_get_tracing_count() == 1
     assert with_r1._compiled_r1.experimental_get_tracing_count() == 1
+
+
+def test_ada_moves_p_by_the_sign_of_the_real_logits():
+    """Every ada_interval steps p moves by interval * batch / (ada_kimg * 1000): up while the mean sign of
+    D's real logits is above the target, down (not below 0) otherwise; figures carry p and the sign."""
+    interval, kimg = 2, 0.1  # 2 steps of 8 images: p moves by 0.16 per adjustment
+    gan = make_gan(diffaugment="translation", ada_target=0.5, ada_kimg=kimg, ada_interval=interval)
+    assert float(gan.ada_p.numpy()) == 0.0
+    data = iter(tf.data.Dataset.from_tensors(
+        tf.constant(np.random.default_rng(4).uniform(-1, 1, (BATCH, 16, 16, 1)), tf.float32)).repeat())
+    p, signs = 0.0, []
+    for _ in range(3 * interval):
+        figures = gan.train_step(data)
+        signs.append(float(figures["d_real_sign"]))
+        assert -1.0 <= signs[-1] <= 1.0
+        if len(signs) == interval:
+            p = float(np.clip(p + np.sign(np.mean(signs) - 0.5) * interval * BATCH / (kimg * 1000), 0, 1))
+            signs = []
+        assert float(figures["ada_p"]) == pytest.approx(p, abs=1e-6)
+    plain = make_gan(diffaugment="translation")
+    assert float(plain.ada_p.numpy()) == 1.0 and "ada_p" not in plain.train_step(data)
+    # The heuristic alone, on given signs: up by 0.16 when sure of the reals, down when not, within 0..1.
+    heuristic = make_gan(diffaugment="translation", ada_target=0.5, ada_kimg=kimg, ada_interval=interval)
+    assert float(heuristic._adapt(0.9)) == 0.0  # not yet an interval
+    assert float(heuristic._adapt(0.7)) == pytest.approx(0.16)
+    heuristic._adapt(1.0), heuristic._adapt(1.0)
+    assert float(heuristic.ada_p.numpy()) == pytest.approx(0.32)
+    heuristic._adapt(-1.0), heuristic._adapt(0.5)  # mean -0.25: below the target
+    assert float(heuristic.ada_p.numpy()) == pytest.approx(0.16)
+    for _ in range(20):
+        heuristic._adapt(1.0)
+    assert float(heuristic.ada_p.numpy()) == 1.0

@@ -159,6 +159,11 @@ class TrainParams(_Section):
     gp_weight: float = Field(10.0, ge=0.0, le=1e6)  # wasserstein_gp only
     r1_gamma: float = Field(0.0, ge=0.0, le=1e6)  # R1 penalty on real images (gamma/2 E|grad D(x)|^2); 0: off
     r1_every: int = Field(16, ge=1, le=10_000)  # lazy R1: every N steps, scaled by N (StyleGAN2)
+    # Adaptive augmentation (StyleGAN2-ADA's heuristic): each DiffAugment op is applied with probability p,
+    # raised while the sign of D's real logits averages above ada_target, lowered below; 0: off (p = 1).
+    ada_target: float = Field(0.0, ge=0.0, le=1.0)
+    ada_kimg: float = Field(100.0, gt=0.0, le=1e6)  # thousands of images for p to go from 0 to 1
+    ada_interval: int = Field(4, ge=1, le=10_000)  # steps between adjustments
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
     ema_start: int = Field(0, ge=0)  # steps before the EMA starts averaging (it copies G until then)
     # The EMA's half-life is at most this share of the steps so far (stylegan2's ema_rampup), so a short
@@ -182,6 +187,13 @@ class TrainParams(_Section):
     distribute: Literal["none", "mirrored", "multi_worker"] = "none"
     input: Literal["auto", "memory", "stream"] = "auto"  # auto: stream when prepare wrote shards
     shuffle_buffer: int = Field(10_000, ge=1, le=10_000_000)  # images; streaming only
+
+    @model_validator(mode="after")
+    def _ada_needs_ops(self) -> "TrainParams":
+        if self.ada_target and not self.diffaugment.strip():
+            raise _FieldError("ada_target", "adapts how often train.diffaugment's ops apply: set train.diffaugment "
+                                            "to auto or a policy such as color,translation,cutout, or ada_target to 0")
+        return self
 
     @field_validator("diffaugment")
     @classmethod

@@ -69,12 +69,18 @@ def parse_policy(policy: str) -> list[str]:
     return parse_diffaugment(policy)
 
 
-def diff_augment(x: tf.Tensor, policy: str) -> tf.Tensor:
+def diff_augment(x: tf.Tensor, policy: str, probability: tf.Tensor | float | None = None) -> tf.Tensor:
     """Apply the comma-separated ops of ``policy`` (any of color, translation, cutout) in the order given.
 
     x: (N, H, W, C) images in [-1, 1] with static H, W and C. Returns a tensor of the same shape and
-    dtype; ``""`` returns x unchanged. Each call draws new random values for every example.
+    dtype; ``""`` returns x unchanged. Each call draws new random values for every example. With
+    ``probability`` (ADA's p), each op is applied to each example with that probability, independently.
     """
     for name in parse_policy(policy):
-        x = OPS[name](x)
+        augmented = OPS[name](x)
+        if probability is None:
+            x = augmented
+        else:
+            keep = tf.random.uniform([tf.shape(x)[0], 1, 1, 1]) < tf.cast(probability, tf.float32)
+            x = tf.where(keep, augmented, x)
     return x

@@ -82,6 +82,10 @@ class GAN:
             self.g_optimizer.build(self.generator.trainable_variables)
             self.d_optimizer.build(self.discriminator.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+            # The probability of each DiffAugment op: 1 without ADA; with it, adjusted by train_step.
+            self.ada_p = tf.Variable(0.0 if train.ada_target else 1.0, dtype=tf.float32, trainable=False,
+                                     name="ada_p", aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        self._ada_signs: list[float] = []
         _first_replica_writes(self.discriminator)
         # Latents come from a counter-based generator whose state is checkpointed with the weights.
         # Made outside the strategy's scope on purpose: one stream per process, the same on every
@@ -158,7 +162,11 @@ class GAN:
         return global_latents[start:start + local]
 
     def _augment(self, images: tf.Tensor) -> tf.Tensor:
-        return diff_augment(images, self.train_params.diffaugment) if self.train_params.diffaugment else images
+        if not self.train_params.diffaugment:
+            return images
+        if not self.train_params.ada_target:
+            return diff_augment(images, self.train_params.diffaugment)
+        return diff_augment(images, self.train_params.diffaugment, probability=tf.cast(self.ada_p, images.dtype))
 
     def _average(self, per_example: tf.Tensor) -> tf.Tensor:
         return tf.nn.compute_average_loss(tf.cast(per_example, tf.float32), global_batch_size=self.global_batch_size)
@@ -203,7 +211,8 @@ class GAN:
         grads = tape.gradient(scaled, self.discriminator.trainable_variables)
         grads, norm = self._reduce_gradients(grads, self.d_optimizer)
         self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_variables))
-        return {"loss_d": loss,
+        figures = {"d_real_sign": self._average(tf.sign(tf.reshape(real_logits, [-1])))} if self.train_params.ada_target else {}
+        return {"loss_d": loss, **figures,
                 "d_real": self._average(tf.reshape(real_logits, [-1])),
                 "d_fake": self._average(tf.reshape(fake_logits, [-1])),
                 "grad_norm_d": norm}
@@ -264,8 +273,25 @@ class GAN:
             self._compiled = tf.function(self._step)
             self._compiled_r1 = tf.function(lambda iterator: self._step(iterator, r1=True))
         if self.train_params.r1_gamma and int(self.step.numpy()) % self.train_params.r1_every == 0:
-            return self._compiled_r1(iterator)
-        return self._compiled(iterator)
+            out = self._compiled_r1(iterator)
+        else:
+            out = self._compiled(iterator)
+        if self.train_params.ada_target:
+            out = {**out, "ada_p": self._adapt(float(out["d_real_sign"]))}
+        return out
+
+    def _adapt(self, real_sign: float) -> tf.Tensor:
+        """ADA's overfitting heuristic (Karras et al. 2020): every ``train.ada_interval`` steps, move p by
+        ``interval * batch / (ada_kimg * 1000)`` up when the mean sign of D's real logits over those steps
+        is above ``train.ada_target`` (D is sure of the reals: it overfits), down otherwise; p stays in 0..1."""
+        tp = self.train_params
+        self._ada_signs.append(real_sign)
+        if len(self._ada_signs) >= tp.ada_interval:
+            direction = float(np.sign(np.mean(self._ada_signs) - tp.ada_target))
+            adjust = direction * len(self._ada_signs) * self.global_batch_size / (tp.ada_kimg * 1000.0)
+            self.ada_p.assign(float(np.clip(float(self.ada_p.numpy()) + adjust, 0.0, 1.0)))
+            self._ada_signs = []
+        return self.ada_p.value()
 
     def weights_finite(self) -> bool:
         """True when every weight of G, D and the EMA generator is finite."""

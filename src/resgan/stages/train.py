@@ -24,7 +24,7 @@ import mlflow
 import pandas as pd
 
 from resgan import files, terminal, tracking
-from resgan.config import SMALL_DATA, Params, resolve_diffaugment
+from resgan.config import SMALL_DATA, SMALL_DATA_POLICY, Params, resolve_diffaugment
 from resgan.data.pipeline import open_train_data
 from resgan.data.prepared import load_summary
 from resgan.errors import ResganError
@@ -65,11 +65,13 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
     params = params.model_copy(update={"model": params.model.model_copy(update={"conditional": num_classes > 0})})
     if tp.diffaugment == "auto":  # DiffAugment for small data sets, from the training split's size
         n_train = int((summary.get("counts") or {}).get("train", 0))
-        policy = resolve_diffaugment("auto", n_train)
+        # With ADA the ops are always there: ADA itself decides how often they apply.
+        policy = SMALL_DATA_POLICY if tp.ada_target else resolve_diffaugment("auto", n_train)
         params = params.model_copy(update={"train": tp.model_copy(update={"diffaugment": policy})})
         tp = params.train
-        print(f"DiffAugment: {policy or 'off'} (train.diffaugment auto: {n_train} training images, "
-              f"{'below' if policy else 'not below'} {SMALL_DATA})", flush=True)
+        why = "train.ada_target is set" if tp.ada_target else (
+            f"{n_train} training images, {'below' if policy else 'not below'} {SMALL_DATA}")
+        print(f"DiffAugment: {policy or 'off'} (train.diffaugment auto: {why})", flush=True)
     key = run_key(params, str(summary.get("data_hash", "")))
     ckpt_dir = checkpoint_dir / key
     # Fails fast when a server is down. Only the chief of a cluster talks to MLflow.
@@ -89,6 +91,8 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
     shapes = Shapes(image_size=train_data.image_size, channels=train_data.channels, num_classes=num_classes)
     gan = GAN(params.model, tp, shapes, strategy=strategy, global_batch_size=tp.batch_size)
     start, record = checkpoint.resume(ckpt_dir, gan, clean_up=chief)
+    if tp.ada_target and "ada_p" in record:  # ADA goes on from the checkpoint's augmentation probability
+        gan.ada_p.assign(float(record["ada_p"]))
     retries = params.mlflow.tracking_retries
 
     with tracking.StageRun(retries) as session:
@@ -108,7 +112,7 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
 
         def state() -> dict[str, Any]:  # what a checkpoint records beside the weights
             return {"run_id": session.run_id, "history": metrics.history, "key": key,
-                    "fid_history": fid.history if fid else []}
+                    "fid_history": fid.history if fid else [], "ada_p": float(gan.ada_p.numpy())}
 
         if chief:
             callbacks += [SampleGrid(gan, logger, tp.sample_every, params.sample.grid, tp.seed + GRID_SEED_OFFSET),
