@@ -17,7 +17,7 @@ from project import make_project, project_env, run as run_command
 
 TINY = {
     "prepare": {"image_size": 16, "max_images": 400},
-    "classifier": {"epochs": 2, "width": 8, "feature_dim": 16},
+    "classifier": {"epochs": 15, "batch_size": 32, "width": 8, "feature_dim": 16},  # enough to pass its fitness check
     "model": {"latent_dim": 16, "width": 8},
     "train": {"steps": 8, "batch_size": 16, "log_every": 2, "sample_every": 4, "checkpoint_every": 4},
     "sample": {"num": 200, "grid": 16},

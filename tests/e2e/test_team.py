@@ -20,7 +20,7 @@ from resgan.loading import load_generator
 
 TINY = {
     "prepare": {"source": "digits", "fit": "resize", "image_size": 16, "max_images": 300},
-    "classifier": {"epochs": 1, "width": 8, "feature_dim": 16},
+    "classifier": {"epochs": 15, "batch_size": 32, "width": 8, "feature_dim": 16},  # enough to pass its fitness check
     "model": {"latent_dim": 16, "width": 8, "conditional": False},
     "train": {"steps": 4, "batch_size": 16, "log_every": 2, "sample_every": 4, "checkpoint_every": 4},
     "sample": {"num": 100, "grid": 16},

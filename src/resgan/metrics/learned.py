@@ -65,7 +65,8 @@ def fit_extractor(params: ClassifierParams, train: tuple[np.ndarray, np.ndarray 
         reason = (f"held-out accuracy {result['accuracy']:.3f} against chance {chance:.3f} on {len(te[0])} images: "
                   f"skill {gain:.3f} (needs {params.min_skill})")
         if not significant(result["accuracy"], chance, len(te[0])):
-            reason += f"; not beyond chance's noise on {len(te[0])} held-out images (needs {MIN_HELD_OUT}+)"
+            reason += (f"; fewer than {MIN_HELD_OUT} held-out images cannot prove it" if len(te[0]) < MIN_HELD_OUT
+                       else f"; not beyond chance's noise on {len(te[0])} held-out images")
         if trusted or params.kind == "classifier":
             log(f"domain classifier: {reason}: {'trusted' if trusted else 'NOT trusted'}")
             return model, _record("classifier", trusted, gain, params.min_skill, reason), figures
