@@ -198,10 +198,10 @@ class FidMeasure:
         from resgan.gan.loop import FidTracker
         from resgan.gan.trainer import export_generator
         from resgan.metrics.evaluation import FidScore
-        from resgan.metrics.features import ClassifierFeatures
+        from resgan.metrics.features import LearnedFeatures
 
         self.name = name
-        score = FidScore(ClassifierFeatures(classifier_path), reference, params.evaluate.batch_size)
+        score = FidScore(LearnedFeatures(classifier_path), reference, params.evaluate.batch_size)
         self.tracker = FidTracker(gan, score, score.key, params.train.eval_every, params.train.eval_num,
                                   params.train.seed, Path(classifier_path).parent, export_generator,
                                   batch_size=params.sample.batch_size)

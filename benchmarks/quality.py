@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
 
         from resgan.data.prepared import load_split
         from resgan.metrics.distances import fid, kid
-        from resgan.metrics.features import ClassifierFeatures
+        from resgan.metrics.features import LearnedFeatures
         from resgan.metrics.scores import inception_score
         from resgan.loading import load_generator
         from resgan.sampling import draw
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
         train_images, _ = load_split(data, "train")
         test_images, _ = load_split(data, "test")
         real_images = np.concatenate([train_images, test_images])
-        extractor = ClassifierFeatures(classifier)
+        extractor = LearnedFeatures(classifier)
         real_feats, real_probs = extractor(real_images)
         order = np.random.default_rng(0).permutation(len(real_images))
         half_a, half_b = (real_feats[order[: len(order) // 2]], real_feats[order[len(order) // 2:]])

@@ -193,3 +193,8 @@ def test_ada_needs_ops_to_adapt():
     with pytest.raises(ParamsError, match="train.ada_target.*train.diffaugment"):
         tiny_params(train={"ada_target": 0.6, "diffaugment": ""})
     assert tiny_params(train={"ada_target": 0.6}).train.diffaugment == "color,translation,cutout"
+    from resgan.config import SMALL_DATA_POLICY, resolve_diffaugment
+
+    # auto with ADA: the ops are on whatever the data size; ADA decides how often they apply
+    assert resolve_diffaugment("auto", 9000, adaptive=True) == SMALL_DATA_POLICY
+    assert resolve_diffaugment("auto", 9000, adaptive=False) == ""

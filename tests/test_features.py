@@ -15,8 +15,8 @@ import pytest
 from resgan.errors import ResganError
 from resgan.metrics.features import (
     INCEPTION_CACHE_FILES,
-    ClassifierFeatures,
     InceptionFeatures,
+    LearnedFeatures,
     resolve_extractor,
     weights_have_top,
 )
@@ -81,7 +81,7 @@ def test_saved_classifier_loads_safely_and_gives_features_and_probs(trained_clas
     result, model_path, _, test_images, test_labels = trained_classifier
     model = keras.models.load_model(model_path, safe_mode=True)
     assert model.get_layer("features").output.shape[-1] == 16
-    extractor = ClassifierFeatures(model_path)
+    extractor = LearnedFeatures(model_path)
     features, probs = extractor(test_images, batch_size=7)  # batches of 7: the last one is short
     assert extractor.name == "classifier"
     assert features.shape == (60, 16) and features.dtype == np.float64
@@ -95,7 +95,7 @@ def test_saved_classifier_loads_safely_and_gives_features_and_probs(trained_clas
 
 
 def test_classifier_features_reject_images_of_another_shape(trained_classifier):
-    extractor = ClassifierFeatures(trained_classifier[1])
+    extractor = LearnedFeatures(trained_classifier[1])
     with pytest.raises(ResganError, match="trained on"):
         extractor(np.zeros((2, 32, 32, 1), np.uint8))
 

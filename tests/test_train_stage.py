@@ -440,7 +440,7 @@ def test_fid_over_training_is_logged_and_the_best_generator_is_exported(tmp_path
     check the curve is logged under a name that says so and the last step's generator is exported."""
     from resgan.metrics.classifier import FEATURE_LAYER
     from resgan.metrics.evaluation import FidScore, reference_set
-    from resgan.metrics.features import ClassifierFeatures
+    from resgan.metrics.features import LearnedFeatures
     from resgan.sampling import generate_images, latents
 
     params = tiny_params(train={"steps": 6, "log_every": 2, "sample_every": 6, "checkpoint_every": 3,
@@ -481,7 +481,7 @@ def test_fid_over_training_is_logged_and_the_best_generator_is_exported(tmp_path
     assert (tags["exported"], tags["exported_step"]) == ("best", str(best_step))
     # The exported generator is the best step's: scored again the same way, it gives the best FID.
     exported = load_generator(project.models / "generator.keras")
-    score = FidScore(ClassifierFeatures(tmp_path / "classifier.keras"),
+    score = FidScore(LearnedFeatures(tmp_path / "classifier.keras"),
                      reference_set(np.load(project.data / "train.npz")["images"], None, params.evaluate)[0])
     images = generate_images(exported, latents(40, params.model.latent_dim, params.train.seed + train.FID_SEED_OFFSET))
     assert score(images)["fid_classifier"] == pytest.approx(curve["fid"].min(), rel=1e-4)

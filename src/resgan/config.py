@@ -92,10 +92,8 @@ class ClassifierParams(_Section):
     @field_validator("ssl_augment")
     @classmethod
     def _ssl_ops(cls, value: str) -> str:
-        names = [n.strip() for n in value.split(",") if n.strip()]
-        unknown = [n for n in names if n not in SSL_OPS]
-        if unknown or not names:
-            raise ValueError(f"unknown op(s) {', '.join(unknown) or '(none given)'}; use any of {', '.join(SSL_OPS)}")
+        if not parse_ops(value, SSL_OPS, "augmentation"):
+            raise ValueError(f"names no op; use any of {', '.join(SSL_OPS)}")
         return value
 
 
@@ -128,21 +126,27 @@ SMALL_DATA = 5000  # training images below which train.diffaugment: auto turns D
 SMALL_DATA_POLICY = "color,translation,cutout"  # Zhao et al.'s policy for small data sets
 
 
-def resolve_diffaugment(policy: str, n_train: int) -> str:
+def resolve_diffaugment(policy: str, n_train: int, adaptive: bool = False) -> str:
     """``train.diffaugment`` as the step uses it: ``auto`` -> :data:`SMALL_DATA_POLICY` below
-    :data:`SMALL_DATA` training images, else ``""``; any other value as it is."""
+    :data:`SMALL_DATA` training images or with ADA (``adaptive``: ADA decides how often the ops apply),
+    else ``""``; any other value as it is."""
     if policy != "auto":
         return policy
-    return SMALL_DATA_POLICY if n_train < SMALL_DATA else ""
+    return SMALL_DATA_POLICY if adaptive or n_train < SMALL_DATA else ""
+
+
+def parse_ops(policy: str, allowed: tuple[str, ...], what: str = "DiffAugment") -> list[str]:
+    """``"color, translation"`` -> ``["color", "translation"]``; ValueError naming an op not in ``allowed``."""
+    names = [part.strip() for part in policy.split(",") if part.strip()]
+    for name in names:
+        if name not in allowed:
+            raise ValueError(f"unknown {what} op {name!r}; use any of {', '.join(allowed)}")
+    return names
 
 
 def parse_diffaugment(policy: str) -> list[str]:
-    """``"color, translation"`` -> ``["color", "translation"]``; ValueError naming an unknown op."""
-    names = [part.strip() for part in policy.split(",") if part.strip()]
-    for name in names:
-        if name not in DIFFAUGMENT_OPS:
-            raise ValueError(f"unknown DiffAugment op {name!r}; use any of {', '.join(DIFFAUGMENT_OPS)}")
-    return names
+    """The ops of a ``train.diffaugment`` policy (see :func:`parse_ops`)."""
+    return parse_ops(policy, DIFFAUGMENT_OPS)
 
 
 class TrainParams(_Section):

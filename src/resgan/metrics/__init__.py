@@ -19,7 +19,6 @@ from resgan.metrics.distances import (
 )
 from resgan.metrics.evaluation import evaluate_samples
 from resgan.metrics.features import (
-    ClassifierFeatures,
     InceptionFeatures,
     LearnedFeatures,
     find_inception_weights,
@@ -39,7 +38,7 @@ from resgan.metrics.scores import inception_score
 from resgan.metrics.ssim import memorization, ssim, ssim_diversity
 
 __all__ = [
-    "CHAMPION_METRICS", "METRIC_DIRECTION", "ClassifierFeatures", "InceptionFeatures", "LearnedFeatures", "MetricError", "evaluate_samples",
+    "CHAMPION_METRICS", "METRIC_DIRECTION", "InceptionFeatures", "LearnedFeatures", "MetricError", "evaluate_samples",
     "feature_stats", "fid", "find_inception_weights", "frechet_distance", "get_metric", "inception_score",
     "is_better", "kid", "knn_radii", "list_metrics", "memorization", "mmd2_unbiased", "precision_recall",
     "register_metric", "resolve_extractor", "result_key", "result_key_pattern", "ssim", "ssim_diversity",

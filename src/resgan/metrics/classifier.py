@@ -16,7 +16,7 @@ from keras import layers
 from resgan.config import ClassifierParams
 from resgan.errors import ResganError
 
-FEATURE_LAYER = "features"  # the penultimate Dense layer read by resgan.metrics.features.ClassifierFeatures
+FEATURE_LAYER = "features"  # the penultimate Dense layer read by resgan.metrics.features.LearnedFeatures
 MIN_SIDE = 4  # px: downsample until the feature map is this small, then flatten
 
 Split = tuple[np.ndarray, np.ndarray]  # uint8 NHWC images, int64 labels

@@ -117,8 +117,7 @@ class LearnedFeatures:
         self.trusted = bool(self.record.get("trusted")) and self.record.get("kind") == self.kind
         self.fitness = str(self.record.get("fitness") or f"no fitness record ({record_path.name}) beside the model")
         self.name = self.kind if self.trusted else f"{self.kind}_untrusted"
-        outputs = [feature_output, model.output] if self.data_classes else [feature_output]
-        self._model = keras.Model(model.inputs, outputs)
+        self._model = keras.Model(model.inputs, [feature_output, model.output] if self.data_classes else feature_output)
 
     def __call__(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
         """``(N, feature_dim)`` features and ``(N, K)`` probabilities (None for the encoder) of uint8 NHWC images."""
@@ -129,12 +128,10 @@ class LearnedFeatures:
 
         def forward(batch):
             out = self._model.predict_on_batch(batch.astype(np.float32))
-            return (out[0], out[1]) if self.data_classes else (out if not isinstance(out, list) else out[0], None)
+            return (out[0], out[1]) if self.data_classes else (out, None)
 
         return _run_batches(forward, images, batch_size, f"{self.kind} features")
 
-
-ClassifierFeatures = LearnedFeatures  # the name it had when only the classifier existed
 
 
 # ---------------------------------------------------------------- InceptionV3

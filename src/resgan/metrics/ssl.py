@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from resgan.config import SSL_OPS
+from resgan.config import SSL_OPS, parse_ops
 from resgan.errors import ResganError
 
 FITNESS_OPS = ["crop", "translation"]  # the views of the fitness check: geometric, the same for every encoder
@@ -30,16 +30,11 @@ ENCODER_NAME = "ssl_encoder"  # the saved model's name: how LearnedFeatures tell
 
 
 def parse_augment(policy: str) -> list[str]:
-    """``"crop, color"`` -> ``["crop", "color"]``; ResganError naming ``classifier.ssl_augment`` otherwise."""
-    names = [p.strip() for p in str(policy).split(",") if p.strip()]
-    unknown = [n for n in names if n not in SSL_OPS]
-    if unknown:
-        raise ResganError(f"classifier.ssl_augment: unknown op(s) {', '.join(unknown)}; use any of "
-                          f"{', '.join(SSL_OPS)}")
-    return names
+    """``"crop, color"`` -> ``["crop", "color"]`` (``classifier.ssl_augment``, checked when params load)."""
+    return parse_ops(policy, SSL_OPS, "augmentation")
 
 
-def augment(images: tf.Tensor, ops: list[str], seed: tf.Tensor | None = None) -> tf.Tensor:
+def augment(images: tf.Tensor, ops: list[str], seed: int | None = None) -> tf.Tensor:
     """One random view of float32 ``images`` in 0..255 (NHWC), in 0..255. ``crop``: a random crop of
     :data:`CROP_SCALE` of the area and aspect 3/4..4/3, resized back; ``flip``: left-right with p=1/2;
     ``color``, ``translation``, ``cutout``: :mod:`resgan.gan.diffaugment`'s ops (which work in [-1, 1])."""

@@ -24,7 +24,7 @@ import mlflow
 import pandas as pd
 
 from resgan import files, terminal, tracking
-from resgan.config import SMALL_DATA, SMALL_DATA_POLICY, Params, resolve_diffaugment
+from resgan.config import SMALL_DATA, Params, resolve_diffaugment
 from resgan.data.pipeline import open_train_data
 from resgan.data.prepared import load_summary
 from resgan.errors import ResganError
@@ -65,8 +65,7 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
     params = params.model_copy(update={"model": params.model.model_copy(update={"conditional": num_classes > 0})})
     if tp.diffaugment == "auto":  # DiffAugment for small data sets, from the training split's size
         n_train = int((summary.get("counts") or {}).get("train", 0))
-        # With ADA the ops are always there: ADA itself decides how often they apply.
-        policy = SMALL_DATA_POLICY if tp.ada_target else resolve_diffaugment("auto", n_train)
+        policy = resolve_diffaugment("auto", n_train, adaptive=bool(tp.ada_target))
         params = params.model_copy(update={"train": tp.model_copy(update={"diffaugment": policy})})
         tp = params.train
         why = "train.ada_target is set" if tp.ada_target else (
