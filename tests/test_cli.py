@@ -50,8 +50,15 @@ def resgan(*args: str, cwd: Path, tracking_uri: str, timeout: float = 300) -> su
                           timeout=timeout)
 
 
+def shrink(picture: np.ndarray, factor: int) -> np.ndarray:
+    """Undo a nearest-neighbour enlargement by ``factor``, checking that every block is one pixel."""
+    small = picture[::factor, ::factor]
+    np.testing.assert_array_equal(picture, small.repeat(factor, axis=0).repeat(factor, axis=1))
+    return small
+
+
 def tiles(grid: np.ndarray, rows: int, columns: int) -> np.ndarray:
-    """Cut a files.image_grid back into its (rows * columns, SIZE, SIZE) tiles."""
+    """Cut a files.image_grid at true size back into its (rows * columns, SIZE, SIZE) tiles."""
     return np.stack([grid[1 + r * CELL:1 + r * CELL + SIZE, 1 + c * CELL:1 + c * CELL + SIZE]
                      for r in range(rows) for c in range(columns)])
 
@@ -96,14 +103,26 @@ def test_same_seed_same_pixels_other_seed_other_pixels(store, tmp_path):
 
 def test_grid_png_size_and_tiles(store, tmp_path):
     draw(store, tmp_path / "ref.npz", num=10, seed=5)
-    result = draw(store, tmp_path / "grid.png", num=10, seed=5)
+    result = draw(store, tmp_path / "grid.png", num=10, seed=5, scale=1)
     assert result.format == "grid"
     grid = np.asarray(Image.open(tmp_path / "grid.png"))
     # 10 images: ceil(sqrt(10)) = 4 columns, 3 rows, 1 pixel of padding -> 4*17+1 by 3*17+1
     assert grid.shape == (3 * CELL + 1, 4 * CELL + 1) and grid.dtype == np.uint8
     np.testing.assert_array_equal(tiles(grid, 3, 4)[:10], npz_images(tmp_path / "ref.npz")[..., 0])
-    draw(store, tmp_path / "wide.png", num=10, seed=5, columns=10)
-    assert Image.open(tmp_path / "wide.png").size == (10 * CELL + 1, CELL + 1)
+    draw(store, tmp_path / "wide.png", num=10, seed=5, columns=10, scale=2)
+    assert Image.open(tmp_path / "wide.png").size == (2 * (10 * CELL + 1), 2 * (CELL + 1))
+
+
+def test_grid_is_enlarged_to_be_seen_and_the_npz_keeps_true_pixels(store, tmp_path):
+    draw(store, tmp_path / "ref.npz", num=10, seed=5)
+    result = draw(store, tmp_path / "grid.png", num=10, seed=5)  # the default: at least 512 px across
+    big = np.asarray(Image.open(tmp_path / "grid.png"))
+    # 69 px of true grid: the smallest integer factor reaching 512 is 8 (7 gives 483), so 552 x 416
+    assert big.shape == (8 * (3 * CELL + 1), 8 * (4 * CELL + 1)) and result.shape == (552, 416)
+    np.testing.assert_array_equal(tiles(shrink(big, 8), 3, 4)[:10], npz_images(tmp_path / "ref.npz")[..., 0])
+    assert npz_images(tmp_path / "ref.npz").shape == (10, SIZE, SIZE, 1)
+    draw(store, tmp_path / "wide.png", num=40, seed=5, columns=40)  # 681 px: already wide enough
+    assert Image.open(tmp_path / "wide.png").size == (40 * CELL + 1, CELL + 1)
 
 
 def test_folder_of_pngs(store, tmp_path):
@@ -143,7 +162,7 @@ def test_force_replaces_and_nothing_is_replaced_without_it(store, tmp_path):
     with pytest.raises(OutputError, match="exists; pass --force"):
         draw(store, out, num=4)
     assert out.read_bytes() == b"keep me"
-    draw(store, out, num=4, force=True)
+    draw(store, out, num=4, force=True, scale=1)
     assert Image.open(out).size == (2 * CELL + 1, 2 * CELL + 1)
 
     folder = tmp_path / "pngs"
@@ -205,8 +224,9 @@ def test_interpolate_grid_rows_are_pairs_and_ends_are_the_seeds_images(store, tm
     result = interpolate(str(store.trained_file), tmp_path / "walk.png", [1, 5, 9], steps=4)
     assert result.format == "grid" and result.count == 8
     grid = np.asarray(Image.open(tmp_path / "walk.png"))
-    assert grid.shape == (2 * CELL + 1, 4 * CELL + 1)
-    cut = tiles(grid, 2, 4)
+    # 69 px wide at true size: enlarged 8 times to be seen (the smallest factor reaching 512 px)
+    assert grid.shape == (8 * (2 * CELL + 1), 8 * (4 * CELL + 1)) and result.shape == (552, 280)
+    cut = tiles(shrink(grid, 8), 2, 4)
     for seed, index in ((1, 0), (5, 3), (5, 4), (9, 7)):
         draw(store, tmp_path / f"s{seed}.npz", num=1, seed=seed, force=True)
         image = npz_images(tmp_path / f"s{seed}.npz")[0, ..., 0].astype(int)
@@ -222,6 +242,13 @@ def test_interpolate_gif_is_one_continuous_walk(store, tmp_path):
     gif = Image.open(tmp_path / "walk.gif")
     assert gif.format == "GIF" and gif.n_frames == 7 == result.count  # 4 + 3: the shared end is not repeated
     assert gif.size == (3 * SIZE, 3 * SIZE) and gif.info["loop"] == 0 and gif.info["duration"] == 50
+    interpolate(str(store.trained_file), tmp_path / "seen.gif", [1, 5], steps=3)  # default: 512 px frames
+    seen = Image.open(tmp_path / "seen.gif")
+    assert seen.size == (512, 512) and seen.n_frames == 3
+    seen.seek(2)
+    last = shrink(np.asarray(seen.convert("L")), 32)  # 16 px x 32; the walk ends on seed 5's image
+    draw(store, tmp_path / "s5.npz", num=1, seed=5)
+    assert np.abs(last.astype(int) - npz_images(tmp_path / "s5.npz")[0, ..., 0]).max() <= 1
 
 
 # ---------------------------------------------------------------- the command line: success

@@ -147,6 +147,8 @@ ModelOpt = Annotated[Optional[str], typer.Option(
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Replace an existing output.")]
 TruncationOpt = Annotated[Optional[float], typer.Option(
     help="Truncation trick: redraw latent values beyond +-T (T > 0; smaller is tamer and less varied).")]
+ScaleOpt = Annotated[int, typer.Option(
+    help="Grid and GIF: enlarge by this integer factor (nearest neighbour); 0: to at least 512 px across.")]
 LabelOpt = Annotated[Optional[int], typer.Option(
     help="Class-conditional models: draw this class (0 to K-1) only; default every class in turn.")]
 
@@ -187,6 +189,7 @@ def generate(
     fmt: Annotated[Optional[str], typer.Option("--format", help="grid | folder | npz (default: from --out's suffix).")] = None,
     columns: Annotated[Optional[int], typer.Option(help="Grid columns (default: near square).")] = None,
     label: LabelOpt = None,
+    scale: ScaleOpt = 0,
     force: ForceOpt = False,
     params: Annotated[Path, typer.Option("--params", "-p", help="Where the default model name is read from.")] = Path("params.yaml"),
 ) -> None:
@@ -195,7 +198,7 @@ def generate(
     from resgan.generate import generate as run
 
     result = run(_model_ref(model, params), out, num=num, seed=seed, batch_size=batch_size, truncation=truncation,
-                 fmt=fmt, force=force, columns=columns, label=label)
+                 fmt=fmt, force=force, columns=columns, label=label, scale=scale)
     print(result.line())
 
 
@@ -208,7 +211,7 @@ def interpolate(
     truncation: TruncationOpt = None,
     fmt: Annotated[Optional[str], typer.Option("--format", help="grid | gif (default: from --out's suffix).")] = None,
     duration: Annotated[int, typer.Option(help="GIF: milliseconds per frame.")] = 100,
-    scale: Annotated[int, typer.Option(help="Enlarge every image by this integer factor (nearest neighbour).")] = 1,
+    scale: ScaleOpt = 0,
     label: LabelOpt = None,
     force: ForceOpt = False,
     params: Annotated[Path, typer.Option("--params", "-p", help="Where the default model name is read from.")] = Path("params.yaml"),

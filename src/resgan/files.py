@@ -107,11 +107,28 @@ def save_png(path: str | Path, image: np.ndarray) -> None:
         to_pil(image).save(tmp, format="PNG")
 
 
-def save_grid(path: str | Path, images: np.ndarray, columns: int | None = None, min_width: int = 0) -> np.ndarray:
-    """Save :func:`image_grid` of ``images`` as a PNG, enlarged by the smallest integer factor (nearest
-    neighbour: pixels stay crisp) that makes it at least ``min_width`` pixels wide; return what was saved."""
+VIEW_WIDTH = 512  # grids and GIFs are for people: small pictures are enlarged to at least this many pixels across
+
+
+def view_factor(width: int, scale: int = 0, min_width: int = VIEW_WIDTH) -> int:
+    """The integer enlargement of a picture ``width`` pixels wide: ``scale`` when it is positive, else the
+    smallest factor that makes it at least ``min_width`` pixels wide (1 for a picture already that wide)."""
+    return scale if scale > 0 else max(1, -(-min_width // width))
+
+
+def enlarge(images: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour enlargement of HW(C) or NHWC ``images`` by an integer ``factor``: pixels stay crisp."""
+    if factor == 1:
+        return images
+    h, w = (0, 1) if images.ndim <= 3 else (1, 2)
+    return images.repeat(factor, axis=h).repeat(factor, axis=w)
+
+
+def save_grid(path: str | Path, images: np.ndarray, columns: int | None = None, min_width: int = 0,
+              scale: int = 0) -> np.ndarray:
+    """Save :func:`image_grid` of ``images`` as a PNG, enlarged by ``scale``, or where that is 0 by the
+    smallest integer factor that makes it at least ``min_width`` pixels wide; return what was saved."""
     grid = image_grid(images, columns)
-    factor = max(1, -(-min_width // grid.shape[1]))
-    grid = grid.repeat(factor, axis=0).repeat(factor, axis=1)
+    grid = enlarge(grid, view_factor(grid.shape[1], scale, min_width))
     save_png(path, grid)
     return grid

@@ -11,14 +11,16 @@ of seed s" (``interpolate --seeds``, the served pyfunc) is the first of them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from resgan import files
 from resgan.errors import ResganError
 from resgan.loading import generator_from_file, image_shape, latent_dim, model_file, num_classes
-from resgan.outputs import (check_output, grid_shape, upscale, write_folder, write_gif, write_grid,
+from resgan.outputs import (check_output, grid_shape, write_folder, write_gif, write_grid,
                             write_npz)
 from resgan.sampling import class_labels, generate_images, iter_images, latents, walk_latents
 from resgan.terminal import progress_bar, quiet_tensorflow
@@ -27,6 +29,7 @@ MAX_NUM = 1_000_000
 MAX_SEED = 2**63 - 1
 # Pillow refuses to open images above this many pixels (DecompressionBombError): no bigger grids.
 MAX_GRID_PIXELS = 178_956_970
+MAX_SCALE = 32
 GENERATE_FORMATS = ("grid", "folder", "npz")
 INTERPOLATE_FORMATS = ("grid", "gif")
 
@@ -119,8 +122,12 @@ class Result:
 
 def generate(model_ref: str, out: Path, num: int = 64, seed: int = 0, batch_size: int = 256,
              truncation: float | None = None, fmt: str | None = None, force: bool = False,
-             columns: int | None = None, show_progress: bool | None = None, label: int | None = None) -> Result:
+             columns: int | None = None, show_progress: bool | None = None, label: int | None = None,
+             scale: int = 0) -> Result:
     """``num`` images from the generator ``model_ref`` (file or MLflow URI) written to ``out``.
+
+    A grid is enlarged by the integer ``scale`` (nearest neighbour); 0 enlarges it to at least
+    :data:`files.VIEW_WIDTH` pixels across. A folder of PNGs and an npz keep the true pixels.
 
     A class-conditional generator draws class ``label`` only, or every class in turn (the npz
     then holds ``labels`` too); ``label`` is an error for an unconditional one."""
@@ -129,6 +136,7 @@ def generate(model_ref: str, out: Path, num: int = 64, seed: int = 0, batch_size
     check_range("--batch-size", batch_size, 1, 65_536)
     if columns is not None:
         check_range("--columns", columns, 1, MAX_NUM)
+    check_range("--scale", scale, 0, MAX_SCALE)
     check_truncation(truncation)
     fmt = resolve_format(out, fmt, GENERATE_FORMATS)
     check_output(out, fmt, force)
@@ -140,6 +148,10 @@ def generate(model_ref: str, out: Path, num: int = 64, seed: int = 0, batch_size
         _check_image_channels(model, model_ref)
     if fmt == "grid":
         gh, gw = grid_shape(num, h, w, columns)
+        factor = files.view_factor(gw, scale)
+        if not scale:  # enlarging is for viewing: never past what a viewer opens
+            factor = max(1, min(factor, math.isqrt(MAX_GRID_PIXELS // (gh * gw))))
+        gh, gw = gh * factor, gw * factor
         if gh * gw > MAX_GRID_PIXELS:
             raise UsageError(f"a grid of {num:,} images of {h}x{w} would be {gw:,}x{gh:,} pixels, more than "
                              "image viewers open; write --format folder or npz instead")
@@ -151,22 +163,22 @@ def generate(model_ref: str, out: Path, num: int = 64, seed: int = 0, batch_size
             return Result(out, fmt, count, (h, w, c))
         images = generate_images(model, z, labels, batch_size, advance)
     if fmt == "grid":
-        write_grid(out, images, columns)
-        gh, gw = grid_shape(num, h, w, columns)
+        write_grid(out, images, columns, factor)
         return Result(out, fmt, num, (gw, gh))
     write_npz(out, images, seed, **({} if labels is None else {"labels": labels.astype(np.int64)}))
     return Result(out, fmt, num, images.shape)
 
 
 def interpolate(model_ref: str, out: Path, seeds: list[int], steps: int = 8, truncation: float | None = None,
-                fmt: str | None = None, force: bool = False, duration_ms: int = 100, scale: int = 1,
+                fmt: str | None = None, force: bool = False, duration_ms: int = 100, scale: int = 0,
                 label: int | None = None) -> Result:
-    """A spherical latent walk through ``seeds``: a grid (one row per pair) or an animated GIF.
+    """A spherical latent walk through ``seeds``: a grid (one row per pair) or an animated GIF, enlarged
+    by the integer ``scale`` (nearest neighbour); 0 enlarges it to at least :data:`files.VIEW_WIDTH` px across.
 
     A class-conditional generator walks within one class: ``label``, or the first seed's class."""
     check_range("--steps", steps, 2, 1000)
     check_range("--duration", duration_ms, 10, 60_000)
-    check_range("--scale", scale, 1, 32)
+    check_range("--scale", scale, 0, MAX_SCALE)
     check_truncation(truncation)
     fmt = resolve_format(out, fmt, INTERPOLATE_FORMATS)
     check_output(out, fmt, force)
@@ -178,13 +190,13 @@ def interpolate(model_ref: str, out: Path, seeds: list[int], steps: int = 8, tru
     first = class_labels(1, num_classes(model), seeds[0], label)
     labels = None if first is None else np.full(pairs * steps, first[0], dtype=np.int32)
     images = generate_images(model, walk.reshape(pairs * steps, -1), labels)
-    images = upscale(images, scale)
     if fmt == "grid":
-        write_grid(out, images, columns=steps)
         gh, gw = grid_shape(len(images), images.shape[1], images.shape[2], steps)
-        return Result(out, fmt, len(images), (gw, gh))
+        factor = files.view_factor(gw, scale)
+        write_grid(out, images, steps, factor)
+        return Result(out, fmt, len(images), (gw * factor, gh * factor))
     # One continuous walk: each pair after the first starts where the previous one ended.
     keep = [i for i in range(len(images)) if i < steps or i % steps != 0]
-    frames = images[keep]
+    frames = files.enlarge(images[keep], files.view_factor(images.shape[2], scale))
     write_gif(out, frames, duration_ms)
     return Result(out, fmt, len(frames), (frames.shape[2], frames.shape[1]))

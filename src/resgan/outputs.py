@@ -68,10 +68,11 @@ def grid_shape(n: int, h: int, w: int, columns: int | None, pad: int = 1) -> tup
     return rows * (h + pad) + pad, columns * (w + pad) + pad
 
 
-def write_grid(out: Path, images: np.ndarray, columns: int | None = None) -> None:
-    """uint8 NHWC ``images`` tiled into one PNG, ``columns`` wide (default near square)."""
+def write_grid(out: Path, images: np.ndarray, columns: int | None = None, factor: int = 1) -> None:
+    """uint8 NHWC ``images`` tiled into one PNG, ``columns`` wide (default near square), enlarged by
+    the integer ``factor`` (nearest neighbour)."""
     with _writing(out):
-        files.save_grid(out, images, columns)
+        files.save_grid(out, images, columns, scale=factor)
 
 
 def write_npz(out: Path, images: np.ndarray, seed: int, **extra: Any) -> None:
@@ -133,9 +134,3 @@ def write_gif(out: Path, frames: np.ndarray, duration_ms: int) -> None:
         pictures[0].save(tmp, format="GIF", save_all=True, append_images=pictures[1:], duration=duration_ms,
                          loop=0, optimize=False)
 
-
-def upscale(images: np.ndarray, factor: int) -> np.ndarray:
-    """Nearest-neighbour upscaling of NHWC images by an integer factor (pixels stay crisp)."""
-    if factor == 1:
-        return images
-    return images.repeat(factor, axis=1).repeat(factor, axis=2)
