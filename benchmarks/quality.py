@@ -22,6 +22,16 @@ floor (FID/KID between random halves of the real digits; 5,000 vs 5,000, so the 
 samples against a real half is given too, the like-for-like figure), the real digits' score and the
 predicted-class mix. Results go to ``benchmarks/results/quality.json``, a picture of both to
 ``docs/images/mnist_plain_vs_tuned.png``.
+
+The small-data case (``small_plain``, ``small_default``; ``small_ada`` with ``--only``): what many users
+have, a few hundred images at 64x64. The first 445 real digits, upscaled to 64x64 (400 train, 45
+test), trained for the same 10 minutes with ``params.yaml``'s defaults (``small_default``: DiffAugment
+on, as ``train.diffaugment: auto`` turns it on below 5,000 images) against the same without
+augmentation (``small_plain``) and with ADA (``small_ada``). Scored on 5,000 samples with the
+pipeline's own features (the domain classifier, trained by the classifier stage on the 9,000-digit
+train split of all 10,000 at 64x64), against all 10,000, with the memorization figure: the share of 1,000
+samples whose SSIM to their nearest training image is at least 0.9, beside the same figure for
+1,000 real digits that are not in the training set. Picture: ``docs/images/small_data_64.png``.
 """
 
 from __future__ import annotations
@@ -71,6 +81,18 @@ TUNED = {
 CONFIGS = {"plain": PLAIN, "tuned": TUNED}
 SAMPLES, SAMPLE_SEED = 10_000, 1234
 
+# The small-data case: the first 445 real digits at 64x64 (400 train + 45 test), params.yaml's defaults.
+SMALL_DATA = {**DATA, "image_size": 64, "fit": "resize", "max_images": 445}  # 28 px digits upscaled to 64
+SCORER_DATA = {**DATA, "image_size": 64, "fit": "resize"}  # all 10,000 digits: the scorer is trained on those not trained on
+SMALL_CONFIGS = {
+    "small_plain": {"train": {"diffaugment": ""}},
+    "small_default": {"train": {"diffaugment": "auto"}},
+    "small_ada": {"train": {"diffaugment": "auto", "ada_target": 0.6}},
+}
+SMALL_DEFAULT_RUNS = ["small_plain", "small_default"]
+SMALL_SAMPLES, MEMORIZATION_SAMPLES, MEMORIZATION_THRESHOLD = 5_000, 1_000, 0.9
+SMALL_PICTURE = ROOT / "docs" / "images" / "small_data_64.png"
+
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f}] {message}", flush=True)
@@ -90,12 +112,13 @@ def _command(args: list[str], env: dict[str, str], cwd: Path) -> str:
     return done.stdout
 
 
-def params_for(config: dict[str, dict], mnist: Path, minutes: float, overrides: list[str]) -> dict[str, Any]:
+def params_for(config: dict[str, dict], mnist: Path, minutes: float, overrides: list[str],
+               data: dict[str, Any] = DATA) -> dict[str, Any]:
     """A whole params.yaml: the defaults, the data and budget settings, ``config``, then ``overrides``."""
     from resgan.config import parse_params
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["prepare"].update({**DATA, "path": str(mnist)})
+    raw["prepare"].update({**data, "path": str(mnist)})
     raw["classifier"].update(CLASSIFIER)
     raw["train"].update({**BUDGET, "max_minutes": minutes})
     for section, values in config.items():
@@ -140,7 +163,7 @@ def score(images: np.ndarray, real: np.ndarray, real_halves: tuple[np.ndarray, n
             "class_accuracy": None if labels is None else float(np.mean(probs.argmax(axis=1) == labels))}
 
 
-def picture(grids: dict[str, np.ndarray], steps: dict[str, int], minutes: float) -> None:
+def picture(grids: dict[str, np.ndarray], titles: dict[str, str], path: Path = PICTURE) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,20 +172,21 @@ def picture(grids: dict[str, np.ndarray], steps: dict[str, int], minutes: float)
     figure, axes = plt.subplots(1, len(grids), figsize=(5 * len(grids), 5.4))
     for axis, (name, grid) in zip(np.atleast_1d(axes), grids.items()):
         axis.imshow(grid[..., 0], cmap="gray", vmin=0, vmax=255)
-        axis.set_title(f"{name}: {steps[name]} steps in {minutes:g} min")
+        axis.set_title(titles[name])
         axis.axis("off")
     figure.tight_layout()
-    PICTURE.parent.mkdir(parents=True, exist_ok=True)
-    tmp = PICTURE.with_suffix(".tmp.png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
     figure.savefig(tmp, dpi=100)
-    os.replace(tmp, PICTURE)
+    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n")[0])
     parser.add_argument("--mnist", type=Path, default=Path(os.environ.get("RESGAN_MNIST", ROOT / "data" / "raw" / "mnist")))
     parser.add_argument("--minutes", type=float, help="training budget per configuration (default 10; quick 0.2)")
-    parser.add_argument("--only", choices=sorted(CONFIGS), action="append", help="run only these (repeatable)")
+    parser.add_argument("--only", choices=sorted([*CONFIGS, *SMALL_CONFIGS]), action="append",
+                        help="run only these (repeatable); default: plain, tuned, small_plain, small_default")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME:KEY=VALUE",
                         help="change one param of one configuration, e.g. tuned:train.lr_d=4e-4")
     parser.add_argument("--quick", action="store_true", help="0.2-minute budgets and 500 samples: checks the script")
@@ -174,20 +198,24 @@ def main(argv: list[str] | None = None) -> None:
 
     minutes = args.minutes or (0.2 if args.quick else 10.0)
     num = 500 if args.quick else SAMPLES
-    names = args.only or list(CONFIGS)
+    chosen = args.only or [*CONFIGS, *SMALL_DEFAULT_RUNS]
+    names = [name for name in chosen if name in CONFIGS]
+    small_names = [name for name in chosen if name in SMALL_CONFIGS]
     if not any(args.mnist.glob("*images*idx3*")):
         sys.exit(f"no MNIST IDX images in {args.mnist}: pass --mnist DIR (or set RESGAN_MNIST) to a folder "
                  "holding t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz")
-    overrides: dict[str, list[str]] = {name: [] for name in CONFIGS}
+    overrides: dict[str, list[str]] = {name: [] for name in [*CONFIGS, *SMALL_CONFIGS]}
     for item in args.overrides:
         name, _, change = item.partition(":")
-        if name not in CONFIGS or "=" not in change:
-            sys.exit(f"--set {item!r}: expected NAME:SECTION.KEY=VALUE with NAME one of {sorted(CONFIGS)}")
+        if name not in overrides or "=" not in change:
+            sys.exit(f"--set {item!r}: expected NAME:SECTION.KEY=VALUE with NAME one of {sorted(overrides)}")
         overrides[name].append(change)
     from resgan.errors import ResganError
 
     try:
         all_params = {name: params_for(CONFIGS[name], args.mnist.resolve(), minutes, overrides[name]) for name in names}
+        small_params = {name: params_for(SMALL_CONFIGS[name], args.mnist.resolve(), minutes, overrides[name],
+                                         SMALL_DATA) for name in small_names}
     except ResganError as error:
         sys.exit(f"error: {error}")
 
@@ -200,92 +228,191 @@ def main(argv: list[str] | None = None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     env = _env(work / "mlflow.db")
     try:
-        data, classifier = work / "data", work / "classifier.keras"
-        first = next(iter(all_params.values()))
-        (work / "params.yaml").write_text(yaml.safe_dump(first, sort_keys=False))
-        if not (data / "train.npz").exists():
-            log("prepare: MNIST test set -> 32x32")
-            _command(["resgan", "prepare", "--params", "params.yaml", "--out", str(data)], env, work)
-        if not classifier.exists():
-            log("classifier: the domain classifier for the scores")
-            _command(["resgan", "classifier", "--params", "params.yaml", "--data", str(data), "--out", str(classifier),
-                      "--metrics", str(work / "classifier.json")], env, work)
+        if all_params:
+            data, classifier = work / "data", work / "classifier.keras"
+            first = next(iter(all_params.values()))
+            (work / "params.yaml").write_text(yaml.safe_dump(first, sort_keys=False))
+            if not (data / "train.npz").exists():
+                log("prepare: MNIST test set -> 32x32")
+                _command(["resgan", "prepare", "--params", "params.yaml", "--out", str(data)], env, work)
+            if not classifier.exists():
+                log("classifier: the domain classifier for the scores")
+                _command(["resgan", "classifier", "--params", "params.yaml", "--data", str(data), "--out", str(classifier),
+                          "--metrics", str(work / "classifier.json")], env, work)
 
-        from resgan.data.prepared import load_split
-        from resgan.metrics.distances import fid, kid
-        from resgan.metrics.features import LearnedFeatures
-        from resgan.metrics.scores import inception_score
-        from resgan.loading import load_generator
-        from resgan.sampling import draw
+            from resgan.data.prepared import load_split
+            from resgan.metrics.distances import fid, kid
+            from resgan.metrics.features import LearnedFeatures
+            from resgan.metrics.scores import inception_score
+            from resgan.loading import load_generator
+            from resgan.sampling import draw
 
-        train_images, _ = load_split(data, "train")
-        test_images, _ = load_split(data, "test")
-        real_images = np.concatenate([train_images, test_images])
-        extractor = LearnedFeatures(classifier)
-        real_feats, real_probs = extractor(real_images)
-        order = np.random.default_rng(0).permutation(len(real_images))
-        half_a, half_b = (real_feats[order[: len(order) // 2]], real_feats[order[len(order) // 2:]])
-        floor_kid = kid(half_a, half_b, subsets=100, subset_size=1000, rng=np.random.default_rng(0))
-        real_score = inception_score(real_probs, splits=10)
-        real_counts = np.bincount(real_probs.argmax(axis=1), minlength=real_probs.shape[1])
-        results["real"] = {
-            "n": int(len(real_images)), "fid_classifier_floor_halves": fid(half_a, half_b),
-            "kid_classifier_floor_mean": floor_kid[0], "kid_classifier_floor_std": floor_kid[1],
-            "classifier_score_mean": real_score[0], "classifier_score_std": real_score[1],
-            "max_class_fraction": float(real_counts.max() / len(real_images)),
-            "classifier_accuracy": json.loads((work / "classifier.json").read_text())["accuracy"]
-            if (work / "classifier.json").exists() else None}
-        log(f"real digits: floor FID {results['real']['fid_classifier_floor_halves']:.3f}, "
-            f"score {real_score[0]:.3f}")
+            train_images, _ = load_split(data, "train")
+            test_images, _ = load_split(data, "test")
+            real_images = np.concatenate([train_images, test_images])
+            results.setdefault("meta", {})["data"] = {**DATA, "n_train": int(len(train_images)),
+                                                      "n_test": int(len(test_images))}
+            extractor = LearnedFeatures(classifier)
+            real_feats, real_probs = extractor(real_images)
+            order = np.random.default_rng(0).permutation(len(real_images))
+            half_a, half_b = (real_feats[order[: len(order) // 2]], real_feats[order[len(order) // 2:]])
+            floor_kid = kid(half_a, half_b, subsets=100, subset_size=1000, rng=np.random.default_rng(0))
+            real_score = inception_score(real_probs, splits=10)
+            real_counts = np.bincount(real_probs.argmax(axis=1), minlength=real_probs.shape[1])
+            results["real"] = {
+                "n": int(len(real_images)), "fid_classifier_floor_halves": fid(half_a, half_b),
+                "kid_classifier_floor_mean": floor_kid[0], "kid_classifier_floor_std": floor_kid[1],
+                "classifier_score_mean": real_score[0], "classifier_score_std": real_score[1],
+                "max_class_fraction": float(real_counts.max() / len(real_images)),
+                "classifier_accuracy": json.loads((work / "classifier.json").read_text())["accuracy"]
+                if (work / "classifier.json").exists() else None}
+            log(f"real digits: floor FID {results['real']['fid_classifier_floor_halves']:.3f}, "
+                f"score {real_score[0]:.3f}")
 
-        for name, params in all_params.items():
-            run_dir = work / name
-            shutil.rmtree(run_dir, ignore_errors=True)
-            run_dir.mkdir()
-            (run_dir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-            load_before = os.getloadavg()
-            log(f"{name}: training for {minutes:g} minutes")
-            out = _command([sys.executable, "-m", "benchmarks.child", "train", "--params", str(run_dir / "params.yaml"),
-                            "--data", str(data), "--out", str(run_dir)], env, ROOT)
-            child = json.loads(out.strip().splitlines()[-1].removeprefix("BENCH_RESULT "))
-            trained = child["result"]
-            log(f"{name}: {trained['steps']} steps, {trained['img_per_s']} img/s; sampling {num}")
-            generator = load_generator(run_dir / "models" / "generator.keras")
-            # A conditional generator draws every class in turn; the npz says which class each image is for.
-            images, labels = draw(generator, num, seed=SAMPLE_SEED, batch_size=500)
-            npz = results_dir / (f"mnist_{minutes:g}min_{name}.npz" if not args.quick else f"quick_{name}.npz")
-            tmp = npz.with_suffix(".tmp.npz")
-            np.savez_compressed(tmp, images=images[..., 0], **({} if labels is None else {"labels": labels}))
-            os.replace(tmp, npz)
-            scores = score(images, (real_feats, real_probs), (half_a, half_b), extractor, labels)
-            log(f"{name}: FID {scores['fid_classifier']:.3f}, score {scores['classifier_score_mean']:.3f}, "
-                f"max class {scores['max_class_fraction']:.3f}")
-            results["runs"][name] = {
-                "params": {s: params[s] for s in ("model", "train")}, "steps": trained["steps"],
-                "img_per_s": trained["img_per_s"], "train_wall_s": trained["wall_s"], "precision": trained["precision"],
-                "peak_rss_mib": round(child["max_rss_mib"], 1), "samples": _shown(npz),
-                "samples_shape": list(images[..., 0].shape), "load_average_before": [round(x, 2) for x in load_before],
-                "load_average_after": [round(x, 2) for x in os.getloadavg()], "minutes": minutes, **scores}
+            for name, params in all_params.items():
+                run_dir = work / name
+                shutil.rmtree(run_dir, ignore_errors=True)
+                run_dir.mkdir()
+                (run_dir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+                load_before = os.getloadavg()
+                log(f"{name}: training for {minutes:g} minutes")
+                out = _command([sys.executable, "-m", "benchmarks.child", "train", "--params", str(run_dir / "params.yaml"),
+                                "--data", str(data), "--out", str(run_dir)], env, ROOT)
+                child = json.loads(out.strip().splitlines()[-1].removeprefix("BENCH_RESULT "))
+                trained = child["result"]
+                log(f"{name}: {trained['steps']} steps, {trained['img_per_s']} img/s; sampling {num}")
+                generator = load_generator(run_dir / "models" / "generator.keras")
+                # A conditional generator draws every class in turn; the npz says which class each image is for.
+                images, labels = draw(generator, num, seed=SAMPLE_SEED, batch_size=500)
+                npz = results_dir / (f"mnist_{minutes:g}min_{name}.npz" if not args.quick else f"quick_{name}.npz")
+                tmp = npz.with_suffix(".tmp.npz")
+                np.savez_compressed(tmp, images=images[..., 0], **({} if labels is None else {"labels": labels}))
+                os.replace(tmp, npz)
+                scores = score(images, (real_feats, real_probs), (half_a, half_b), extractor, labels)
+                log(f"{name}: FID {scores['fid_classifier']:.3f}, score {scores['classifier_score_mean']:.3f}, "
+                    f"max class {scores['max_class_fraction']:.3f}")
+                results["runs"][name] = {
+                    "params": {s: params[s] for s in ("model", "train")}, "steps": trained["steps"],
+                    "img_per_s": trained["img_per_s"], "train_wall_s": trained["wall_s"], "precision": trained["precision"],
+                    "peak_rss_mib": round(child["max_rss_mib"], 1), "samples": _shown(npz),
+                    "samples_shape": list(images[..., 0].shape), "load_average_before": [round(x, 2) for x in load_before],
+                    "load_average_after": [round(x, 2) for x in os.getloadavg()], "minutes": minutes, **scores}
+        if small_params:
+            results["small"] = small_case(small_params, args.mnist.resolve(), work, env, results_dir, minutes,
+                                          args.quick, results.get("small", {}))
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
 
     results["targets"] = targets(results)
-    results["meta"] = {"commit": _git_commit(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"),
-                       "data": {**DATA, "n_train": int(len(train_images)), "n_test": int(len(test_images))}}
+    results["meta"] = {**results.get("meta", {}), "commit": _git_commit(), "cpus": os.cpu_count(),
+                       "date": time.strftime("%Y-%m-%d %H:%M")}
     tmp = out_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=2, default=float) + "\n")
     os.replace(tmp, out_path)
-    if not args.quick and results_dir == RESULTS:
+    if not args.quick and results_dir == RESULTS and all_params:
         from resgan.files import image_grid
 
         grids = {}
         for n, run in results["runs"].items():  # the first 64 of each configuration's samples
             with np.load(ROOT / run["samples"]) as saved:  # relative to the project
                 grids[n] = image_grid(saved["images"][:64, ..., None], columns=8)
-        picture(grids, {n: results["runs"][n]["steps"] for n in grids}, minutes)
+        picture(grids, {n: f"{n}: {results['runs'][n]['steps']} steps in {minutes:g} min" for n in grids})
     print_table(results)
     print(f"results -> {_shown(out_path)}")
+
+
+def small_case(all_params: dict[str, dict], mnist: Path, work: Path, env: dict[str, str], results_dir: Path,
+               minutes: float, quick: bool, previous: dict) -> dict[str, Any]:
+    """The small-data case: each of ``all_params`` trained on 400 digits at 64x64, scored by a domain
+    classifier trained on the 9,000-digit train split at 64x64, with memorization against the 400."""
+    from resgan.config import resolve_diffaugment
+    from resgan.data.prepared import load_split
+    from resgan.loading import load_generator
+    from resgan.metrics.distances import fid
+    from resgan.metrics.features import LearnedFeatures
+    from resgan.metrics.scores import inception_score
+    from resgan.metrics.ssim import memorization
+    from resgan.sampling import draw
+
+    first = next(iter(all_params.values()))
+    scorer_params = params_for({}, mnist, minutes, ["classifier.epochs=3"], SCORER_DATA)
+    scorer_dir, small_dir = work / "scorer64", work / "small64"
+    scorer_dir.mkdir(exist_ok=True)
+    small_dir.mkdir(exist_ok=True)
+    (scorer_dir / "params.yaml").write_text(yaml.safe_dump(scorer_params, sort_keys=False))
+    (small_dir / "params.yaml").write_text(yaml.safe_dump(first, sort_keys=False))
+    scorer = scorer_dir / "classifier.keras"
+    if not (scorer_dir / "data" / "train.npz").exists():
+        log("small data: prepare all digits at 64x64 for the scorer, and the first 445 for training")
+        _command(["resgan", "prepare", "--params", "params.yaml", "--out", "data"], env, scorer_dir)
+    if not (small_dir / "data" / "train.npz").exists():
+        _command(["resgan", "prepare", "--params", "params.yaml", "--out", "data"], env, small_dir)
+    if not scorer.exists():
+        log("small data: the scorer (domain classifier at 64x64)")
+        _command(["resgan", "classifier", "--params", "params.yaml", "--data", "data", "--out", str(scorer),
+                  "--metrics", "classifier.json"], env, scorer_dir)
+    train_images, _ = load_split(small_dir / "data", "train")
+    real = np.concatenate([load_split(scorer_dir / "data", split)[0] for split in ("train", "test")])
+    extractor = LearnedFeatures(scorer)
+    real_feats, real_probs = extractor(real)
+    seen = {image.tobytes() for image in train_images}
+    unseen = np.stack([image for image in load_split(scorer_dir / "data", "test")[0] if image.tobytes() not in seen])
+    count = min(MEMORIZATION_SAMPLES, len(unseen))
+    real_memo = memorization(unseen[:count], train_images, threshold=MEMORIZATION_THRESHOLD)
+    scorer_accuracy = json.loads((scorer_dir / "classifier.json").read_text()).get("accuracy")
+    summary: dict[str, Any] = {
+        "data": {**SMALL_DATA, "n_train": int(len(train_images))},
+        "scorer": {"data": {**SCORER_DATA, "n_real": int(len(real))}, "held_out_accuracy": scorer_accuracy,
+                   "real_score_mean": inception_score(real_probs, splits=10)[0]},
+        "real_unseen_memorization": {"n": count, "fraction": real_memo["fraction"], "mean": real_memo["mean"],
+                                     "threshold": MEMORIZATION_THRESHOLD},
+        "runs": dict(previous.get("runs", {}))}
+    num = 500 if quick else SMALL_SAMPLES
+    for name, params in all_params.items():
+        run_dir = work / name
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir()
+        (run_dir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        load_before = os.getloadavg()
+        log(f"{name}: training on {len(train_images)} images at 64x64 for {minutes:g} minutes")
+        out = _command([sys.executable, "-m", "benchmarks.child", "train", "--params", str(run_dir / "params.yaml"),
+                        "--data", str(small_dir / "data"), "--out", str(run_dir)], env, ROOT)
+        trained = json.loads(out.strip().splitlines()[-1].removeprefix("BENCH_RESULT "))["result"]
+        images, labels = draw(load_generator(run_dir / "models" / "generator.keras"), num, seed=SAMPLE_SEED,
+                              batch_size=250)
+        feats, probs = extractor(images)
+        counts = np.bincount(probs.argmax(axis=1), minlength=probs.shape[1])
+        memo = memorization(images[:MEMORIZATION_SAMPLES], train_images, threshold=MEMORIZATION_THRESHOLD)
+        npz = results_dir / (f"quick_{name}.npz" if quick else f"small64_{minutes:g}min_{name}.npz")
+        tmp = npz.with_suffix(".tmp.npz")
+        kept = slice(0, MEMORIZATION_SAMPLES)  # the samples the memorization figure is about
+        np.savez_compressed(tmp, images=images[kept, ..., 0], **({} if labels is None else {"labels": labels[kept]}))
+        os.replace(tmp, npz)
+        run = {"params": {s: params[s] for s in ("model", "train")}, "steps": trained["steps"],
+               "img_per_s": trained["img_per_s"], "train_wall_s": trained["wall_s"], "minutes": minutes,
+               "diffaugment": resolve_diffaugment(params["train"]["diffaugment"], len(train_images),
+                                                  adaptive=bool(params["train"]["ada_target"])), "samples": _shown(npz), "n_scored": num,
+               "fid_classifier": fid(real_feats, feats), "classifier_score_mean": inception_score(probs, splits=10)[0],
+               "max_class_fraction": float(counts.max() / len(images)),
+               "class_accuracy": None if labels is None else float(np.mean(probs.argmax(axis=1) == labels)),
+               "memorization_fraction": memo["fraction"], "memorization_mean": memo["mean"],
+               "load_average_before": [round(x, 2) for x in load_before],
+               "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+        summary["runs"][name] = run
+        log(f"{name}: {run['steps']} steps; FID {run['fid_classifier']:.2f}, score {run['classifier_score_mean']:.2f}, "
+            f"memorization {run['memorization_fraction']:.3f} (real unseen digits {real_memo['fraction']:.3f})")
+    if not quick and results_dir == RESULTS:
+        from resgan.files import image_grid
+
+        grids = {"real (train)": image_grid(train_images[:64], columns=8)}
+        for name, run in summary["runs"].items():
+            with np.load(ROOT / run["samples"]) as saved:
+                grids[name] = image_grid(saved["images"][:64, ..., None], columns=8)
+        titles = {"real (train)": f"{len(train_images)} real training digits",
+                  **{n: f"{n}: {run['steps']} steps, FID {run['fid_classifier']:.1f}" for n, run in summary["runs"].items()}}
+        picture(grids, titles, SMALL_PICTURE)
+    return summary
 
 
 def targets(results: dict) -> dict[str, Any]:
@@ -307,7 +434,7 @@ def print_table(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    real = results.get("real", {})
+    real, console = results.get("real", {}), Console(width=130)
     table = Table(title="MNIST, equal wall-clock budgets (classifier features)")
     for column in ("run", "steps", "img/s", "FID", "FID 5k vs half", "KID", "score", "max class", "class acc."):
         table.add_column(column, justify="right")
@@ -320,7 +447,23 @@ def print_table(results: dict) -> None:
         table.add_row("real (halves)", "", "", "", f"{real['fid_classifier_floor_halves']:.3f}",
                       f"{real['kid_classifier_floor_mean']:.4f}", f"{real['classifier_score_mean']:.3f}",
                       f"{real['max_class_fraction']:.3f}", f"{real.get('classifier_accuracy') or 0:.3f}")
-    Console().print(table)
+    if results["runs"]:
+        console.print(table)
+    small = results.get("small")
+    if small:
+        table = Table(title=f"Small data: {small['data']['n_train']} digits at 64x64, equal wall-clock budgets")
+        for column in ("run", "DiffAugment", "steps", "img/s", "FID", "score", "max class", "class acc.", "memorized"):
+            table.add_column(column, justify="right")
+        for name, run in small["runs"].items():
+            table.add_row(name, run["diffaugment"] or "off", str(run["steps"]), f"{run['img_per_s']:.0f}",
+                          f"{run['fid_classifier']:.2f}", f"{run['classifier_score_mean']:.2f}",
+                          f"{run['max_class_fraction']:.3f}",
+                          "" if run.get("class_accuracy") is None else f"{run['class_accuracy']:.3f}",
+                          f"{run['memorization_fraction']:.3f}")
+        memo = small["real_unseen_memorization"]
+        table.add_row("real, not trained on", "", "", "", "", f"{small['scorer']['real_score_mean']:.2f}", "",
+                      f"{small['scorer']['held_out_accuracy'] or 0:.3f}", f"{memo['fraction']:.3f}")
+        console.print(table)
     for key, target in results.get("targets", {}).items():
         print(f"{key}: {target['value']} (target {target['target']}): {'met' if target['met'] else 'NOT met'}")
 
