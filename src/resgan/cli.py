@@ -96,6 +96,7 @@ def train(
 ) -> None:
     """Train the ResNet-GAN, resuming from the latest checkpoint, and track the run in MLflow."""
     p = _load(params)
+    _quiet_mlflow()
     from resgan.stages.train import run
 
     run(p, params_path=params, data_dir=data, models_dir=models, checkpoint_dir=checkpoints,
@@ -131,6 +132,7 @@ def evaluate(
 ) -> None:
     """Score samples: FID, KID, IS/classifier score, SSIM diversity and memorization, precision/recall."""
     p = _load(params)
+    _quiet_mlflow()
     _start_tensorflow()
     from resgan.stages.evaluate import run
 
@@ -154,7 +156,8 @@ LabelOpt = Annotated[Optional[int], typer.Option(
 
 
 def _quiet_mlflow() -> None:
-    """No artifact download bars or INFO chatter from MLflow on the command line."""
+    """No artifact bars or INFO chatter from MLflow (database set-up, "Successfully registered model")
+    on the command line: the commands print their own lines; MLflow's warnings and errors still show."""
     import os
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -30,6 +30,7 @@ def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A copy of the project as a fresh git + DVC repository, using the default store <root>/mlflow.db."""
     env = project_env()
     env.pop("MLFLOW_TRACKING_URI", None)  # the default: <root>/mlflow.db, as a user gets it
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user's shell has it: the stages must keep TensorFlow quiet
     return make_project(tmp_path / "project", TINY, env), env
 
 
@@ -43,7 +44,13 @@ def _evaluations(client: MlflowClient, experiment_id: str, train_run_id: str) ->
 @pytest.mark.slow
 def test_repro_change_evaluation_params_and_compare_experiments(project):
     repo, env = project
-    run_command(["dvc", "repro"], repo, env)
+    first = run_command(["dvc", "repro"], repo, env)
+    # Every stage's output is its own: no TensorFlow start-up lines, no MLflow INFO chatter, no raw JSON.
+    output = first.stdout + first.stderr
+    for noise in ("oneDNN", "cudart", "absl", "cuInit", "INFO mlflow", "Successfully registered"):
+        assert noise not in output, (noise, output[-3000:])
+    assert not [line for line in output.splitlines() if line.lstrip().startswith("{")], output[-3000:]
+    assert "registered resgan v1" in output and "Running stage 'evaluate'" in output
 
     for output in ("data/prepared/train.npz", "models/classifier.keras", "models/generator.keras",
                    "samples/samples.npz", "samples/grid.png", "metrics/eval.json", "metrics/eval_info.json",
