@@ -15,6 +15,8 @@ The CLI imports this module inside its commands, so MLflow is imported here at t
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import re
@@ -116,7 +118,10 @@ def _register(model_uri: str, name: str, metric: str, metric_key: str, results: 
     version = _version_of(client, name, model_uri) if reuse else None
     try:
         if version is None:
-            version = mlflow.register_model(model_uri, name, tags=version_tags)
+            # MLflow prints "Successfully registered model ..." / "Created version ..." itself; the stage
+            # says what it did in its own line. Its warnings go through logging and still show.
+            with contextlib.redirect_stderr(io.StringIO()):
+                version = mlflow.register_model(model_uri, name, tags=version_tags)
         else:  # the newest evaluation replaces the version's figures; the evaluation runs keep every one
             for key in version.tags:
                 if key.startswith(METRIC_TAG.format(key="")) and key not in version_tags:
