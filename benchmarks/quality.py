@@ -131,6 +131,18 @@ def params_for(config: dict[str, dict], mnist: Path, minutes: float, overrides: 
     return raw
 
 
+def train_run(name: str, params: dict[str, Any], data: Path, work: Path, env: dict[str, str]) -> tuple[Path, dict]:
+    """Train ``params`` on ``data`` in a process of its own, in a fresh ``work/name``; returns that
+    folder and what the child reported (its peak RSS and the train stage's result)."""
+    run_dir = work / name
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir()
+    (run_dir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = _command([sys.executable, "-m", "benchmarks.child", "train", "--params", str(run_dir / "params.yaml"),
+                    "--data", str(data), "--out", str(run_dir)], env, ROOT)
+    return run_dir, json.loads(out.strip().splitlines()[-1].removeprefix("BENCH_RESULT "))
+
+
 def _value(text: str) -> Any:
     """A command-line value as YAML reads it, with numbers like ``4e-4`` (YAML 1.1 strings) as floats."""
     value = yaml.safe_load(text)
@@ -270,15 +282,9 @@ def main(argv: list[str] | None = None) -> None:
                 f"score {real_score[0]:.3f}")
 
             for name, params in all_params.items():
-                run_dir = work / name
-                shutil.rmtree(run_dir, ignore_errors=True)
-                run_dir.mkdir()
-                (run_dir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
                 load_before = os.getloadavg()
                 log(f"{name}: training for {minutes:g} minutes")
-                out = _command([sys.executable, "-m", "benchmarks.child", "train", "--params", str(run_dir / "params.yaml"),
-                                "--data", str(data), "--out", str(run_dir)], env, ROOT)
-                child = json.loads(out.strip().splitlines()[-1].removeprefix("BENCH_RESULT "))
+                run_dir, child = train_run(name, params, data, work, env)
                 trained = child["result"]
                 log(f"{name}: {trained['steps']} steps, {trained['img_per_s']} img/s; sampling {num}")
                 generator = load_generator(run_dir / "models" / "generator.keras")
@@ -370,15 +376,10 @@ def small_case(all_params: dict[str, dict], mnist: Path, work: Path, env: dict[s
         "runs": dict(previous.get("runs", {}))}
     num = 500 if quick else SMALL_SAMPLES
     for name, params in all_params.items():
-        run_dir = work / name
-        shutil.rmtree(run_dir, ignore_errors=True)
-        run_dir.mkdir()
-        (run_dir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         load_before = os.getloadavg()
         log(f"{name}: training on {len(train_images)} images at 64x64 for {minutes:g} minutes")
-        out = _command([sys.executable, "-m", "benchmarks.child", "train", "--params", str(run_dir / "params.yaml"),
-                        "--data", str(small_dir / "data"), "--out", str(run_dir)], env, ROOT)
-        trained = json.loads(out.strip().splitlines()[-1].removeprefix("BENCH_RESULT "))["result"]
+        run_dir, child = train_run(name, params, small_dir / "data", work, env)
+        trained = child["result"]
         images, labels = draw(load_generator(run_dir / "models" / "generator.keras"), num, seed=SAMPLE_SEED,
                               batch_size=250)
         feats, probs = extractor(images)
