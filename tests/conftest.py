@@ -16,7 +16,7 @@ TINY = {
     # scikit-learn's digits (not params.yaml's MNIST files), and an unconditional model unless a test asks:
     # what the tests were written for, and faster.
     "prepare": {"source": "digits", "fit": "resize", "image_size": 16, "max_images": 300},
-    "classifier": {"epochs": 1, "batch_size": 64, "width": 8, "feature_dim": 16},
+    "classifier": {"epochs": 1, "batch_size": 64, "width": 8, "feature_dim": 16, "ssl_min_steps": 0},
     "model": {"latent_dim": 16, "width": 8, "conditional": False},
     "train": {"steps": 4, "batch_size": 8, "checkpoint_every": 2, "log_every": 1, "sample_every": 2,
               "precision": "float32", "lr_g": 2e-4, "lr_d": 2e-4, "diffaugment": "color,translation,cutout"},

@@ -85,3 +85,21 @@ def test_unknown_augmentation_names_the_key(tmp_path):
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ResganError, match="classifier.ssl_augment.*rotate"):
         load_params(path)
+
+
+def test_a_small_data_set_trains_the_encoder_for_at_least_min_steps():
+    """A few hundred images are one batch an epoch: ``min_steps`` adds epochs until the steps are there."""
+    from resgan.metrics.ssl import train_encoder
+
+    images = np.random.default_rng(0).integers(0, 256, (100, 16, 16, 1), dtype=np.uint8)
+    common = dict(batch_size=32, lr=1e-3, width=8, feature_dim=16, temperature=0.5, ops=["translation"], seed=0)
+    lines: list[str] = []
+    _, exact = train_encoder(images, epochs=2, min_steps=0, log=lines.append, **common)
+    assert (exact["epochs"], exact["steps"]) == (2, 6)  # 3 whole batches of 32 in 100 images, twice
+    assert len(lines) == 2
+    lines.clear()
+    _, floored = train_encoder(images, epochs=2, min_steps=40, log=lines.append, **common)
+    assert (floored["epochs"], floored["steps"]) == (14, 42)  # ceil(40 / 3) epochs
+    assert len(lines) == 7 and lines[-1].startswith("self-supervised encoder: epoch 14/14")  # every 2nd
+    _, enough = train_encoder(images, epochs=20, min_steps=40, log=lambda line: None, **common)
+    assert (enough["epochs"], enough["steps"]) == (20, 60)  # ssl_epochs already make more steps

@@ -84,6 +84,7 @@ class ClassifierParams(_Section):
     seed: int = Field(0, ge=0)
     min_skill: float = Field(0.5, ge=0.0, le=1.0)  # classifier: (accuracy - chance) / (1 - chance) on test
     ssl_epochs: int = Field(5, ge=1, le=1000)
+    ssl_min_steps: int = Field(150, ge=0, le=100_000)  # more epochs where ssl_epochs make fewer steps
     ssl_batch_size: int = Field(256, ge=2, le=65536)
     ssl_temperature: float = Field(0.5, gt=0.0, le=10.0)
     ssl_augment: str = "crop,color,translation,cutout"  # crop, flip, color, translation, cutout

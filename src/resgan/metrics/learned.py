@@ -86,7 +86,8 @@ def _fit_ssl(params: ClassifierParams, train, test, log, tried: dict[str, Any]):
     untrained = ssl.build_encoder(train_images.shape[1:], params.width, params.feature_dim)
     encoder, result = ssl.train_encoder(train_images, epochs=params.ssl_epochs, batch_size=params.ssl_batch_size,
                                         lr=params.lr, width=params.width, feature_dim=params.feature_dim,
-                                        temperature=params.ssl_temperature, ops=ops, seed=params.seed, log=log)
+                                        temperature=params.ssl_temperature, ops=ops, seed=params.seed,
+                                        min_steps=params.ssl_min_steps, log=log)
     held_out = test_images[:2000]
     if len(held_out) >= MIN_HELD_OUT:
         before = ssl.retrieval_accuracy(untrained, held_out, seed=params.seed)

@@ -133,10 +133,11 @@ def knn_accuracy(train_features: np.ndarray, train_labels: np.ndarray, test_feat
 
 
 def train_encoder(train_images: np.ndarray, *, epochs: int, batch_size: int, lr: float, width: int,
-                  feature_dim: int, temperature: float, ops: list[str], seed: int,
+                  feature_dim: int, temperature: float, ops: list[str], seed: int, min_steps: int = 0,
                   log=print) -> tuple[keras.Model, dict]:
-    """Train :func:`build_encoder` with SimCLR on uint8 ``train_images``; returns the encoder and
-    ``{loss (last epoch's mean), epochs, n_train, time_s}``."""
+    """Train :func:`build_encoder` with SimCLR on uint8 ``train_images`` for ``epochs``, or more where
+    that makes fewer than ``min_steps`` steps (a few hundred images are one batch an epoch); returns
+    the encoder and ``{loss (last epoch's mean), epochs, steps, n_train, time_s}``."""
     if len(train_images) < 2:
         raise ResganError("the self-supervised encoder needs at least 2 training images")
     keras.utils.set_random_seed(seed)
@@ -159,14 +160,17 @@ def train_encoder(train_images: np.ndarray, *, epochs: int, batch_size: int, lr:
 
     data = tf.constant(np.asarray(train_images), tf.float32)
     rng = np.random.default_rng(seed)
+    per_epoch = len(train_images) // batch  # whole batches: NT-Xent wants negatives
+    epochs = max(epochs, -(-min_steps // per_epoch))
+    every = -(-epochs // 10)  # about ten progress lines, whatever the epochs
     start, loss = time.perf_counter(), float("nan")
     for epoch in range(epochs):
         order = rng.permutation(len(train_images))
-        losses = [float(step(tf.gather(data, order[i:i + batch])))
-                  for i in range(0, len(order) - batch + 1, batch)]  # whole batches: NT-Xent wants negatives
+        losses = [float(step(tf.gather(data, order[i:i + batch]))) for i in range(0, per_epoch * batch, batch)]
         loss = float(np.mean(losses))
-        log(f"self-supervised encoder: epoch {epoch + 1}/{epochs}, NT-Xent loss {loss:.4f}")
+        if (epoch + 1) % every == 0 or epoch + 1 == epochs:
+            log(f"self-supervised encoder: epoch {epoch + 1}/{epochs}, NT-Xent loss {loss:.4f}")
     if not np.isfinite(loss):
         raise ResganError(f"the self-supervised encoder's loss is {loss}: lower classifier.lr")
-    return encoder, {"loss": loss, "epochs": epochs, "n_train": int(len(train_images)),
+    return encoder, {"loss": loss, "epochs": epochs, "steps": epochs * per_epoch, "n_train": int(len(train_images)),
                      "time_s": round(time.perf_counter() - start, 2)}
