@@ -359,11 +359,12 @@ def small_case(all_params: dict[str, dict], mnist: Path, work: Path, env: dict[s
         _command(["resgan", "classifier", "--params", "params.yaml", "--data", "data", "--out", str(scorer),
                   "--metrics", "classifier.json"], env, scorer_dir)
     train_images, _ = load_split(small_dir / "data", "train")
-    real = np.concatenate([load_split(scorer_dir / "data", split)[0] for split in ("train", "test")])
+    scorer_test, _ = load_split(scorer_dir / "data", "test")
+    real = np.concatenate([load_split(scorer_dir / "data", "train")[0], scorer_test])
     extractor = LearnedFeatures(scorer)
     real_feats, real_probs = extractor(real)
     seen = {image.tobytes() for image in train_images}
-    unseen = np.stack([image for image in load_split(scorer_dir / "data", "test")[0] if image.tobytes() not in seen])
+    unseen = np.stack([image for image in scorer_test if image.tobytes() not in seen])
     count = min(MEMORIZATION_SAMPLES, len(unseen))
     real_memo = memorization(unseen[:count], train_images, threshold=MEMORIZATION_THRESHOLD)
     scorer_accuracy = json.loads((scorer_dir / "classifier.json").read_text()).get("accuracy")

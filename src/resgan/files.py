@@ -124,11 +124,10 @@ def enlarge(images: np.ndarray, factor: int) -> np.ndarray:
     return images.repeat(factor, axis=h).repeat(factor, axis=w)
 
 
-def save_grid(path: str | Path, images: np.ndarray, columns: int | None = None, min_width: int = 0,
-              scale: int = 0) -> np.ndarray:
-    """Save :func:`image_grid` of ``images`` as a PNG, enlarged by ``scale``, or where that is 0 by the
-    smallest integer factor that makes it at least ``min_width`` pixels wide; return what was saved."""
+def save_grid(path: str | Path, images: np.ndarray, columns: int | None = None, min_width: int = 0) -> np.ndarray:
+    """Save :func:`image_grid` of ``images`` as a PNG, enlarged by the smallest integer factor (nearest
+    neighbour: pixels stay crisp) that makes it at least ``min_width`` pixels wide; return what was saved."""
     grid = image_grid(images, columns)
-    grid = enlarge(grid, view_factor(grid.shape[1], scale, min_width))
+    grid = enlarge(grid, view_factor(grid.shape[1], min_width=min_width))
     save_png(path, grid)
     return grid

@@ -72,7 +72,7 @@ def write_grid(out: Path, images: np.ndarray, columns: int | None = None, factor
     """uint8 NHWC ``images`` tiled into one PNG, ``columns`` wide (default near square), enlarged by
     the integer ``factor`` (nearest neighbour)."""
     with _writing(out):
-        files.save_grid(out, images, columns, scale=factor)
+        files.save_png(out, files.enlarge(files.image_grid(images, columns), factor))
 
 
 def write_npz(out: Path, images: np.ndarray, seed: int, **extra: Any) -> None:

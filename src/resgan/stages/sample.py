@@ -32,6 +32,6 @@ def run(params: Params, generator_path: Path, out_dir: Path) -> dict[str, Any]:
     grid_path = out_dir / "grid.png"
     # Conditional: a class per column. At least 512 pixels wide: small images enlarged for a person to see
     # (samples.npz keeps the true pixels).
-    files.save_grid(grid_path, *grid_images(images, labels, sp.grid), min_width=512)
+    files.save_grid(grid_path, *grid_images(images, labels, sp.grid), min_width=files.VIEW_WIDTH)
     print(f"sampled {len(images)} images -> {out_dir / 'samples.npz'}, grid -> {grid_path}", flush=True)
     return {"num": len(images), "grid": str(grid_path)}
