@@ -35,7 +35,7 @@ test: $(STAMP)  ## run the test suite
 bench: $(STAMP)  ## speed and memory figures -> benchmarks/results/latest.json
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks.run
 
-bench-quality: $(STAMP)  ## 4 x 10-minute trainings on the built-in digits (plain vs tuned at 32x32; 400 digits at 64x64 without and with DiffAugment), scored
+bench-quality: $(STAMP)  ## MNIST plain, tuned, tuned_uncond to 200k images and 10 min; 400 digits at 64x64 without/with DiffAugment 10 min (about 1 h)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks.quality
 
 bench-features: $(STAMP)  ## do self-supervised features rank quality as the classifier does? (real digits, labels hidden)

@@ -1,12 +1,17 @@
 """Run one stage function in a fresh process and report its peak memory.
 
-    python -m benchmarks.child train    --params P --data D --out O
+    python -m benchmarks.child train    --params P --data D --out O [--images N --minutes M]
     python -m benchmarks.child evaluate --params P --data D --samples S --classifier C --out O
 
 The last line printed is ``BENCH_RESULT {json}`` with ``max_rss_mib`` (this process's peak resident
 set, see :func:`peak_rss_mib`), ``stage_s`` (the stage function's wall time, imports included) and the
 stage's own result. MLflow goes wherever ``MLFLOW_TRACKING_URI`` points (the caller sets a
 temporary store); evaluate logs nothing and registers nothing.
+
+``train --images N --minutes M``: the run's two budgets (see :class:`Marks`): the EMA generator of the
+step that reaches N training images goes to ``O/at_images.keras``, that of the first step past M
+minutes to ``O/at_minutes.keras``, and training stops once both are written (``train.steps`` and
+``train.max_minutes`` should not stop it first); the result gains ``marks``.
 """
 
 from __future__ import annotations
@@ -17,8 +22,37 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
+
+from resgan.gan.loop import Callback
 
 RESULT_PREFIX = "BENCH_RESULT "
+
+
+class Marks(Callback):
+    """Snapshots of one run at two budgets: the step whose images seen (``step * batch_size``) first
+    reach ``images``, and the first step after ``minutes`` of wall time (``clock``, from the start of
+    training, as ``train.max_minutes`` counts). At each, ``export(path)`` writes the EMA generator to
+    ``folder/at_images.keras`` or ``folder/at_minutes.keras`` and :attr:`marks` records the step, the
+    images and the wall seconds; training stops once both are taken."""
+
+    def __init__(self, batch_size: int, images: int, minutes: float, folder: Path, export: Callable[[Path], Any],
+                 clock: Callable[[], float] = time.perf_counter):
+        self.batch_size, self.images, self.minutes, self.folder, self.export = batch_size, images, minutes, folder, export
+        self.clock, self.start = clock, 0.0
+        self.marks: dict[str, dict[str, Any]] = {}
+
+    def on_train_begin(self, step: int, steps: int) -> None:
+        super().on_train_begin(step, steps)
+        self.start = self.clock()
+
+    def on_step_end(self, step: int, figures: dict[str, float]) -> None:
+        wall = self.clock() - self.start
+        for name, reached in (("at_images", step * self.batch_size >= self.images), ("at_minutes", wall >= 60 * self.minutes)):
+            if reached and name not in self.marks:
+                self.export(self.folder / f"{name}.keras")
+                self.marks[name] = {"step": step, "images": step * self.batch_size, "wall_s": round(wall, 1)}
+        self.stop_training = len(self.marks) == 2
 
 
 def peak_rss_mib() -> float:
@@ -45,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--samples", type=Path)
     parser.add_argument("--classifier", type=Path)
+    parser.add_argument("--images", type=int, help="train: snapshot at this many training images (with --minutes)")
+    parser.add_argument("--minutes", type=float, help="train: snapshot at this wall time (with --images)")
     args = parser.parse_args(argv)
 
     from resgan.config import load_params
@@ -54,8 +90,21 @@ def main(argv: list[str] | None = None) -> None:
     if args.stage == "train":
         from resgan.stages.train import run
 
+        marks: list[Marks] = []
+
+        def snapshots(gan) -> list[Callback]:
+            from resgan.gan.trainer import export_generator
+
+            if args.images is None or args.minutes is None:
+                return []
+            marks.append(Marks(params.train.batch_size, args.images, args.minutes, args.out,
+                               lambda path: export_generator(gan, path)))
+            return marks
+
         result = run(params, args.params, args.data, args.out / "models", args.out / "checkpoints",
-                     args.out / "metrics" / "train.json", args.out / "plots" / "train.csv")
+                     args.out / "metrics" / "train.json", args.out / "plots" / "train.csv", more_callbacks=snapshots)
+        if marks:
+            result["marks"] = marks[0].marks
     else:
         from resgan.stages.evaluate import run
 

@@ -208,6 +208,18 @@ def test_tapered_model_params_reach_g_ema_d_and_the_exported_generator(tmp_path,
     assert exported.count_params() == gan.ema_generator.count_params()
 
 
+@pytest.mark.parametrize("loss, r1_gamma", [("hinge", 0.0), ("wasserstein_gp", 0.0), ("hinge", 1.0)])
+def test_minibatch_std_reaches_the_discriminator_and_trains_with_every_penalty(loss, r1_gamma, eager):
+    gan = make_gan(model={"minibatch_std": 4}, loss=loss, r1_gamma=r1_gamma, r1_every=1)
+    assert gan.discriminator.get_layer("minibatch_std").group_size == 4
+    assert gan.discriminator.get_layer("block_4").input.shape[-1] == gan.discriminator.get_layer("down_4").output.shape[-1] + 1
+    conv = gan.discriminator.get_layer("block_4").conv1.layer  # inside SpectralNormalization
+    before = np.array(conv.kernel.numpy()[:, :, -1, :], copy=True)  # the weights reading the std channel
+    figures = {k: float(v) for k, v in gan.train_step(iter(numbered_batches(2).repeat())).items()}
+    assert all(np.isfinite(v) for v in figures.values()), figures
+    assert np.abs(conv.kernel.numpy()[:, :, -1, :] - before).max() > 1e-6  # the std channel gets a gradient
+
+
 # ---- to_uint8 ------------------------------------------------------------------------------------
 
 def test_to_uint8_maps_the_range_ends_and_rounds_half_to_even():

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from resgan.nn.layers import DownBlock, FusedBatchNormalization, GlobalSumPooling2D, UpBlock
+from resgan.nn.layers import DownBlock, FusedBatchNormalization, GlobalSumPooling2D, MinibatchStdDev, UpBlock
 from resgan.nn.networks import build_discriminator, build_generator, level_widths
 
 
@@ -179,6 +179,53 @@ def test_only_the_first_downblock_sees_negative_pixels(first):
 def test_global_sum_pooling_sums():
     x = np.arange(2 * 3 * 3 * 2, dtype="float32").reshape(2, 3, 3, 2)
     np.testing.assert_array_equal(np.asarray(GlobalSumPooling2D()(x)), x.sum(axis=(1, 2)))
+
+
+def _group_std(x: np.ndarray, group: int) -> np.ndarray:
+    """The minibatch-std channel written out: per consecutive group, the population std of every
+    feature over the group's examples, averaged; one value per example."""
+    stats = [x[i:i + group].std(axis=0).mean() for i in range(0, len(x), group)]
+    return np.repeat(stats, group)
+
+
+@pytest.mark.parametrize("n, group", [(8, 4), (6, 3), (5, 1), (2, 2)])
+def test_minibatch_std_appends_each_groups_spread(n, group):
+    x = (np.random.default_rng(0).normal(size=(n, 3, 3, 5)) * np.arange(1, n + 1)[:, None, None, None]).astype("float32")
+    out = np.asarray(MinibatchStdDev(4)(x))
+    assert out.shape == (n, 3, 3, 6)
+    np.testing.assert_array_equal(out[..., :5], x)
+    expected = _group_std(x, group)  # 6 -> groups of 3, 5 (prime) -> of 1
+    for i in range(n):
+        np.testing.assert_allclose(out[i, ..., 5], expected[i], rtol=1e-5, atol=1e-3 if group == 1 else 0)
+
+
+def test_minibatch_std_keeps_real_and_fake_groups_apart():
+    """D sees concat([real, fake]): each group's number comes from its own half only."""
+    rng = np.random.default_rng(1)
+    real = rng.normal(size=(8, 2, 2, 3)).astype("float32")
+    fake = np.repeat(rng.normal(size=(1, 2, 2, 3)).astype("float32"), 8, axis=0)  # collapsed: all alike
+    out = np.asarray(MinibatchStdDev(4)(np.concatenate([real, fake])))[:, 0, 0, -1]
+    np.testing.assert_allclose(out[8:], 1e-4, rtol=1e-3)  # sqrt(1e-8): no spread at all
+    assert out[:8].min() > 0.5
+
+
+def test_discriminator_with_minibatch_std_sees_a_collapsed_batch_and_saves(tmp_path):
+    keras.utils.set_random_seed(3)
+    discriminator = build_discriminator(16, 1, 8, minibatch_std=4)
+    assert isinstance(discriminator.get_layer("minibatch_std"), MinibatchStdDev)
+    assert discriminator.get_layer("block_4").input.shape[-1] == 9  # 8 channels + the std channel
+    rng = np.random.default_rng(3)
+    varied = rng.uniform(-1, 1, size=(4, 16, 16, 1)).astype("float32")
+    alike = np.repeat(varied[:1], 4, axis=0)
+    # The same first image gets another logit when its group is all alike: the logit sees the group.
+    assert abs(float(discriminator(varied)[0, 0]) - float(discriminator(alike)[0, 0])) > 1e-4
+    discriminator.save(tmp_path / "d.keras")
+    loaded = keras.models.load_model(tmp_path / "d.keras", safe_mode=True)
+    np.testing.assert_array_equal(np.asarray(loaded(varied)), np.asarray(discriminator(varied)))
+    without = build_discriminator(16, 1, 8)
+    # block_4 now reads 9 channels: conv1 gains 3*3*8 weights, and the shortcut is no longer the identity
+    # but a spectrally normalized 1x1 conv (9*8 weights, 8 biases, SN's vector u of 8)
+    assert discriminator.count_params() - without.count_params() == 3 * 3 * 8 + 9 * 8 + 8 + 8
 
 
 def test_spectral_norm_switch_changes_layer_types():

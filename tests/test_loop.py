@@ -136,6 +136,23 @@ def test_no_budget_never_stops():
         assert fit(StepGAN(), iter(range(10)), 0, 4, [budget]) == 4 and budget.stop_training is False
 
 
+def test_the_benchmarks_marks_snapshot_at_both_budgets_then_stop(tmp_path):
+    """benchmarks.child.Marks (make bench-quality's two budgets): batch 8, 24 images = step 3; 1 minute
+    is passed at step 2 (readings: start 0, then 30, 70, 80, 95 s); training stops at step 3."""
+    from benchmarks.child import Marks
+
+    written = []
+    marks = Marks(BATCH, images=24, minutes=1, folder=tmp_path, export=written.append,
+                  clock=Clock(0.0, 30.0, 70.0, 80.0, 95.0))
+    assert fit(StepGAN(), iter(range(10)), 0, 100, [marks]) == 3
+    assert written == [tmp_path / "at_minutes.keras", tmp_path / "at_images.keras"]
+    assert marks.marks == {"at_minutes": {"step": 2, "images": 16, "wall_s": 70.0},
+                           "at_images": {"step": 3, "images": 24, "wall_s": 80.0}}
+    # Both reached at one step: one step, two snapshots.
+    both = Marks(BATCH, images=8, minutes=0.5, folder=tmp_path, export=written.append, clock=Clock(0.0, 40.0))
+    assert fit(StepGAN(), iter(range(10)), 0, 100, [both]) == 1 and set(both.marks) == {"at_images", "at_minutes"}
+
+
 # ---- divergence -----------------------------------------------------------------------------------
 
 def test_the_divergence_check_raises_on_nan_and_names_the_figure_and_step():

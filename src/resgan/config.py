@@ -106,6 +106,8 @@ class ModelParams(_Section):
     max_width: int = Field(0, ge=0, le=4096)  # cap on any block's channels with width_growth; 0: none
     blocks_per_resolution: int = Field(1, ge=1, le=8)
     spectral_norm: bool = True  # on the discriminator
+    # Group size of D's minibatch standard-deviation channel (ProGAN/StyleGAN's diversity signal); 0: off.
+    minibatch_std: int = Field(0, ge=0, le=64)
     # Class-conditional G and projection D. auto: conditional when every training image has a label and
     # there are at least 2 classes (resolved by the train stage); true needs such labels; false: never.
     conditional: Literal["auto"] | bool = "auto"

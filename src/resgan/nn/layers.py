@@ -231,3 +231,42 @@ class ClassProjection(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "spectral_norm": self.spectral_norm}
+
+
+@keras.saving.register_keras_serializable(package="resgan")
+class MinibatchStdDev(layers.Layer):
+    """(N, H, W, C) -> (N, H, W, C + 1): the minibatch standard deviation of ProGAN and StyleGAN, the
+    discriminator's view of diversity. The batch is cut into consecutive groups of ``group_size`` (the
+    largest size up to it that divides N); within a group, the standard deviation of every feature over
+    the group's examples, averaged over features and positions, is one number, appended as a constant
+    channel to each example of the group. A generator whose samples look alike gets a smaller number
+    than real batches do.
+
+    Groups are consecutive examples, not StyleGAN's strided ones, because the discriminator sees
+    ``concat([real, fake])``: consecutive groups of a batch size that ``group_size`` divides hold real
+    or fake images, never both. The statistic is computed in float32 under a mixed policy.
+    """
+
+    def __init__(self, group_size: int = 4, **kwargs):
+        super().__init__(**kwargs)
+        if int(group_size) < 1:
+            raise ValueError(f"group_size must be positive, got {group_size!r}")
+        self.group_size = int(group_size)
+
+    def call(self, x):
+        n = tf.shape(x)[0]
+        h, w, c = x.shape[1], x.shape[2], x.shape[3]
+        sizes = tf.range(self.group_size, 0, -1)  # the largest of group_size, ..., 1 that divides n
+        group = tf.gather(sizes, tf.argmax(tf.cast(tf.equal(n % sizes, 0), tf.int32)))
+        y = tf.reshape(tf.cast(x, tf.float32), [-1, group, h, w, c])
+        std = tf.sqrt(tf.reduce_mean(tf.square(y - tf.reduce_mean(y, axis=1, keepdims=True)), axis=1) + 1e-8)
+        stat = tf.repeat(tf.reduce_mean(std, axis=[1, 2, 3]), group)  # (N,): each group's number, per example
+        feature = tf.tile(tf.reshape(stat, [-1, 1, 1, 1]), [1, h, w, 1])
+        return tf.concat([x, tf.cast(feature, x.dtype)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        return (n, h, w, c + 1)
+
+    def get_config(self):
+        return {**super().get_config(), "group_size": self.group_size}

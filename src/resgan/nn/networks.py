@@ -20,7 +20,8 @@ import math
 import keras
 from keras import layers
 
-from resgan.nn.layers import ClassProjection, DownBlock, FusedBatchNormalization, GlobalSumPooling2D, UpBlock
+from resgan.nn.layers import (ClassProjection, DownBlock, FusedBatchNormalization, GlobalSumPooling2D,
+                              MinibatchStdDev, UpBlock)
 
 CLASS_EMBEDDING = "class_embedding"  # the conditional generator's label embedding (its input_dim: the classes)
 
@@ -92,7 +93,7 @@ def build_generator(latent_dim: int, width: int, image_size: int, channels: int,
 
 def build_discriminator(image_size: int, channels: int, width: int, blocks_per_resolution: int = 1,
                         spectral_norm: bool = True, width_growth: float = 1.0, max_width: int = 0,
-                        num_classes: int = 0) -> keras.Model:
+                        num_classes: int = 0, minibatch_std: int = 0) -> keras.Model:
     """The discriminator: images (N, image_size, image_size, channels) -> logits (N, 1), float32.
 
     With ``num_classes`` > 0 its inputs are ``[images, label]`` and the logit gains the projection
@@ -102,8 +103,11 @@ def build_discriminator(image_size: int, channels: int, width: int, blocks_per_r
     ``blocks_per_resolution - 1`` same-size blocks) -> one more 4x4 block (as SNGAN's last blocks)
     -> ReLU -> global sum pooling -> Dense(1). ``spectral_norm`` wraps every conv and the Dense.
     Each block has the channels of the resolution it outputs (:func:`level_widths`).
-    Images are expected in [-1, 1]. There is no batch normalization, so each example's logit
-    depends only on that example (the gradient penalty relies on it).
+    ``minibatch_std`` > 0 puts a :class:`~resgan.nn.layers.MinibatchStdDev` channel (groups of that
+    size) before the 4x4 block, where ProGAN and StyleGAN put it.
+    Images are expected in [-1, 1]. There is no batch normalization, so without ``minibatch_std``
+    each example's logit depends only on that example; with it, on its group's spread too (the
+    penalties' gradients then carry that term, as in StyleGAN2).
     """
     steps = _check(image_size, channels, width, blocks_per_resolution)
     widths = level_widths(width, steps, width_growth, max_width)
@@ -114,6 +118,8 @@ def build_discriminator(image_size: int, channels: int, width: int, blocks_per_r
         x = DownBlock(filters, spectral_norm, first=step == 0, name=f"down_{size}")(x)
         for extra in range(1, blocks_per_resolution):
             x = DownBlock(filters, spectral_norm, downsample=False, name=f"down_{size}_{extra}")(x)
+    if minibatch_std:
+        x = MinibatchStdDev(minibatch_std, name="minibatch_std")(x)
     x = DownBlock(widths[steps], spectral_norm, downsample=False, name="block_4")(x)
     x = layers.ReLU(name="relu_out")(x)
     features = GlobalSumPooling2D(name="sum_pool")(x)
@@ -144,4 +150,5 @@ def discriminator_from_params(model, image_size: int, channels: int, num_classes
     return build_discriminator(image_size=image_size, channels=channels, width=model.d_width or model.width,
                                blocks_per_resolution=model.blocks_per_resolution,
                                spectral_norm=model.spectral_norm, width_growth=model.width_growth,
-                               max_width=model.max_width, num_classes=num_classes if model.conditional else 0)
+                               max_width=model.max_width, num_classes=num_classes if model.conditional else 0,
+                               minibatch_std=model.minibatch_std)

@@ -18,7 +18,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import mlflow
 import pandas as pd
@@ -29,8 +29,8 @@ from resgan.data.pipeline import open_train_data
 from resgan.data.prepared import load_summary
 from resgan.errors import ResganError
 from resgan.gan import checkpoint, device
-from resgan.gan.loop import (Checkpointer, DivergenceCheck, FidTracker, MetricsLogger, ProgressBar, SampleGrid,
-                             TimeBudget, fit)
+from resgan.gan.loop import (Callback, Checkpointer, DivergenceCheck, FidTracker, MetricsLogger, ProgressBar,
+                             SampleGrid, TimeBudget, fit)
 
 # Params that only change how often we look, not what is computed: they do not change the key.
 _NOT_IN_KEY = {"checkpoint_every", "log_every", "sample_every", "max_minutes", "eval_every", "eval_num", "export"}
@@ -52,10 +52,12 @@ def run_key(params: Params, data_hash: str) -> str:
 
 def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, checkpoint_dir: Path,
         metrics_path: Path, plots_path: Path, classifier_path: Path | None = None,
-        fid_path: Path | None = None) -> dict[str, Any]:
+        fid_path: Path | None = None, more_callbacks: Callable[[Any], list[Callback]] | None = None) -> dict[str, Any]:
     """Train (or resume) to ``train.steps``; write the outputs; return the final figures ({} on a worker
     that is not the chief of a cluster). ``classifier_path``: the domain classifier, for FID over
-    training with ``evaluate.features`` classifier or auto; ``fid_path``: that curve as CSV."""
+    training with ``evaluate.features`` classifier or auto; ``fid_path``: that curve as CSV;
+    ``more_callbacks(gan)``: callbacks of the caller's, run after the stage's own (a benchmark's
+    snapshots)."""
     summary = load_summary(data_dir)
     tp = params.train
     train_data = open_train_data(data_dir, tp.input)  # train.npz in memory, or the shards streamed
@@ -119,6 +121,7 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
         dataset = train_data.dataset(tp.batch_size, tp.seed, epoch_offset=start, shuffle_buffer=tp.shuffle_buffer,
                                      with_labels=bool(num_classes))
         wall_start = time.perf_counter()
+        callbacks += more_callbacks(gan) if more_callbacks else []
         step = fit(gan, iter(strategy.experimental_distribute_dataset(dataset)), start, tp.steps, [*callbacks, budget])
         wall = time.perf_counter() - wall_start
         if not chief:
