@@ -337,8 +337,9 @@ def test_fid_over_training_logs_the_curve_and_keeps_the_best_generator(tmp_path,
                          logger=tracking.BufferedLogger(run.info.run_id))
     fit(gan, iter(batches()), 0, 5, [ema, tracker])
     assert [(row["step"], row["fid_test"]) for row in tracker.history] == [(2, 5.0), (4, 3.0), (5, 4.0)]
-    assert tracker.best == {"step": 4, "fid_test": 3.0}
-    assert json.loads((tmp_path / "best.json").read_text()) == {"step": 4, "fid_test": 3.0}
+    # A score without halves_gap is noiseless: the lowest FID is kept.
+    assert tracker.best == {"step": 4, "fid_test": 3.0, "lowest_step": 4, "lowest": 3.0, "noise": 0.0}
+    assert json.loads((tmp_path / "best.json").read_text()) == tracker.best
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "eval/fid_test")
     assert sorted((m.step, m.value) for m in history) == [(2, 5.0), (4, 3.0), (5, 4.0)]
     # Scored: the EMA generator's images of fixed latents (seed 7); kept: the EMA generator of step 4.
@@ -354,7 +355,38 @@ def test_fid_over_training_logs_the_curve_and_keeps_the_best_generator(tmp_path,
     assert again.best is None and [row["step"] for row in again.history] == [2]
     later = FidTracker(gan, score, "fid_test", 2, 5, 7, tmp_path, export_generator, history=tracker.history)
     later.on_train_begin(5, 10)
-    assert later.best == {"step": 4, "fid_test": 3.0} and later.best_model == tmp_path / "best_generator.keras"
+    assert later.best == tracker.best and later.best_model == tmp_path / "best_generator.keras"
+
+
+class Exports:
+    """Stands in for ``export_generator``: records the step of each export (the tracker's history)."""
+
+    def __init__(self):
+        self.steps, self.tracker = [], None
+
+    def __call__(self, gan, path):
+        self.steps.append(self.tracker.history[-1]["step"])
+
+
+@pytest.mark.parametrize("gaps, kept", [
+    ([2.0] * 5, [2, 4, 8]),  # sigma = rms(gap) / 2 = 1: kept within 3.0 + 2 = 5.0 (4.8, not 5.5 or 5.4)
+    ([4.0] * 5, [2, 4, 6, 8, 10]),  # sigma 2: everything up to 7.0 is noise
+    ([0.5] * 5, [2, 4]),  # sigma 0.25: nothing later comes within 3.5
+    ([1.0, 1.0, 1.0, 1.0, 7.0], [2, 4, 10]),  # 1.0 up to 3.5; step 10's own gap: sigma 1.63, within 6.26
+])
+def test_the_kept_generator_is_the_latest_within_noise_of_the_lowest_fid(tmp_path, eager, gaps, kept):
+    gan = make_gan()
+    fids = iter([5.0, 3.0, 5.5, 4.8, 5.4])  # steps 2, 4, 6, 8, 10
+    gap = iter(gaps)
+    exports = Exports()
+    tracker = FidTracker(gan, lambda images: {"fid_test": next(fids), "halves_gap": next(gap)}, "fid_test", every=2,
+                         num=5, seed=7, folder=tmp_path, export=exports)
+    exports.tracker = tracker
+    fit(gan, iter(batches()), 0, 10, [tracker])
+    assert exports.steps == kept
+    assert tracker.best["step"] == kept[-1] and (tracker.best["lowest_step"], tracker.best["lowest"]) == (4, 3.0)
+    assert tracker.best["noise"] == pytest.approx(np.sqrt(np.mean(np.square(gaps[: kept[-1] // 2]))) / 2)
+    assert [row["halves_gap"] for row in tracker.history] == gaps
 
 
 def test_the_fid_score_extracts_the_reference_once_and_matches_fid():

@@ -209,13 +209,21 @@ class FidTracker(Callback):
     """FID over training. Every ``every`` steps and at the last: ``score`` (a
     :class:`resgan.metrics.evaluation.FidScore`) of ``num`` images of the EMA generator from fixed latents
     (seed ``seed``; a conditional model draws every class in turn), appended to :attr:`history` and logged
-    to ``logger`` as ``eval/<key>`` at that step (MLflow draws the curve). A new best (lowest) FID exports
-    the EMA generator to ``folder/best_generator.keras`` (``export(gan, path)``) and records its step in
-    ``folder/best.json``, so the best snapshot outlives the latest weights. ``history`` holds the rows of a
-    resumed run; a best recorded after the step training resumes from is forgotten (those steps are
-    trained again)."""
+    to ``logger`` as ``eval/<key>`` at that step (MLflow draws the curve).
+
+    The kept generator: a measurement whose FID is within :data:`NOISE_MULTIPLE` times the FID's noise
+    of the lowest so far exports the EMA generator to ``folder/best_generator.keras`` (``export(gan,
+    path)``) and records the step in ``folder/best.json`` (:attr:`best`), so the best snapshot outlives
+    the latest weights. Within noise the later step wins: a few hundred real images make a noisy FID,
+    and a lower figure that is only noise must not pin the export to an early, blurry step. The noise
+    is the standard error of the FID of ``num`` images, pooled over the measurements so far from the
+    score's ``halves_gap`` (the two halves' FIDs differ by about 2 standard errors of ``num`` images in
+    quadrature: sigma = rms(gap) / 2); a score without it counts as noiseless (the lowest FID wins).
+    ``history`` holds the rows of a resumed run; a best recorded after the step training resumes from
+    is forgotten (those steps are trained again)."""
 
     BEST_MODEL, BEST_RECORD = "best_generator.keras", "best.json"
+    NOISE_MULTIPLE = 2.0
 
     def __init__(self, gan, score: Callable[[np.ndarray], dict[str, float]], key: str, every: int, num: int,
                  seed: int, folder: Path, export: Callable[[Any, Path], Any], logger=None,
@@ -242,19 +250,34 @@ class FidTracker(Callback):
         if self.every and self.due(step, self.every) and not any(row["step"] == step for row in self.history):
             self.measure(step)
 
+    @property
+    def noise(self) -> float:
+        """The FID's standard error at ``num`` images, pooled over the history (0 without gaps)."""
+        gaps = [row["halves_gap"] for row in self.history if math.isfinite(row.get("halves_gap", math.nan))]
+        return float(np.sqrt(np.mean(np.square(gaps))) / 2) if gaps else 0.0
+
     def measure(self, step: int) -> float:
         """Score the EMA generator now, as step ``step``; returns the FID."""
         start = time.perf_counter()
         images = sampling.generate_images(self.gan.ema_generator, self.latents, self.labels, self.batch_size)
-        value = float(self.score(images)[self.key])
+        result = self.score(images)
+        value = float(result[self.key])
         self.seconds += time.perf_counter() - start
-        self.history.append({"step": step, self.key: value})
+        row = {"step": step, self.key: value}
+        if "halves_gap" in result:
+            row["halves_gap"] = float(result["halves_gap"])
+        self.history.append(row)
         if self.logger is not None:
             self.logger.log_metrics({f"eval/{self.key}": value}, step)
-        if math.isfinite(value) and (self.best is None or value < self.best[self.key]):
-            self.export(self.gan, self.folder / self.BEST_MODEL)
-            self.best = {"step": step, self.key: value}
-            files.write_json(self.folder / self.BEST_RECORD, self.best)
+        finite = [r for r in self.history if math.isfinite(r[self.key])]
+        if math.isfinite(value):
+            lowest = min(finite, key=lambda r: (r[self.key], -r["step"]))  # the later of equals
+            noise = self.noise
+            if self.best is None or value <= lowest[self.key] + self.NOISE_MULTIPLE * noise:
+                self.export(self.gan, self.folder / self.BEST_MODEL)
+                self.best = {"step": step, self.key: value, "lowest_step": int(lowest["step"]),
+                             "lowest": lowest[self.key], "noise": round(noise, 6)}
+                files.write_json(self.folder / self.BEST_RECORD, self.best)
         return value
 
     @property

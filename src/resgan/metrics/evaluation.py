@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -55,7 +56,10 @@ def reference_set(train_images: np.ndarray, train_labels: np.ndarray | None, par
 class FidScore:
     """FID of generated images against a fixed reference set, whose features are extracted once: for FID
     over training, where the same reference is scored many times. ``score(images)`` returns
-    ``{"fid_<extractor>": value}``; :attr:`key` names it."""
+    ``{"fid_<extractor>": value, "halves_gap": g}``; :attr:`key` names the first. ``g`` is
+    ``|FID(even images) - FID(odd images)|``, each half against the same reference: the spread of the
+    FID that comes from the images alone (a conditional generator's halves hold every class alike),
+    which :class:`resgan.gan.loop.FidTracker` pools into the FID's noise."""
 
     def __init__(self, extractor, reference: np.ndarray, batch_size: int = 256):
         self.extractor, self.batch_size = extractor, batch_size
@@ -66,7 +70,9 @@ class FidScore:
         from resgan.metrics.distances import fid
 
         features, _ = self.extractor(images, self.batch_size)
-        return {self.key: float(fid(self.reference_features, features))}
+        reference = self.reference_features
+        gap = abs(fid(reference, features[0::2]) - fid(reference, features[1::2])) if len(features) >= 4 else math.nan
+        return {self.key: float(fid(reference, features)), "halves_gap": float(gap)}
 
 
 def evaluate_samples(samples: np.ndarray, train_images: np.ndarray, test_images: np.ndarray, extractor,

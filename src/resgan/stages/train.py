@@ -147,8 +147,10 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
                 tags={"step": str(step), "exported_step": str(exported_step)}))
             checkpoint.save(ckpt_dir, gan, {**state(), "model_uri": model_uri})
         figures = _figures(metrics.history, start, step, wall, tp.batch_size, precision, budget.stop_training)
-        if fid and fid.best:
-            figures.update({f"{fid.key}_best": fid.best[fid.key], "best_step": int(fid.best["step"])})
+        if fid and fid.best:  # the lowest FID measured; the exported step is the latest within noise of it
+            figures.update({f"{fid.key}_best": fid.best.get("lowest", fid.best[fid.key]),
+                            "best_step": int(fid.best.get("lowest_step", fid.best["step"])),
+                            "fid_noise": fid.best.get("noise", 0.0)})
         if fid:
             figures["fid_seconds"] = round(fid.seconds, 2)  # its share of wall_s: the cost of FID over training
             print(f"FID over training: {sum(1 for row in fid.history if row['step'] > start)} measurements, "
@@ -172,7 +174,9 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
                                              "trained_steps": str(step), "train_wall_s": f"{wall:.0f}",
                                              "stopped_by_budget": str(budget.stop_training).lower()}), "tag export")
         run_id = session.run_id
-    which = f"the best FID's, step {exported_step}" if best else f"step {step}'s"
+    which = (f"step {exported_step}'s, the latest within noise of the lowest FID (step {figures['best_step']})"
+             if best and exported_step != figures.get("best_step") else
+             f"the best FID's, step {exported_step}" if best else f"step {step}'s")
     print(f"trained {step} steps ({step - start} this run) in {wall:.0f} s; generator ({which}) -> "
           f"{models_dir / 'generator.keras'}\nMLflow run {run_id}: {tracking.run_url(experiment_id, run_id)}\n"
           f"every run, with FID columns: {tracking.experiment_url(experiment_id)}", flush=True)
@@ -180,7 +184,7 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
 
 
 def _fid_keys(figures: dict[str, Any]) -> list[str]:
-    return [k for k in figures if k.startswith("fid_") and k.endswith("_best")] + ["best_step"]
+    return [k for k in figures if k.startswith("fid_") and k.endswith("_best")] + ["best_step", "exported_step"]
 
 
 def _fid_tracker(params: Params, data_dir: Path, classifier_path: Path | None, gan, folder: Path, logger,
