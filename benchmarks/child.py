@@ -48,8 +48,9 @@ class Marks(Callback):
 
     def on_step_end(self, step: int, figures: dict[str, float]) -> None:
         wall = self.clock() - self.start
-        for name, reached in (("at_images", step * self.batch_size >= self.images), ("at_minutes", wall >= 60 * self.minutes)):
-            if reached and name not in self.marks:
+        reached = {"at_images": step * self.batch_size >= self.images, "at_minutes": wall >= 60 * self.minutes}
+        for name in reached:
+            if reached[name] and name not in self.marks:
                 self.export(self.folder / f"{name}.keras")
                 self.marks[name] = {"step": step, "images": step * self.batch_size, "wall_s": round(wall, 1)}
         self.stop_training = len(self.marks) == 2
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
                 return []
             marks.append(Marks(params.train.batch_size, args.images, args.minutes, args.out,
                                lambda path: export_generator(gan, path)))
-            return marks
+            return [marks[-1]]
 
         result = run(params, args.params, args.data, args.out / "models", args.out / "checkpoints",
                      args.out / "metrics" / "train.json", args.out / "plots" / "train.csv", more_callbacks=snapshots)

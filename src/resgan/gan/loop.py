@@ -269,8 +269,8 @@ class FidTracker(Callback):
         self.history.append(row)
         if self.logger is not None:
             self.logger.log_metrics({f"eval/{self.key}": value}, step)
-        finite = [r for r in self.history if math.isfinite(r[self.key])]
         if math.isfinite(value):
+            finite = [r for r in self.history if math.isfinite(r[self.key])]
             lowest = min(finite, key=lambda r: (r[self.key], -r["step"]))  # the later of equals
             noise = self.noise
             if self.best is None or value <= lowest[self.key] + self.NOISE_MULTIPLE * noise:

@@ -120,8 +120,8 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
                           *([fid] if fid else []), Checkpointer(ckpt_dir, gan, tp.checkpoint_every, state)]
         dataset = train_data.dataset(tp.batch_size, tp.seed, epoch_offset=start, shuffle_buffer=tp.shuffle_buffer,
                                      with_labels=bool(num_classes))
-        wall_start = time.perf_counter()
         callbacks += more_callbacks(gan) if more_callbacks else []
+        wall_start = time.perf_counter()
         step = fit(gan, iter(strategy.experimental_distribute_dataset(dataset)), start, tp.steps, [*callbacks, budget])
         wall = time.perf_counter() - wall_start
         if not chief:
@@ -174,9 +174,11 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
                                              "trained_steps": str(step), "train_wall_s": f"{wall:.0f}",
                                              "stopped_by_budget": str(budget.stop_training).lower()}), "tag export")
         run_id = session.run_id
-    which = (f"step {exported_step}'s, the latest within noise of the lowest FID (step {figures['best_step']})"
-             if best and exported_step != figures.get("best_step") else
-             f"the best FID's, step {exported_step}" if best else f"step {step}'s")
+    which = f"step {step}'s"
+    if best:
+        lowest = figures["best_step"]
+        which = (f"the best FID's, step {exported_step}" if exported_step == lowest else
+                 f"step {exported_step}'s, the latest within noise of the lowest FID (step {lowest})")
     print(f"trained {step} steps ({step - start} this run) in {wall:.0f} s; generator ({which}) -> "
           f"{models_dir / 'generator.keras'}\nMLflow run {run_id}: {tracking.run_url(experiment_id, run_id)}\n"
           f"every run, with FID columns: {tracking.experiment_url(experiment_id)}", flush=True)
