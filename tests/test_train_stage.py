@@ -108,8 +108,10 @@ def test_outputs_on_disk(trained):
     project, figures = trained.project, trained.figures
     saved = json.loads(project.metrics.read_text())
     assert saved == {k: figures[k] for k in saved}
-    assert list(saved) == ["steps", "wall_s", "img_per_s", "loss_d", "loss_g"], "numbers only: DVC compares them"
+    assert list(saved) == ["steps", "wall_s", "img_per_s", "loss_d", "loss_g", "exported_step"], \
+        "numbers only: DVC compares them"
     assert saved["steps"] == 4 and figures["steps_this_run"] == 4
+    assert saved["exported_step"] == 4, "no FID over training: the last step is exported"
     assert figures["precision"] == "float32" and figures["stopped_by_budget"] is False
     assert saved["img_per_s"] > 0 and np.isfinite(saved["loss_d"]) and np.isfinite(saved["loss_g"])
 
