@@ -1,6 +1,6 @@
 """Run one stage function in a fresh process and report its peak memory.
 
-    python -m benchmarks.child train    --params P --data D --out O [--images N --minutes M]
+    python -m benchmarks.child train    --params P --data D --out O [--classifier C] [--images N --minutes M]
     python -m benchmarks.child evaluate --params P --data D --samples S --classifier C --out O
 
 The last line printed is ``BENCH_RESULT {json}`` with ``max_rss_mib`` (this process's peak resident
@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
             return [marks[-1]]
 
         result = run(params, args.params, args.data, args.out / "models", args.out / "checkpoints",
-                     args.out / "metrics" / "train.json", args.out / "plots" / "train.csv", more_callbacks=snapshots)
+                     args.out / "metrics" / "train.json", args.out / "plots" / "train.csv",
+                     classifier_path=args.classifier, more_callbacks=snapshots)
         if marks:
             result["marks"] = marks[0].marks
     else:

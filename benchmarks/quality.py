@@ -11,7 +11,9 @@ to 32x32x1 (train split 9,000, test split 1,000). The domain classifier is train
 default ``classifier`` params, by the project's own stages.
 
 Runs: ``plain`` (the straightforward ResNet-GAN), ``tuned`` (the recommended class-conditional preset)
-and ``tuned_uncond`` (the recommended unconditional preset: what unlabelled data gets). Each trains in
+and ``tuned_uncond`` (the recommended preset for unlabelled data: the digits with their labels removed,
+the self-supervised encoder the classifier stage trains for such data, and the tuned preset
+self-conditioned on 10 k-means clusters of its features, as ``params.yaml``'s defaults do). Each trains in
 its own process until it has passed both budgets: a fixed number of training images (``--images``,
 default 200,000: 6,250 steps of 32), which measures the method whatever the machine, and a fixed wall
 time (``--minutes``, default 10, counted from the first step as ``train.max_minutes`` does), which
@@ -84,8 +86,10 @@ TUNED = {
               "beta2_d": 0.9, "d_steps": 1, "batch_size": 32, "ema_decay": 0.999, "ema_start": 1000, "ema_rampup": 0.0,
               "precision": "auto", "diffaugment": ""},
 }
-# The same preset for unlabelled digits (the pilots behind it: docs/performance.md's tuning diary).
-TUNED_UNCOND = {"model": {**TUNED["model"], "conditional": False}, "train": dict(TUNED["train"])}
+# The same preset for unlabelled digits: self-conditioned on 10 clusters of the self-supervised features
+# (what params.yaml's defaults do without labels; the pilots behind it: docs/performance.md's tuning diary).
+TUNED_UNCOND = {"model": {**TUNED["model"], "conditional": "auto", "self_condition": 10}, "train": dict(TUNED["train"])}
+UNLABELLED = {"tuned_uncond"}  # trained on the digits with their labels removed, as a user's unlabelled folder
 CONFIGS = {"plain": PLAIN, "tuned": TUNED, "tuned_uncond": TUNED_UNCOND}
 BUDGET_NAMES = {"at_images": "images", "at_minutes": "wall"}
 SAMPLES, SAMPLE_SEED = 10_000, 1234
@@ -140,8 +144,28 @@ def params_for(config: dict[str, dict], mnist: Path, minutes: float, overrides: 
     return raw
 
 
+def unlabelled(data: Path, work: Path, env: dict[str, str]) -> tuple[Path, Path]:
+    """The prepared ``data`` with the labels removed (``work/data_unlabelled``) and the feature stage's
+    model for them: the self-supervised encoder that ``resgan classifier`` trains with ``params.yaml``'s
+    defaults where there are no labels (``work/ssl.keras``, its record and figures beside it)."""
+    copy, encoder = work / "data_unlabelled", work / "ssl.keras"
+    if not (copy / "train.npz").exists():
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(data, copy)
+        for split in ("train", "test"):
+            with np.load(data / f"{split}.npz") as saved:
+                np.savez(copy / f"{split}.npz", images=saved["images"])
+        summary = json.loads((data / "summary.json").read_text())
+        (copy / "summary.json").write_text(json.dumps({**summary, "class_names": None}))
+    if not encoder.exists():
+        log("classifier (no labels): the self-supervised encoder, params.yaml's defaults")
+        _command(["resgan", "classifier", "--params", "params.yaml", "--data", str(copy), "--out", str(encoder),
+                  "--metrics", str(work / "ssl_figures.json")], env, work)
+    return copy, encoder
+
+
 def train_run(name: str, params: dict[str, Any], data: Path, work: Path, env: dict[str, str],
-              budgets: tuple[int, float] | None = None) -> tuple[Path, dict]:
+              budgets: tuple[int, float] | None = None, classifier: Path | None = None) -> tuple[Path, dict]:
     """Train ``params`` on ``data`` in a process of its own, in a fresh ``work/name``; returns that
     folder and what the child reported (its peak RSS and the train stage's result). ``budgets``
     (images, minutes): snapshots at both, training stops after both (see :class:`benchmarks.child.Marks`)."""
@@ -150,8 +174,9 @@ def train_run(name: str, params: dict[str, Any], data: Path, work: Path, env: di
     run_dir.mkdir()
     (run_dir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     marks = ["--images", str(budgets[0]), "--minutes", str(budgets[1])] if budgets else []
+    features = ["--classifier", str(classifier)] if classifier else []
     out = _command([sys.executable, "-m", "benchmarks.child", "train", "--params", str(run_dir / "params.yaml"),
-                    "--data", str(data), "--out", str(run_dir), *marks], env, ROOT)
+                    "--data", str(data), "--out", str(run_dir), *features, *marks], env, ROOT)
     return run_dir, json.loads(out.strip().splitlines()[-1].removeprefix("BENCH_RESULT "))
 
 
@@ -300,11 +325,15 @@ def main(argv: list[str] | None = None) -> None:
             for name, params in all_params.items():
                 load_before = os.getloadavg()
                 log(f"{name}: training to {images:,} images and {minutes:g} minutes")
-                run_dir, child = train_run(name, params, data, work, env, (images, minutes))
+                where_data, features = unlabelled(data, work, env) if name in UNLABELLED else (data, None)
+                run_dir, child = train_run(name, params, where_data, work, env, (images, minutes), features)
                 trained = child["result"]
                 run = {"params": {s: params[s] for s in ("model", "train")}, "img_per_s": trained["img_per_s"],
                        "precision": trained["precision"], "peak_rss_mib": round(child["max_rss_mib"], 1),
                        "load_average_before": [round(x, 2) for x in load_before]}
+                if features:  # the self-supervised encoder behind the clusters
+                    run["features"] = {"kind": "ssl", **json.loads(features.with_suffix(".json").read_text()),
+                                       "figures": json.loads((work / "ssl_figures.json").read_text())}
                 for mark, budget in BUDGET_NAMES.items():
                     where = trained["marks"][mark]
                     generator = load_generator(run_dir / f"{mark}.keras")

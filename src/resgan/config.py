@@ -83,7 +83,7 @@ class ClassifierParams(_Section):
     feature_dim: int = Field(128, ge=8, le=4096)
     seed: int = Field(0, ge=0)
     min_skill: float = Field(0.5, ge=0.0, le=1.0)  # classifier: (accuracy - chance) / (1 - chance) on test
-    ssl_epochs: int = Field(5, ge=1, le=1000)
+    ssl_epochs: int = Field(20, ge=1, le=1000)
     ssl_min_steps: int = Field(150, ge=0, le=100_000)  # more epochs where ssl_epochs make fewer steps
     ssl_batch_size: int = Field(256, ge=2, le=65536)
     ssl_temperature: float = Field(0.5, gt=0.0, le=10.0)
@@ -111,6 +111,9 @@ class ModelParams(_Section):
     # Class-conditional G and projection D. auto: conditional when every training image has a label and
     # there are at least 2 classes (resolved by the train stage); true needs such labels; false: never.
     conditional: Literal["auto"] | bool = "auto"
+    # Data without labels and conditional auto: condition on this many k-means clusters of the feature
+    # stage's self-supervised features (a self-conditioned GAN, Liu et al. 2020); 0: unconditional.
+    self_condition: int = Field(10, ge=0, le=1000)
 
     @model_validator(mode="after")
     def _cap_above_widths(self) -> "ModelParams":

@@ -70,11 +70,23 @@ def test_a_flat_folder_of_unlabelled_images_goes_through_the_pipeline(tmp_path):
     fid_curve = (repo / "plots/fid.csv").read_text().splitlines()
     assert fid_curve[0] == "step,fid" and len(fid_curve) == 3  # steps 4 and 8, with the same features
 
+    # A trusted encoder's features cluster the images (model.self_condition: 10, 27 images a cluster): the
+    # exported generator draws its clusters itself, from one more latent coordinate.
+    from resgan.loading import latent_dim, load_generator, num_classes
+
+    generator = load_generator(repo / "models/generator.keras")
+    conditioned = "self-conditioning: 10 k-means clusters of the ssl features" in result.stdout
+    assert conditioned is record["trusted"] and num_classes(generator) == 0
+    assert latent_dim(generator) == TINY["model"]["latent_dim"] + conditioned
+
     registered = json.loads((repo / "models/registered.json").read_text())
     assert registered["version"] == 1 and registered["metric"] == f"eval/fid_{name}"
     assert ("champion" in registered["aliases"]) is record["trusted"]
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
     version = client.get_model_version("resgan", "1")
     assert float(version.tags[f"eval/fid_{name}"]) == pytest.approx(evaluation[f"fid_{name}"], rel=1e-3)
+    drawn = run_command(["resgan", "generate", "--model", "models:/resgan/1", "--num", "8", "--out", "g.png"],
+                        repo, env)
+    assert Image.open(repo / "g.png").size[0] > 16 and "Traceback" not in drawn.stderr
     assert "dvc.yaml" not in run_command(["git", "status", "--porcelain"], repo, env).stdout  # no edit needed
     assert "Traceback" not in result.stdout + result.stderr

@@ -39,7 +39,7 @@ from resgan.errors import ResganError
 from resgan.gan.device import worker_index
 from resgan.gan.diffaugment import diff_augment
 from resgan.gan.losses import get_losses, gradient_penalty
-from resgan.nn.networks import discriminator_from_params, generator_from_params
+from resgan.nn.networks import discriminator_from_params, generator_from_params, self_conditioned
 from resgan.sampling import model_inputs
 
 
@@ -48,6 +48,9 @@ class Shapes:
     image_size: int
     channels: int
     num_classes: int = 0  # the data's classes; used when ``model.conditional``
+    # Self-conditioning: the classes are k-means clusters, drawn with these frequencies by the exported
+    # generator (resgan.nn.networks.self_conditioned); empty for real classes.
+    cluster_prior: tuple[float, ...] = ()
 
 
 class GAN:
@@ -304,7 +307,8 @@ class GAN:
 
 def export_generator(gan: GAN, path: Path) -> keras.Model:
     """Save ``gan``'s EMA generator to ``path`` (atomically) as a float32 Keras model, portable whatever
-    precision trained it; returns that float32 model."""
+    precision trained it; returns that float32 model. A self-conditioned GAN's generator is saved
+    unconditional, drawing its clusters itself (:func:`resgan.nn.networks.self_conditioned`)."""
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
@@ -313,6 +317,8 @@ def export_generator(gan: GAN, path: Path) -> keras.Model:
     finally:
         keras.mixed_precision.set_global_policy(policy)
     model.set_weights([np.asarray(w, dtype=np.float32) for w in gan.ema_generator.get_weights()])
+    if gan.shapes.cluster_prior and gan.num_classes:
+        model = self_conditioned(model, gan.shapes.cluster_prior)
     with files.atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
     return model

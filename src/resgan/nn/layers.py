@@ -270,3 +270,34 @@ class MinibatchStdDev(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "group_size": self.group_size}
+
+
+@keras.saving.register_keras_serializable(package="resgan")
+class ClusterChoice(layers.Layer):
+    """A self-conditioned generator's cluster draw: latents (N, D + 1) -> ``[z (N, D), cluster (N,)]``.
+
+    The last coordinate, standard normal, picks the cluster through its normal CDF: cluster ``k`` for
+    ``Phi(u)`` in ``[sum(prior[:k]), sum(prior[:k + 1]))``, so clusters come out as often as ``prior``
+    says (the training data's cluster sizes) and independently of ``z``. The generator reads ``z`` and
+    the cluster; a user samples it as an unconditional generator, with one more latent coordinate.
+    """
+
+    def __init__(self, prior, **kwargs):
+        super().__init__(**kwargs)
+        prior = [float(p) for p in prior]
+        if len(prior) < 2 or min(prior) < 0 or abs(sum(prior) - 1.0) > 1e-3:
+            raise ValueError(f"prior must be at least 2 non-negative frequencies summing to 1, got {prior!r}")
+        self.prior = prior
+
+    def call(self, latents):
+        z, u = latents[:, :-1], ops.cast(latents[:, -1], "float32")
+        uniform = 0.5 * (1.0 + ops.erf(u / 2.0 ** 0.5))
+        edges = ops.convert_to_tensor([sum(self.prior[: k + 1]) for k in range(len(self.prior) - 1)], "float32")
+        cluster = ops.sum(ops.cast(uniform[:, None] >= edges[None, :], "int32"), axis=1)
+        return [z, cluster]
+
+    def compute_output_shape(self, input_shape):
+        return [(input_shape[0], input_shape[1] - 1), (input_shape[0],)]
+
+    def get_config(self):
+        return {**super().get_config(), "prior": self.prior}

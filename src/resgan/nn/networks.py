@@ -20,8 +20,8 @@ import math
 import keras
 from keras import layers
 
-from resgan.nn.layers import (ClassProjection, DownBlock, FusedBatchNormalization, GlobalSumPooling2D,
-                              MinibatchStdDev, UpBlock)
+from resgan.nn.layers import (ClassProjection, ClusterChoice, DownBlock, FusedBatchNormalization,
+                              GlobalSumPooling2D, MinibatchStdDev, UpBlock)
 
 CLASS_EMBEDDING = "class_embedding"  # the conditional generator's label embedding (its input_dim: the classes)
 
@@ -143,6 +143,15 @@ def generator_from_params(model, image_size: int, channels: int, synchronized_bn
                            channels=channels, blocks_per_resolution=model.blocks_per_resolution,
                            synchronized_bn=synchronized_bn, width_growth=model.width_growth,
                            max_width=model.max_width, num_classes=num_classes if model.conditional else 0)
+
+
+def self_conditioned(generator: keras.Model, prior) -> keras.Model:
+    """A conditional ``generator`` (inputs ``[z, label]``) as an unconditional one: latents (N, D + 1)
+    whose last coordinate draws the cluster with the frequencies ``prior`` (:class:`ClusterChoice`)."""
+    latent = int(generator.inputs[0].shape[-1])
+    z = keras.Input((latent + 1,), name="z")
+    images = generator(ClusterChoice(prior, name="cluster_choice")(z))
+    return keras.Model(z, images, name="self_conditioned_generator")
 
 
 def discriminator_from_params(model, image_size: int, channels: int, num_classes: int = 0) -> keras.Model:

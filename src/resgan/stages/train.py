@@ -13,6 +13,7 @@ fails in a second, with one line of output (TensorFlow's import prints its own).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import mlflow
+import numpy as np
 import pandas as pd
 
 from resgan import files, terminal, tracking
@@ -64,7 +66,6 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
     # A conditional model's classes (model.conditional: auto decides from the labels); missing labels
     # for conditional: true fail here, before MLflow or a checkpoint is touched.
     num_classes = train_data.classes_for(params.model.conditional, summary.get("class_names"))
-    params = params.model_copy(update={"model": params.model.model_copy(update={"conditional": num_classes > 0})})
     if tp.diffaugment == "auto":  # DiffAugment for small data sets, from the training split's size
         n_train = int((summary.get("counts") or {}).get("train", 0))
         policy = resolve_diffaugment("auto", n_train, adaptive=bool(tp.ada_target))
@@ -73,13 +74,22 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
         why = "train.ada_target is set" if tp.ada_target else (
             f"{n_train} training images, {'below' if policy else 'not below'} {SMALL_DATA}")
         print(f"DiffAugment: {policy or 'off'} (train.diffaugment auto: {why})", flush=True)
-    key = run_key(params, str(summary.get("data_hash", "")))
-    ckpt_dir = checkpoint_dir / key
     # Fails fast when a server is down. Only the chief of a cluster talks to MLflow.
     experiment_id = tracking.setup(params.mlflow.experiment) if device.chief_from_tf_config(tp.distribute) else None
     terminal.start_tensorflow()  # TensorFlow only now (see the module docstring), its start-up lines hidden
     import keras
     import tensorflow as tf
+
+    clusters = None
+    if not num_classes and params.model.conditional == "auto" and params.model.self_condition:
+        clusters = self_condition(params, train_data, classifier_path)
+    if clusters is not None:  # the clusters stand in for labels
+        train_data, num_classes = dataclasses.replace(train_data, labels=clusters.labels), clusters.k
+    params = params.model_copy(update={"model": params.model.model_copy(
+        update={"conditional": num_classes > 0, "self_condition": clusters.k if clusters else 0})})
+    cluster_hash = hashlib.sha256(clusters.labels.tobytes()).hexdigest()[:12] if clusters else ""
+    key = run_key(params, str(summary.get("data_hash", "")) + cluster_hash)
+    ckpt_dir = checkpoint_dir / key
 
     from resgan import serving
     from resgan.gan.trainer import GAN, Shapes, export_generator
@@ -89,7 +99,8 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
     keras.utils.set_random_seed(tp.seed)
     strategy = device.make_strategy(tp.distribute)
     chief = device.is_chief(strategy)
-    shapes = Shapes(image_size=train_data.image_size, channels=train_data.channels, num_classes=num_classes)
+    shapes = Shapes(image_size=train_data.image_size, channels=train_data.channels, num_classes=num_classes,
+                    cluster_prior=clusters.prior if clusters else ())
     gan = GAN(params.model, tp, shapes, strategy=strategy, global_batch_size=tp.batch_size)
     start, record = checkpoint.resume(ckpt_dir, gan, clean_up=chief)
     if tp.ada_target and "ada_p" in record:  # ADA goes on from the checkpoint's augmentation probability
@@ -216,6 +227,38 @@ def _fid_tracker(params: Params, data_dir: Path, classifier_path: Path | None, g
               f"({extractor.fitness}), so the last step's generator is exported, not the best FID's", flush=True)
     return FidTracker(gan, score, score.key, tp.eval_every, tp.eval_num, tp.seed + FID_SEED_OFFSET, folder,
                       export_generator, logger, record.get("fid_history", []), params.sample.batch_size)
+
+
+def self_condition(params: Params, train_data, classifier_path: Path | None):
+    """The k-means clusters (:mod:`resgan.gan.clusters`) of the training images' features from the
+    feature stage's model, for a self-conditioned GAN; None, said in one line, where they cannot be
+    had or trusted (training goes on unconditional)."""
+    from resgan.gan.clusters import cluster_count, cluster_features
+    from resgan.metrics.features import LearnedFeatures
+
+    def off(why: str) -> None:
+        print(f"self-conditioning is off ({why}): the model is unconditional", flush=True)
+
+    k = cluster_count(params.model.self_condition, train_data.count)
+    if not k:
+        return off(f"{train_data.count} training images are too few for 2 clusters")
+    if train_data.mode != "memory":
+        return off("the training images are streamed from shards; train.input: memory clusters them")
+    if classifier_path is None:
+        return off("no feature extractor given (--classifier)")
+    try:
+        extractor = LearnedFeatures(classifier_path)
+    except ResganError as error:
+        return off(str(error))
+    if not extractor.trusted:
+        return off(f"the features failed their fitness check: {extractor.fitness}")
+    started = time.perf_counter()
+    features, _ = extractor(train_data.images)
+    clusters = cluster_features(features, k, params.train.seed)
+    sizes = np.bincount(clusters.labels, minlength=k)
+    print(f"self-conditioning: {k} k-means clusters of the {extractor.kind} features stand in for labels "
+          f"({sizes.max()} to {sizes.min()} images each, {time.perf_counter() - started:.0f} s)", flush=True)
+    return clusters
 
 
 def _open_run(session: tracking.StageRun, params: Params, params_path: Path, data_dir: Path, run_id: str | None,

@@ -1,0 +1,51 @@
+"""Pseudo-labels for unlabelled data: k-means clusters of learned features (self-conditioned GAN).
+
+Liu et al. 2020, "Diverse Image Generation via Self-Conditioned GANs": a GAN conditioned on clusters
+of its training images covers their modes as a class-conditional one covers classes. Here the features
+are the feature stage's (the self-supervised encoder, for unlabelled data), L2-normalised, clustered
+once before training; the exported generator draws each cluster as often as it holds training images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_PER_CLUSTER = 20  # fewer images per cluster than this: fewer clusters
+
+
+@dataclass(frozen=True)
+class Clusters:
+    labels: np.ndarray  # (N,) int32, the cluster of each training image
+    prior: tuple[float, ...]  # the share of training images in each cluster
+
+    @property
+    def k(self) -> int:
+        return len(self.prior)
+
+
+def cluster_count(wanted: int, n_images: int) -> int:
+    """The clusters for ``n_images``: ``wanted``, fewer where clusters would hold under
+    :data:`MIN_PER_CLUSTER` images; 0 (unconditional) where that leaves fewer than 2."""
+    k = min(int(wanted), n_images // MIN_PER_CLUSTER)
+    return k if k >= 2 else 0
+
+
+def cluster_features(features: np.ndarray, k: int, seed: int) -> Clusters:
+    """k-means (k-means++, 10 restarts) of the L2-normalised ``features`` into ``k`` clusters, numbered
+    by size (cluster 0 the largest), so the same data and seed give the same labels."""
+    from sklearn.cluster import KMeans
+
+    features = np.asarray(features, dtype=np.float64)
+    if not 2 <= k <= len(features):
+        raise ValueError(f"k must be from 2 to the {len(features)} images, got {k}")
+    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    raw = KMeans(k, n_init=10, random_state=seed).fit_predict(unit)
+    sizes = np.bincount(raw, minlength=k)
+    order = np.argsort(-sizes, kind="stable")  # old id of the largest first
+    rename = np.empty(k, dtype=np.int32)
+    rename[order] = np.arange(k, dtype=np.int32)
+    labels = rename[raw]
+    counts = np.bincount(labels, minlength=k)
+    return Clusters(labels=labels, prior=tuple(float(c) / len(labels) for c in counts))
