@@ -120,3 +120,20 @@ def test_untrusted_features_leave_the_model_unconditional(tmp_path, monkeypatch,
     assert "self-conditioning is off (the features failed their fitness check" in capsys.readouterr().out
     assert latent_dim(generator) == params.model.latent_dim
     assert logged["model.self_condition"] == "0" and logged["model.conditional"] == "False"
+
+
+def test_fid_over_training_draws_the_clusters_as_the_export_does(tmp_path):
+    from resgan.gan.loop import FidTracker
+    from resgan.sampling import latents
+
+    params = tiny_params(model={"conditional": True, "spectral_norm": False}, train={"diffaugment": ""})
+    keras.utils.set_random_seed(0)
+    prior = (0.7, 0.2, 0.1)
+    gan = GAN(params.model, params.train, Shapes(image_size=16, channels=1, num_classes=3, cluster_prior=prior))
+    tracker = FidTracker(gan, lambda images: {"fid": 0.0}, "fid", 1, 2000, seed=5, folder=tmp_path,
+                         export=export_generator)
+    assert tracker.latents.shape == (2000, params.model.latent_dim)
+    assert np.bincount(tracker.labels, minlength=3) / 2000 == pytest.approx(prior, abs=0.03)
+    exported = export_generator(gan, tmp_path / "generator.keras")
+    seen = np.asarray(gan.ema_generator([tracker.latents[:8], tracker.labels[:8]], training=False))
+    assert np.asarray(exported(latents(2000, params.model.latent_dim + 1, 5)[:8])) == pytest.approx(seen, abs=1e-5)

@@ -208,7 +208,8 @@ class SampleGrid(Callback):
 class FidTracker(Callback):
     """FID over training. Every ``every`` steps and at the last: ``score`` (a
     :class:`resgan.metrics.evaluation.FidScore`) of ``num`` images of the EMA generator from fixed latents
-    (seed ``seed``; a conditional model draws every class in turn), appended to :attr:`history` and logged
+    (seed ``seed``; a conditional model draws every class in turn, a self-conditioned one its clusters as
+    its export does), appended to :attr:`history` and logged
     to ``logger`` as ``eval/<key>`` at that step (MLflow draws the curve).
 
     The kept generator: a measurement whose FID is within :data:`NOISE_MULTIPLE` times the FID's noise
@@ -232,6 +233,12 @@ class FidTracker(Callback):
         self.logger, self.batch_size = logger, batch_size
         self.latents = sampling.latents(num, gan.model_params.latent_dim, seed)
         self.labels = sampling.class_labels(num, gan.num_classes, seed=0)
+        prior = getattr(gan.shapes, "cluster_prior", ()) if gan.num_classes else ()
+        if prior:  # self-conditioned: the clusters as the exported generator draws them, by frequency
+            from resgan.nn.layers import ClusterChoice
+
+            drawn = ClusterChoice(prior)(sampling.latents(num, gan.model_params.latent_dim + 1, seed))
+            self.latents, self.labels = (np.asarray(t) for t in drawn)
         self.history: list[dict[str, float]] = list(history or [])
         self.best: dict[str, float] | None = None
         self.seconds = 0.0  # spent measuring in this process (the cost of FID over training)
