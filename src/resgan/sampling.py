@@ -34,7 +34,8 @@ def class_labels(num: int, classes: int, seed: int, label: int | None = None) ->
     if not classes:
         if label is not None:
             raise ResganError("a label was given, but this generator is not class-conditional (it was "
-                              "trained with model.conditional: false)")
+                              "trained with model.conditional: false, or self-conditioned on unlabelled data, "
+                              "which draws its clusters itself)")
         return None
     if label is not None:
         if not 0 <= label < classes:

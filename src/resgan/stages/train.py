@@ -80,13 +80,15 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
     import keras
     import tensorflow as tf
 
+    resolved: dict[str, Any] = {}
     clusters = None
     if not num_classes and params.model.conditional == "auto" and params.model.self_condition:
         clusters = self_condition(params, train_data, classifier_path)
+        resolved["self_condition"] = clusters.k if clusters else 0  # the clusters used: MLflow shows it
     if clusters is not None:  # the clusters stand in for labels
         train_data, num_classes = dataclasses.replace(train_data, labels=clusters.labels), clusters.k
     params = params.model_copy(update={"model": params.model.model_copy(
-        update={"conditional": num_classes > 0, "self_condition": clusters.k if clusters else 0})})
+        update={"conditional": num_classes > 0, **resolved})})
     cluster_hash = hashlib.sha256(clusters.labels.tobytes()).hexdigest()[:12] if clusters else ""
     key = run_key(params, str(summary.get("data_hash", "")) + cluster_hash)
     ckpt_dir = checkpoint_dir / key
