@@ -255,7 +255,10 @@ def self_condition(params: Params, train_data, classifier_path: Path | None):
     if not extractor.trusted:
         return off(f"the features failed their fitness check: {extractor.fitness}")
     started = time.perf_counter()
-    features, _ = extractor(train_data.images)
+    try:
+        features, _ = extractor(train_data.images)
+    except ResganError as error:  # e.g. an extractor made for images of another shape
+        return off(str(error))
     clusters = cluster_features(features, k, params.train.seed)
     sizes = np.bincount(clusters.labels, minlength=k)
     print(f"self-conditioning: {k} k-means clusters of the {extractor.kind} features stand in for labels "
