@@ -31,10 +31,10 @@ def _conv(hw: int, k: int, cin: int, cout: int) -> int:
 def test_generator_count_is_the_hand_sum_over_its_blocks():
     g = build_generator(latent_dim=16, width=8, image_size=16, channels=1)
     expected = (2 * 16 * 4 * 4 * 8                                          # dense -> 4x4x8
-                + _conv(8, 3, 8, 8) + _conv(8, 3, 8, 8) + _conv(8, 1, 8, 8)      # up_8: conv1, conv2, shortcut
-                + _conv(16, 3, 8, 8) + _conv(16, 3, 8, 8) + _conv(16, 1, 8, 8)   # up_16
+                + _conv(8, 3, 8, 8) + _conv(8, 3, 8, 8) + _conv(4, 1, 8, 8)      # up_8: conv1, conv2, shortcut
+                + _conv(16, 3, 8, 8) + _conv(16, 3, 8, 8) + _conv(8, 1, 8, 8)    # up_16 (shortcut before upsampling)
                 + _conv(16, 3, 8, 1))                                          # conv_out
-    assert expected == 4096 + 2 * 73728 + 8192 + 2 * 294912 + 32768 + 36864  # by hand, so _conv cannot hide a typo
+    assert expected == 4096 + 2 * 73728 + 2048 + 2 * 294912 + 8192 + 36864  # by hand, so _conv cannot hide a typo
     assert model_flops(g) == expected
 
 
@@ -42,7 +42,7 @@ def test_generator_count_is_the_hand_sum_over_its_blocks():
 def test_discriminator_count_walks_spectral_norm_wrappers(spectral_norm):
     d = build_discriminator(image_size=16, channels=1, width=8, spectral_norm=spectral_norm)
     expected = (_conv(16, 3, 1, 8) + _conv(16, 3, 8, 8) + _conv(8, 1, 1, 8)   # first block: pools before 1x1
-                + _conv(8, 3, 8, 8) + _conv(8, 3, 8, 8) + _conv(8, 1, 8, 8)    # down_4: 1x1 before pooling
+                + _conv(8, 3, 8, 8) + _conv(8, 3, 8, 8) + _conv(4, 1, 8, 8)    # down_4: pools before 1x1 too
                 + _conv(4, 3, 8, 8) + _conv(4, 3, 8, 8)                        # block_4: identity shortcut
                 + 2 * 8 * 1)                                                   # dense head
     assert model_flops(d) == expected

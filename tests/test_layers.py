@@ -159,6 +159,64 @@ def test_downblock_adds_residual_to_shortcut(first, spectral_norm):
     np.testing.assert_allclose(out, shortcut, rtol=0, atol=1e-5)
 
 
+def _grads(fn, x, variables):
+    import tensorflow as tf
+
+    x = tf.constant(x)
+    weights = tf.constant(np.random.default_rng(9).normal(size=fn(x).shape).astype("float32"))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(fn(x) * weights)
+    return [np.asarray(g) for g in tape.gradient(loss, [x, *variables])]
+
+
+def test_upblock_trains_as_the_textbook_order():
+    # The block's shortcut runs its 1x1 conv before upsampling; the textbook block upsamples first.
+    # Same outputs and the same gradients for the input and every weight, in the training pass.
+    from keras import ops
+
+    keras.utils.set_random_seed(5)
+    x = np.random.default_rng(5).normal(size=(4, 4, 4, 6)).astype("float32")
+    block = UpBlock(8)
+    block(x)
+    shortcut_conv = block.shortcut_conv
+
+    def textbook(x):
+        h = block.up(ops.relu(block.bn1(x, training=True)))
+        h = block.conv2(ops.relu(block.bn2(block.conv1(h), training=True)))
+        return shortcut_conv(block.up(x)) + h
+
+    ours = _grads(lambda x: block(x, training=True), x, block.trainable_variables)
+    theirs = _grads(textbook, x, block.trainable_variables)
+    assert len(ours) == 1 + 4 + 6  # the input, 2 batch norms x (gamma, beta), 3 convs x (kernel, bias)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    # 4x fewer multiply-adds in the shortcut: it is built for the 4x4 input, not the 8x8 upsampled one.
+    assert tuple(shortcut_conv._build_shapes_dict["input_shape"])[1:3] == (4, 4)
+
+
+@pytest.mark.parametrize("spectral_norm", [False, True])
+def test_downblock_trains_as_the_textbook_order(spectral_norm):
+    # The block pools before its shortcut's 1x1 conv; the textbook block convolves first.
+    from keras import ops
+
+    keras.utils.set_random_seed(6)
+    x = np.random.default_rng(6).normal(size=(4, 8, 8, 5)).astype("float32")
+    block = DownBlock(8, spectral_norm=spectral_norm)
+    block(x)
+
+    def textbook(x):
+        h = block.pool(block.conv2(ops.relu(block.conv1(ops.relu(x)))))
+        return block.pool(block.shortcut_conv(x)) + h
+
+    variables = block.trainable_variables
+    ours = _grads(lambda x: block(x, training=False), x, variables)
+    theirs = _grads(textbook, x, variables)
+    assert len(ours) == 1 + 6  # the input, 3 convs x (kernel, bias)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("first", [False, True])
 def test_only_the_first_downblock_sees_negative_pixels(first):
     # A non-first block starts with ReLU, so for all-negative inputs its residual branch sees zeros

@@ -70,7 +70,9 @@ class UpBlock(layers.Layer):
 
     residual: BN -> ReLU -> [Upsample x2 nearest] -> Conv3x3 -> BN -> ReLU -> Conv3x3
     shortcut: [Upsample x2 nearest] -> Conv1x1; the identity when neither the size nor the
-    channel count changes (the extra blocks of ``blocks_per_resolution > 1``).
+    channel count changes (the extra blocks of ``blocks_per_resolution > 1``). The shortcut runs
+    its 1x1 conv before upsampling: the same map (nearest upsampling copies pixels, a 1x1 conv acts
+    on each pixel alone, so the forward pass gives the same numbers), with 4x fewer multiply-adds.
     ``synchronized_bn``: batch statistics over all replicas of a tf.distribute strategy.
     """
 
@@ -99,7 +101,7 @@ class UpBlock(layers.Layer):
         self.bn2.build((*big, self.filters))
         self.conv2.build((*big, self.filters))
         if self.shortcut_conv is not None:
-            self.shortcut_conv.build((*big, c))
+            self.shortcut_conv.build(input_shape)  # it runs before the upsampling
         self.built = True
 
     def call(self, x, training=None):
@@ -108,9 +110,9 @@ class UpBlock(layers.Layer):
             h = self.up(h)
         h = self.conv1(h)
         h = self.conv2(ops.relu(self.bn2(h, training=training)))
-        shortcut = self.up(x) if self.upsample else x
-        if self.shortcut_conv is not None:
-            shortcut = self.shortcut_conv(shortcut)
+        shortcut = x if self.shortcut_conv is None else self.shortcut_conv(x)
+        if self.upsample:
+            shortcut = self.up(shortcut)
         return shortcut + h
 
     def compute_output_shape(self, input_shape):
@@ -131,8 +133,9 @@ class DownBlock(layers.Layer):
 
     residual: ReLU -> Conv3x3 -> ReLU -> Conv3x3 -> [AvgPool 2]
     shortcut: Conv1x1 -> [AvgPool 2]; the identity when neither the size nor the channel count changes.
-    ``first=True`` is the "optimized" first block of SNGAN: no ReLU on the raw image, and the shortcut
-    pools before its 1x1 conv (4x fewer multiply-adds; the two orders are the same linear map).
+    The shortcut pools before its 1x1 conv: the two orders are the same affine map (both act
+    linearly, the bias is the same at every pixel), and pooling first needs 4x fewer multiply-adds.
+    ``first=True`` is the "optimized" first block of SNGAN: no ReLU on the raw image.
     ``spectral_norm`` wraps every conv in ``keras.layers.SpectralNormalization``.
     """
 
@@ -155,9 +158,9 @@ class DownBlock(layers.Layer):
         # Build the sub-layers here so their weights exist before a saved model's weights load.
         self.conv1.build(input_shape)
         self.conv2.build((n, h, w, self.filters))
-        if self.shortcut_conv is not None:
+        if self.shortcut_conv is not None:  # it runs after the pooling
             small = (n, h // 2 if h else None, w // 2 if w else None, c)
-            self.shortcut_conv.build(small if self.first and self.downsample else input_shape)
+            self.shortcut_conv.build(small if self.downsample else input_shape)
         self.built = True
 
     def call(self, x, training=None):
@@ -167,13 +170,9 @@ class DownBlock(layers.Layer):
         h = self.conv2(ops.relu(self.conv1(h, training=training)), training=training)
         if self.downsample:
             h = self.pool(h)
-        shortcut = x
-        if self.first and self.downsample:
-            shortcut = self.pool(shortcut)
+        shortcut = self.pool(x) if self.downsample else x
         if self.shortcut_conv is not None:
             shortcut = self.shortcut_conv(shortcut, training=training)
-        if self.downsample and not self.first:
-            shortcut = self.pool(shortcut)
         return shortcut + h
 
     def compute_output_shape(self, input_shape):
