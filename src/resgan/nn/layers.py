@@ -69,10 +69,10 @@ class UpBlock(layers.Layer):
     """Generator block: (N, H, W, C) -> (N, 2H, 2W, filters), or (N, H, W, filters) without upsampling.
 
     residual: BN -> ReLU -> [Upsample x2 nearest] -> Conv3x3 -> BN -> ReLU -> Conv3x3
-    shortcut: [Upsample x2 nearest] -> Conv1x1; the identity when neither the size nor the
-    channel count changes (the extra blocks of ``blocks_per_resolution > 1``). The shortcut runs
-    its 1x1 conv before upsampling: the same map (nearest upsampling copies pixels, a 1x1 conv acts
-    on each pixel alone, so the forward pass gives the same numbers), with 4x fewer multiply-adds.
+    shortcut: Conv1x1 -> [Upsample x2 nearest]; the identity when neither the size nor the
+    channel count changes (the extra blocks of ``blocks_per_resolution > 1``). This is the
+    textbook upsample-then-conv shortcut in the cheaper order: nearest upsampling copies pixels and
+    a 1x1 conv acts on each pixel alone, so both orders are the same map, with 4x fewer multiply-adds.
     ``synchronized_bn``: batch statistics over all replicas of a tf.distribute strategy.
     """
 
@@ -132,9 +132,9 @@ class DownBlock(layers.Layer):
     """Discriminator block: (N, H, W, C) -> (N, H/2, W/2, filters), or (N, H, W, filters) without downsampling.
 
     residual: ReLU -> Conv3x3 -> ReLU -> Conv3x3 -> [AvgPool 2]
-    shortcut: Conv1x1 -> [AvgPool 2]; the identity when neither the size nor the channel count changes.
-    The shortcut pools before its 1x1 conv: the two orders are the same affine map (both act
-    linearly, the bias is the same at every pixel), and pooling first needs 4x fewer multiply-adds.
+    shortcut: [AvgPool 2] -> Conv1x1; the identity when neither the size nor the channel count changes.
+    This is the textbook conv-then-pool shortcut in the cheaper order: both act linearly and the
+    bias is the same at every pixel, so both orders are the same affine map, with 4x fewer multiply-adds.
     ``first=True`` is the "optimized" first block of SNGAN: no ReLU on the raw image.
     ``spectral_norm`` wraps every conv in ``keras.layers.SpectralNormalization``.
     """
