@@ -10,8 +10,9 @@ temporary store); evaluate logs nothing and registers nothing.
 
 ``train --images N --minutes M``: the run's two budgets (see :class:`Marks`): the EMA generator of the
 step that reaches N training images goes to ``O/at_images.keras``, that of the first step past M
-minutes to ``O/at_minutes.keras``, and training stops once both are written (``train.steps`` and
-``train.max_minutes`` should not stop it first); the result gains ``marks``.
+minutes to ``O/at_minutes.keras``, and training stops once both are written (``train.max_minutes``
+should not stop it first; where ``train.steps`` does, the budget not reached gets the last step's
+generator, marked ``ended``); the result gains ``marks``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ class Marks(Callback):
     reach ``images``, and the first step after ``minutes`` of wall time (``clock``, from the start of
     training, as ``train.max_minutes`` counts). At each, ``export(path)`` writes the EMA generator to
     ``folder/at_images.keras`` or ``folder/at_minutes.keras`` and :attr:`marks` records the step, the
-    images and the wall seconds; training stops once both are taken."""
+    images and the wall seconds; training stops once both are taken. A run whose ``train.steps`` ends
+    it first (a learning-rate schedule that ends at the image budget) takes the missing mark at its
+    last step, recorded with ``"ended": True``: what that budget gets is the finished run."""
 
     def __init__(self, batch_size: int, images: int, minutes: float, folder: Path, export: Callable[[Path], Any],
                  clock: Callable[[], float] = time.perf_counter):
@@ -49,10 +52,12 @@ class Marks(Callback):
     def on_step_end(self, step: int, figures: dict[str, float]) -> None:
         wall = self.clock() - self.start
         reached = {"at_images": step * self.batch_size >= self.images, "at_minutes": wall >= 60 * self.minutes}
+        last = step >= self.steps
         for name in reached:
-            if reached[name] and name not in self.marks:
+            if (reached[name] or last) and name not in self.marks:
                 self.export(self.folder / f"{name}.keras")
-                self.marks[name] = {"step": step, "images": step * self.batch_size, "wall_s": round(wall, 1)}
+                self.marks[name] = {"step": step, "images": step * self.batch_size, "wall_s": round(wall, 1),
+                                    **({} if reached[name] else {"ended": True})}
         self.stop_training = len(self.marks) == 2
 
 

@@ -352,7 +352,8 @@ def main(argv: list[str] | None = None) -> None:
                     scores = score(drawn, (real_feats, real_probs), (half_a, half_b), extractor, labels)
                     log(f"{name} at {where['images']:,} images, {where['wall_s'] / 60:.1f} min ({budget} budget): "
                         f"step {where['step']}, FID {scores['fid_classifier']:.3f}, "
-                        f"score {scores['classifier_score_mean']:.3f}, max class {scores['max_class_fraction']:.3f}")
+                        f"score {scores['classifier_score_mean']:.3f}, max class {scores['max_class_fraction']:.3f}"
+                        f"{'; train.steps ended the run before this budget' if where.get('ended') else ''}")
                     run[mark] = {**where, "samples": _shown(npz), "samples_shape": list(drawn[..., 0].shape), **scores}
                 run.update({"budgets": {"images": images, "minutes": minutes},
                             "load_average_after": [round(x, 2) for x in os.getloadavg()]})

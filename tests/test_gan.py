@@ -133,6 +133,33 @@ def test_ema_decay_ramps_its_half_life_up_with_the_steps_seen():
     assert float(fixed.ema_decay_at(tf.constant(10, tf.int64))) == pytest.approx(0.999)
 
 
+@pytest.mark.parametrize("decay, expected", [
+    ("none", [1.0, 1.0, 1.0, 1.0, 1.0]),
+    ("linear", [1.0, 1.0, 0.5, 0.1, 0.0]),  # constant to step 50 of 100, then straight down to 0 at 100
+    ("cosine", [1.0, 1.0, 0.5, 0.5 * (1 + np.cos(np.pi * 0.9)), 0.0]),
+])
+def test_learning_rate_factor_follows_the_schedule_after_its_start(decay, expected):
+    gan = make_gan(steps=100, lr_decay=decay, lr_decay_start=0.5)
+    got = [float(gan.lr_factor_at(tf.constant(step, tf.int64))) for step in (0, 50, 75, 95, 100)]
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_a_decayed_step_moves_g_by_the_decayed_rate_and_reports_it():
+    """With beta1 = 0 Adam's first update is lr * sign(g): at step 30 of 40 with linear decay from the
+    start, both nets must use a quarter of their rates (and D's update is bounded by it likewise)."""
+    lr = 2e-4
+    gan = make_gan(steps=40, lr_g=lr, lr_d=lr, lr_decay="linear", lr_decay_start=0.0)
+    gan.step.assign(30)
+    g_before = snapshot(gan.generator.trainable_weights)
+    out = gan.train_step(iter(numbered_batches(2)))
+    moved = np.concatenate([np.abs(a - b).ravel() for b, a in zip(g_before, snapshot(gan.generator.trainable_weights))])
+    assert np.median(moved) == pytest.approx(lr / 4, rel=1e-2)
+    assert moved.max() <= lr / 4 * 1.001
+    assert float(out["lr_g"]) == pytest.approx(lr / 4)
+    assert float(gan.d_optimizer.learning_rate.numpy()) == pytest.approx(lr / 4)
+    assert len(gan.g_optimizer.variables) == len(make_gan().g_optimizer.variables)  # checkpoints keep their layout
+
+
 @pytest.mark.parametrize("rampup, closer_to_g", [(0.05, True), (0.0, False)])
 def test_after_a_short_run_the_ema_generator_is_closer_to_g_than_to_its_initial_weights(rampup, closer_to_g):
     """The default EMA (decay 0.999, ramped) must not export mostly initial weights after 200 steps;

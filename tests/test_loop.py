@@ -151,6 +151,11 @@ def test_the_benchmarks_marks_snapshot_at_both_budgets_then_stop(tmp_path):
     # Both reached at one step: one step, two snapshots.
     both = Marks(BATCH, images=8, minutes=0.5, folder=tmp_path, export=written.append, clock=Clock(0.0, 40.0))
     assert fit(StepGAN(), iter(range(10)), 0, 100, [both]) == 1 and set(both.marks) == {"at_images", "at_minutes"}
+    # train.steps ends the run before 1 minute: the wall budget gets the last step, marked as the run's end.
+    early = Marks(BATCH, images=16, minutes=1, folder=tmp_path, export=written.append, clock=Clock(0.0, 10.0, 20.0, 30.0))
+    assert fit(StepGAN(), iter(range(10)), 0, 3, [early]) == 3
+    assert early.marks == {"at_images": {"step": 2, "images": 16, "wall_s": 20.0},
+                           "at_minutes": {"step": 3, "images": 24, "wall_s": 30.0, "ended": True}}
 
 
 # ---- divergence -----------------------------------------------------------------------------------

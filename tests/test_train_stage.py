@@ -231,6 +231,20 @@ def test_second_call_after_completion_does_not_retrain(trained, monkeypatch):
 
 # ---- resume ---------------------------------------------------------------------------------------
 
+def test_a_learning_rate_decay_is_logged_per_step_to_mlflow_and_the_curve(tmp_path, monkeypatch):
+    """train.lr_decay linear from half of 4 steps: steps 1-3 (0-based 0-2) at lr_g, step 4 at half of it."""
+    lr = 3e-4
+    params = tiny_params(train={"steps": 4, "log_every": 1, "lr_g": lr, "lr_decay": "linear", "lr_decay_start": 0.5})
+    project = make_project(tmp_path, params)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    run_stage(project, params)
+    client = mlflow.MlflowClient()
+    logged = sorted((m.step, m.value) for m in client.get_metric_history(run_info(project)["run_id"], "lr/g"))
+    assert logged == [(1, pytest.approx(lr)), (2, pytest.approx(lr)), (3, pytest.approx(lr)), (4, pytest.approx(lr / 2))]
+    assert pd.read_csv(project.plots)["lr_g"].tolist() == pytest.approx([lr, lr, lr, lr / 2])
+
+
 def test_ctrl_c_then_resume_continues_the_same_run(tmp_path, monkeypatch):
     params = tiny_params(train={"steps": 6, "checkpoint_every": 2, "log_every": 1, "sample_every": 3})
     project = make_project(tmp_path, params)

@@ -32,7 +32,7 @@ from resgan.gan import checkpoint
 # Path-style MLflow names of the step's figures.
 METRIC_NAMES = {"loss_d": "loss/d", "loss_g": "loss/g", "d_real": "d/real", "d_fake": "d/fake",
                 "grad_norm_d": "grad_norm/d", "grad_norm_g": "grad_norm/g", "img_per_s": "perf/img_per_s",
-                "ada_p": "aug/p", "d_real_sign": "d/real_sign"}
+                "ada_p": "aug/p", "d_real_sign": "d/real_sign", "lr_g": "lr/g"}
 
 
 class DivergenceError(ResganError):

@@ -138,6 +138,32 @@ class GAN:
             decay = tf.pow(0.5, 1.0 / ramped)
         return tf.where(step < tp.ema_start, 0.0, decay)
 
+    # ---- learning rates ----------------------------------------------------------------------
+    def lr_factor_at(self, step: tf.Tensor) -> tf.Tensor:
+        """The share of ``lr_g`` / ``lr_d`` that generator step ``step`` (0-based) and its D steps use.
+
+        1 until ``lr_decay_start`` x ``train.steps``, then down to 0 at ``train.steps``: linearly
+        (``linear``) or along a half cosine (``cosine``); 1 throughout with ``lr_decay: none``. The
+        schedule counts G steps, so D's ``d_steps`` updates of one step share its rate.
+        """
+        tp = self.train_params
+        if tp.lr_decay == "none":
+            return tf.constant(1.0)
+        start = tp.lr_decay_start * tp.steps
+        progress = (tf.cast(step, tf.float32) - start) / max(tp.steps - start, 1e-9)
+        progress = tf.clip_by_value(progress, 0.0, 1.0)
+        if tp.lr_decay == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + tf.cos(math.pi * progress))
+
+    def _set_learning_rates(self) -> tf.Tensor:
+        """Assign this step's rates to both optimizers (their ``learning_rate`` variables, so a
+        checkpoint holds the same variables whatever the schedule); returns the factor."""
+        factor = self.lr_factor_at(self.step)
+        self.g_optimizer.learning_rate.assign(self.train_params.lr_g * factor)
+        self.d_optimizer.learning_rate.assign(self.train_params.lr_d * factor)
+        return factor
+
     def _update_ema(self) -> None:
         """ema = decay * ema + (1 - decay) * weight for trainable weights (decay: :meth:`ema_decay_at`);
         batch-norm statistics are copied."""
@@ -250,6 +276,9 @@ class GAN:
         sum_, mean = tf.distribute.ReduceOp.SUM, tf.distribute.ReduceOp.MEAN
         out: dict[str, tf.Tensor] = {}
         labels = None
+        decaying = self.train_params.lr_decay != "none"
+        if decaying:
+            factor = self._set_learning_rates()
         for _ in range(self.train_params.d_steps):
             latents = self._latents(self.global_batch_size)
             batch = next(iterator)
@@ -266,6 +295,8 @@ class GAN:
             out[key] = self.strategy.reduce(mean if key.startswith("grad_norm") else sum_, value, axis=None)
         self._update_ema()
         self.step.assign_add(1)
+        if decaying:
+            out["lr_g"] = self.train_params.lr_g * factor
         return out
 
     def train_step(self, iterator) -> dict[str, tf.Tensor]:

@@ -43,6 +43,11 @@ METRIC_KEYS = ("steps", "wall_s", "img_per_s", "loss_d", "loss_g")  # metrics/tr
 TRAIN_SECTIONS = ("prepare", "model", "train", "mlflow")
 TRAIN_ALSO = ("sample.grid", "evaluate.features", "evaluate.inception_weights", "evaluate.max_real", "evaluate.seed")
 CSV_COLUMNS = ["step", "loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "img_per_s"]
+CSV_OPTIONAL = ["ada_p", "lr_g"]  # in plots/train.csv when the run has them (ADA, a learning-rate decay)
+
+
+def _csv_columns(history: list[dict[str, float]]) -> list[str]:
+    return CSV_COLUMNS + [c for c in CSV_OPTIONAL if any(c in row for row in history)]
 
 
 def run_key(params: Params, data_hash: str) -> str:
@@ -172,7 +177,7 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
         figures["exported_step"] = exported_step
         files.write_json(metrics_path, {k: figures[k] for k in (*METRIC_KEYS, *_fid_keys(figures)) if k in figures},
                          sort_keys=False)
-        files.write_bytes(plots_path, pd.DataFrame(metrics.history, columns=CSV_COLUMNS).to_csv(index=False).encode())
+        files.write_bytes(plots_path, pd.DataFrame(metrics.history, columns=_csv_columns(metrics.history)).to_csv(index=False).encode())
         if fid_path is not None:
             rows = [{"step": row["step"], "fid": row[fid.key]} for row in fid.history] if fid else []
             files.write_bytes(fid_path, pd.DataFrame(rows, columns=["step", "fid"]).to_csv(index=False).encode())
