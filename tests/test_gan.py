@@ -146,7 +146,7 @@ def test_learning_rate_factor_follows_the_schedule_after_its_start(decay, expect
 
 def test_a_decayed_step_moves_g_by_the_decayed_rate_and_reports_it():
     """With beta1 = 0 Adam's first update is lr * sign(g): at step 30 of 40 with linear decay from the
-    start, both nets must use a quarter of their rates (and D's update is bounded by it likewise)."""
+    start, G must move by a quarter of its rate and D's optimizer must hold a quarter of its own."""
     lr = 2e-4
     gan = make_gan(steps=40, lr_g=lr, lr_d=lr, lr_decay="linear", lr_decay_start=0.0)
     gan.step.assign(30)

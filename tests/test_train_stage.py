@@ -229,8 +229,6 @@ def test_second_call_after_completion_does_not_retrain(trained, monkeypatch):
     np.testing.assert_array_equal(before, after)
 
 
-# ---- resume ---------------------------------------------------------------------------------------
-
 def test_a_learning_rate_decay_is_logged_per_step_to_mlflow_and_the_curve(tmp_path, monkeypatch):
     """train.lr_decay linear from half of 4 steps: steps 1-3 (0-based 0-2) at lr_g, step 4 at half of it."""
     lr = 3e-4
@@ -244,6 +242,8 @@ def test_a_learning_rate_decay_is_logged_per_step_to_mlflow_and_the_curve(tmp_pa
     assert logged == [(1, pytest.approx(lr)), (2, pytest.approx(lr)), (3, pytest.approx(lr)), (4, pytest.approx(lr / 2))]
     assert pd.read_csv(project.plots)["lr_g"].tolist() == pytest.approx([lr, lr, lr, lr / 2])
 
+
+# ---- resume ---------------------------------------------------------------------------------------
 
 def test_ctrl_c_then_resume_continues_the_same_run(tmp_path, monkeypatch):
     params = tiny_params(train={"steps": 6, "checkpoint_every": 2, "log_every": 1, "sample_every": 3})
