@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import keras
 import mlflow
@@ -157,6 +158,21 @@ def test_the_benchmarks_marks_snapshot_at_both_budgets_then_stop(tmp_path):
     assert early.marks == {"at_images": {"step": 2, "images": 16, "wall_s": 20.0},
                            "at_minutes": {"step": 3, "images": 24, "wall_s": 30.0, "ended": True}}
 
+
+
+def test_the_quality_benchs_decaying_presets_end_their_decay_at_the_image_budget():
+    """benchmarks.quality: a preset with train.lr_decay trains the image budget's steps (3,200 images
+    of 32: 100), so its rates reach 0 there; a --set still wins; a constant-rate preset keeps the
+    budgets' open-ended step count."""
+    from benchmarks.quality import BUDGET, CONFIGS, budget_steps, params_for
+
+    assert budget_steps(CONFIGS["plain"], 3_200) == []
+    tuned = params_for(CONFIGS["tuned"], Path("mnist"), 0.0, budget_steps(CONFIGS["tuned"], 3_200))
+    assert (tuned["train"]["steps"], tuned["train"]["lr_decay"], tuned["train"]["lr_decay_start"]) == (100, "linear", 0.75)
+    unlabelled = params_for(CONFIGS["tuned_uncond"], Path("mnist"), 0.0,
+                            [*budget_steps(CONFIGS["tuned_uncond"], 3_200), "train.steps=40"])
+    assert (unlabelled["train"]["steps"], unlabelled["train"]["lr_decay_start"]) == (40, 0.5)
+    assert params_for(CONFIGS["plain"], Path("mnist"), 0.0, [])["train"]["steps"] == BUDGET["steps"]
 
 # ---- divergence -----------------------------------------------------------------------------------
 
