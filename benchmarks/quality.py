@@ -84,16 +84,16 @@ TUNED = {
               "conditional": True, "minibatch_std": 4},
     "train": {"loss": "hinge", "lr_g": 4e-4, "lr_d": 4e-4, "beta1_g": 0.0, "beta2_g": 0.9, "beta1_d": 0.0,
               "beta2_d": 0.9, "d_steps": 1, "batch_size": 32, "ema_decay": 0.999, "ema_start": 1000, "ema_rampup": 0.0,
-              "precision": "auto", "diffaugment": ""},
+              "precision": "auto", "diffaugment": "",
+              # Both rates decay linearly to 0 over the last quarter of the image budget (the decay pilots
+              # in docs/performance.md): a decaying run's train.steps is the image budget's (budget_steps).
+              "lr_decay": "linear", "lr_decay_start": 0.75},
 }
-# Both rates decay linearly to 0 over the last quarter of the image budget (the learning-rate decay
-# pilots in docs/performance.md): a decaying run's train.steps is the image budget's (budget_steps).
-TUNED["train"].update({"lr_decay": "linear", "lr_decay_start": 0.75})
-# The same preset for unlabelled digits: self-conditioned on 10 clusters of the self-supervised features
-# (what params.yaml's defaults do without labels; the pilots behind it: docs/performance.md's tuning diary).
-# D's minibatch standard deviation helps with labels only (the conditional pilots), so it is off here.
-# Without labels the decay starts at half the budget (the pilots: FID 0.98 and 0.95 over two seeds), and
-# 30 clusters for 10 digits (92% pure, against 77% with 10: score 9.52 against 9.14-9.19 in the pilots).
+# The same preset for unlabelled digits, self-conditioned on clusters of the self-supervised features (what
+# params.yaml's defaults do without labels, with 10; the pilots behind it: docs/performance.md's tuning
+# diary): 30 clusters for 10 digits (92% pure, against 77% with 10: score 9.52 against 9.14-9.19), the
+# decay from half the budget (FID 0.98 and 0.95 over two seeds with 10 clusters). D's minibatch standard
+# deviation helps with labels only (the conditional pilots), so it is off here.
 TUNED_UNCOND = {"model": {**TUNED["model"], "conditional": "auto", "self_condition": 30, "minibatch_std": 0},
                 "train": {**TUNED["train"], "lr_decay_start": 0.5}}
 UNLABELLED = {"tuned_uncond"}  # trained on the digits with their labels removed, as a user's unlabelled folder

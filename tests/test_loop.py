@@ -159,7 +159,6 @@ def test_the_benchmarks_marks_snapshot_at_both_budgets_then_stop(tmp_path):
                            "at_minutes": {"step": 3, "images": 24, "wall_s": 30.0, "ended": True}}
 
 
-
 def test_the_quality_benchs_decaying_presets_end_their_decay_at_the_image_budget():
     """benchmarks.quality: a preset with train.lr_decay trains the image budget's steps (3,200 images
     of 32: 100), so its rates reach 0 there; a --set still wins; a constant-rate preset keeps the
@@ -173,6 +172,7 @@ def test_the_quality_benchs_decaying_presets_end_their_decay_at_the_image_budget
                             [*budget_steps(CONFIGS["tuned_uncond"], 3_200), "train.steps=40"])
     assert (unlabelled["train"]["steps"], unlabelled["train"]["lr_decay_start"]) == (40, 0.5)
     assert params_for(CONFIGS["plain"], Path("mnist"), 0.0, [])["train"]["steps"] == BUDGET["steps"]
+
 
 # ---- divergence -----------------------------------------------------------------------------------
 
