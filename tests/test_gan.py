@@ -144,6 +144,16 @@ def test_learning_rate_factor_follows_the_schedule_after_its_start(decay, expect
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("decay, expected", [
+    ("linear", [1.0, 1.0, 0.625, 0.325, 0.25]),  # from step 50 of 100 straight down to a quarter at 100
+    ("cosine", [1.0, 1.0, 0.625, 0.25 + 0.375 * (1 + np.cos(np.pi * 0.9)), 0.25]),
+])
+def test_a_decay_floor_keeps_that_share_of_the_rates_at_the_last_step(decay, expected):
+    gan = make_gan(steps=100, lr_decay=decay, lr_decay_start=0.5, lr_decay_floor=0.25)
+    got = [float(gan.lr_factor_at(tf.constant(step, tf.int64))) for step in (0, 50, 75, 95, 100)]
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
 def test_a_decayed_step_moves_g_by_the_decayed_rate_and_reports_it():
     """With beta1 = 0 Adam's first update is lr * sign(g): at step 30 of 40 with linear decay from the
     start, G must move by a quarter of its rate and D's optimizer must hold a quarter of its own."""

@@ -165,10 +165,11 @@ class TrainParams(_Section):
     beta2_g: float = Field(0.9, ge=0.0, lt=1.0)
     beta1_d: float = Field(0.0, ge=0.0, lt=1.0)
     beta2_d: float = Field(0.9, ge=0.0, lt=1.0)
-    # Learning-rate decay of both nets over the run: constant until lr_decay_start x steps, then down to 0 at
-    # train.steps, linearly (SNGAN's schedule) or on a half cosine; none: constant.
+    # Learning-rate decay of both nets over the run: constant until lr_decay_start x steps, then down to
+    # lr_decay_floor x the rate at train.steps, linearly (SNGAN's schedule) or on a half cosine; none: constant.
     lr_decay: Literal["none", "linear", "cosine"] = "none"
     lr_decay_start: float = Field(0.0, ge=0.0, lt=1.0)  # share of train.steps at which the decay begins
+    lr_decay_floor: float = Field(0.0, ge=0.0, lt=1.0)  # share of the rates left at train.steps (0: down to 0)
     d_steps: int = Field(1, ge=1, le=100)  # discriminator updates per generator update
     gp_weight: float = Field(10.0, ge=0.0, le=1e6)  # wasserstein_gp only
     r1_gamma: float = Field(0.0, ge=0.0, le=1e6)  # R1 penalty on real images (gamma/2 E|grad D(x)|^2); 0: off

@@ -142,9 +142,9 @@ class GAN:
     def lr_factor_at(self, step: tf.Tensor) -> tf.Tensor:
         """The share of ``lr_g`` / ``lr_d`` that generator step ``step`` (0-based) and its D steps use.
 
-        1 until ``lr_decay_start`` x ``train.steps``, then down to 0 at ``train.steps``: linearly
-        (``linear``) or along a half cosine (``cosine``); 1 throughout with ``lr_decay: none``. The
-        schedule counts G steps, so D's ``d_steps`` updates of one step share its rate.
+        1 until ``lr_decay_start`` x ``train.steps``, then down to ``lr_decay_floor`` (0 by default) at
+        ``train.steps``: linearly (``linear``) or along a half cosine (``cosine``); 1 throughout with
+        ``lr_decay: none``. The schedule counts G steps, so D's ``d_steps`` updates of one step share its rate.
         """
         tp = self.train_params
         if tp.lr_decay == "none":
@@ -152,9 +152,8 @@ class GAN:
         start = tp.lr_decay_start * tp.steps
         progress = (tf.cast(step, tf.float32) - start) / max(tp.steps - start, 1e-9)
         progress = tf.clip_by_value(progress, 0.0, 1.0)
-        if tp.lr_decay == "linear":
-            return 1.0 - progress
-        return 0.5 * (1.0 + tf.cos(math.pi * progress))
+        left = 1.0 - progress if tp.lr_decay == "linear" else 0.5 * (1.0 + tf.cos(math.pi * progress))
+        return tp.lr_decay_floor + (1.0 - tp.lr_decay_floor) * left
 
     def _set_learning_rates(self) -> tf.Tensor:
         """Assign this step's rates to both optimizers (their ``learning_rate`` variables, so a
