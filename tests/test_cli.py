@@ -301,6 +301,19 @@ def test_help_does_not_import_tensorflow_or_mlflow(tmp_path):
         assert not imported & {"tensorflow", "keras", "mlflow"}, args
 
 
+def test_generate_from_a_model_file_does_not_import_mlflow(store, tmp_path):
+    """A local .keras file needs no tracking store: MLflow's import (about a second) is left out.
+    (TensorFlow starts with stderr silenced, so its imports are not in the list.)"""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "resgan", "generate", "--model",
+                           str(store.trained_file), "--num", "5", "--out", "five.npz"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines() if "|" in line}
+    assert {"resgan", "numpy", "rich"} <= imported and "mlflow" not in imported
+    with np.load(tmp_path / "five.npz") as written:
+        assert written["images"].shape == (5, SIZE, SIZE, 1)
+
+
 # ---------------------------------------------------------------- the command line: errors
 
 def _error_cases(store: Store, tmp: Path) -> list[tuple[str, list[str], int, str]]:

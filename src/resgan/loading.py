@@ -21,7 +21,6 @@ import zipfile
 from pathlib import Path
 from typing import Iterator
 
-from resgan import tracking
 from resgan.errors import ResganError, first_line
 
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
@@ -89,6 +88,8 @@ def _root_cause(error: BaseException) -> str:
 
 def _check_store(uri: str) -> None:
     """A missing SQLite store is an error here: reading a model must not create an empty mlflow.db."""
+    from resgan import tracking  # imports MLflow: only for models that come from it
+
     tracking.check_reachable(uri)
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///"))
@@ -100,6 +101,8 @@ def _check_store(uri: str) -> None:
 def _download(uri: str, dst: Path) -> Path:
     """Download the files of an MLflow model URI (or logged-model id) into ``dst``; return the .keras file."""
     import mlflow
+
+    from resgan import tracking
 
     store = tracking.tracking_uri()
     _check_store(store)
