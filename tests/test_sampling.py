@@ -81,6 +81,20 @@ def test_batch_boundaries_change_nothing(generator, batch_size, calls):
     np.testing.assert_array_equal(np.concatenate(streamed), images)
 
 
+@pytest.mark.parametrize("num_classes", [0, CLASSES])
+def test_one_trace_serves_every_batch_size(num_classes):
+    """Batches of 3, 3 and 1, then of 2 and 5: one graph, the eager pixels."""
+    from resgan.sampling import _COMPILED
+
+    model = _generator(num_classes)
+    z = latents(7, LATENT, seed=2)
+    labels = class_labels(7, num_classes, seed=2) if num_classes else None
+    eager = _eager(model, z, labels)
+    np.testing.assert_array_equal(generate_images(model, z, labels, batch_size=3), eager)
+    np.testing.assert_array_equal(generate_images(model, z, labels, batch_size=5), eager)
+    assert _COMPILED[model].experimental_get_tracing_count() == 1
+
+
 def test_a_batch_size_below_one_is_refused(generator):
     with pytest.raises(ResganError, match="at least 1, got 0"):
         generate_images(generator, latents(2, LATENT, seed=0), batch_size=0)

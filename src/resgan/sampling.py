@@ -105,10 +105,12 @@ def iter_images(model, z: np.ndarray, labels: np.ndarray | None = None, batch_si
     """:func:`generate_images` one uint8 NHWC batch at a time, for outputs too big to hold at once."""
     if batch_size < 1:
         raise ResganError(f"the batch size must be at least 1, got {batch_size}")
-    call = _compiled(model)
+    call = None
     for start in range(0, len(z), batch_size):
         window = slice(start, start + batch_size)
-        batch = to_uint8(call(model_inputs(z[window], None if labels is None else labels[window])))
+        inputs = model_inputs(z[window], None if labels is None else labels[window])
+        call = call or _compiled(model, inputs)
+        batch = to_uint8(call(inputs))
         if progress is not None:
             progress(len(batch))
         yield batch
@@ -117,15 +119,19 @@ def iter_images(model, z: np.ndarray, labels: np.ndarray | None = None, batch_si
 _COMPILED: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
 
-def _compiled(model):
-    """``model(x, training=False)`` as a ``tf.function``, kept as long as the model lives (one trace
-    per batch size at first; ``reduce_retracing`` then generalizes the batch dimension)."""
+def _compiled(model, example):
+    """``model(x, training=False)`` as a ``tf.function``, kept as long as the model lives. It is traced
+    once, for inputs like ``example`` with any batch size, so a last, shorter batch reuses the graph
+    (the same pixels; tracing again cost about a quarter of a second). Inputs of another structure
+    or dtype trace again (``reduce_retracing``)."""
     call = _COMPILED.get(model)
     if call is None:
         import tensorflow as tf
 
         model_ref = weakref.ref(model)  # a strong reference in the value would keep the key alive forever
         call = tf.function(lambda x: model_ref()(x, training=False), reduce_retracing=True)
+        call.get_concrete_function(tf.nest.map_structure(
+            lambda a: tf.TensorSpec((None, *np.shape(a)[1:]), tf.as_dtype(np.asarray(a).dtype)), example))
         _COMPILED[model] = call
     return call
 
