@@ -302,7 +302,7 @@ def test_help_does_not_import_tensorflow_or_mlflow(tmp_path):
 
 
 def test_generate_from_a_model_file_does_not_import_mlflow(store, tmp_path):
-    """A local .keras file needs no tracking store: MLflow's import (about a second) is left out.
+    """A local .keras file needs no tracking store: MLflow's import (1.6 s in one run under load) is left out.
     (TensorFlow starts with stderr silenced, so its imports are not in the list.)"""
     done = subprocess.run([sys.executable, "-X", "importtime", "-m", "resgan", "generate", "--model",
                            str(store.trained_file), "--num", "5", "--out", "five.npz"], cwd=tmp_path,
