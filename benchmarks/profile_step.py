@@ -70,16 +70,20 @@ def traced(call, times: int) -> tuple[float, collections.Counter]:
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     folder = tempfile.mkdtemp(prefix="resgan-profile-")
-    tf.profiler.experimental.start(folder)
-    start = time.perf_counter()
-    for _ in range(times):
-        call()
-    wall = time.perf_counter() - start
-    tf.profiler.experimental.stop()
-    space = xplane_pb2.XSpace()
-    with open(glob.glob(os.path.join(folder, "**", "*.xplane.pb"), recursive=True)[0], "rb") as trace:
-        space.ParseFromString(trace.read())
-    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        tf.profiler.experimental.start(folder)
+        try:
+            start = time.perf_counter()
+            for _ in range(times):
+                call()
+            wall = time.perf_counter() - start
+        finally:
+            tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        with open(glob.glob(os.path.join(folder, "**", "*.xplane.pb"), recursive=True)[0], "rb") as trace:
+            space.ParseFromString(trace.read())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     return wall, op_times(space)
 
 
@@ -106,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     wall, times = profile(args.model, args.precision, args.steps)
     total = sum(times.values())
+    if not total:
+        sys.exit("the profiler's trace holds no TensorFlow ops on the compute threads")
     print(f"{args.model} model, {args.precision}, {args.steps} steps: {wall:.2f} s wall, "
           f"{total:.2f} s in ops on the compute threads (load {os.getloadavg()[0]:.1f})")
     kinds: collections.Counter = collections.Counter()

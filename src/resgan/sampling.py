@@ -109,7 +109,8 @@ def iter_images(model, z: np.ndarray, labels: np.ndarray | None = None, batch_si
     for start in range(0, len(z), batch_size):
         window = slice(start, start + batch_size)
         inputs = model_inputs(z[window], None if labels is None else labels[window])
-        call = call or _compiled(model, inputs)
+        if call is None:  # traced for the first batch's inputs, with any batch size
+            call = _compiled(model, inputs)
         batch = to_uint8(call(inputs))
         if progress is not None:
             progress(len(batch))
