@@ -1,11 +1,10 @@
 """The MLflow Model Registry: register evaluated generators, move aliases, and ``resgan models``.
 
-Rules for :func:`register`: every registered version gets alias ``candidate``; ``champion`` moves to the
-new version only when there is no champion, or when the new version beats it on ``mlflow.champion_metric``
-in the metric's own direction (lower FID/KID, higher IS/precision/recall), both measured with the same
-feature extractor. Numbers from different extractors are never compared. Each version's figures are its
-newest evaluation's: when the champion is evaluated again and another version's figures now beat its own,
-``champion`` moves to the best of those.
+Rules for :func:`register`: every registered version gets alias ``candidate``; ``champion`` goes where
+the champion rule says (:func:`resgan.champion.decide`, pure and tested by table: the new version takes it
+when there is no champion, or when it beats the champion on ``mlflow.champion_metric`` in the metric's own
+direction, both measured with the same feature extractor). This module reads the versions the rule
+needs from the registry and applies its decision. Each version's figures are its newest evaluation's.
 
 For people looking at the registry and overriding it, :func:`list_versions`, :func:`show_version` and
 :func:`promote` are what ``resgan models list | show | promote`` do; their every failure (no store,
@@ -18,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
 import re
 import sys
 from dataclasses import asdict, dataclass
@@ -33,8 +31,9 @@ from rich.console import Console
 from rich.table import Table
 
 from resgan import tracking
+from resgan.champion import Standing, decide
 from resgan.errors import ResganError, first_line
-from resgan.metrics.registry import METRIC_DIRECTION, is_better, result_key_pattern
+from resgan.metrics.registry import METRIC_DIRECTION, result_key_pattern, rounded
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 EXTRACTOR_TAG = "feature_extractor_id"  # which weights produced the features: scores compare only within one
@@ -49,7 +48,7 @@ def metric_tag_pattern(metric: str) -> str:
     return re.escape(METRIC_TAG.format(key="")) + key
 
 
-# ---------------------------------------------------------------- registration and the champion rule
+# ---------------------------------------------------------------- registration; the rule is resgan.champion
 
 @dataclass(frozen=True)
 class Registration:
@@ -94,11 +93,6 @@ def register(model_uri: str, name: str, metric: str, metric_key: str, results: d
         return _register(model_uri, name, metric, metric_key, results, tags, run_id, reuse, description, trusted)
 
 
-def rounded(value: float) -> float:
-    """``value`` to 4 significant digits: what a version tag shows (``19.55`` for ``19.55067478114634``)."""
-    return float(f"{float(value):.4g}")
-
-
 def _version_of(client: MlflowClient, name: str, model_uri: str):
     """The newest version of ``name`` registered from ``model_uri``, or None (and None when ``name`` is new)."""
     quoted = name.replace("'", "\\'")
@@ -113,8 +107,35 @@ def _version_of(client: MlflowClient, name: str, model_uri: str):
 def _register(model_uri: str, name: str, metric: str, metric_key: str, results: dict[str, Any],
               tags: dict[str, str], run_id: str | None, reuse: bool, description: str | None,
               trusted: bool = True) -> Registration:
-    version_tags = {**tags, **{METRIC_TAG.format(key=k): str(rounded(v)) for k, v in results.items() if _is_number(v)}}
     client = MlflowClient()
+    number = _version_with_figures(client, name, model_uri, results, tags, reuse, description)
+    if run_id:
+        client.set_model_version_tag(name, str(number), "source_run", run_id)
+    client.set_registered_model_alias(name, CANDIDATE, str(number))
+
+    # The champion rule (resgan.champion.decide) on the registry's rows; its decision is applied below.
+    tag = METRIC_TAG.format(key=metric_key)
+    value = results.get(metric_key)
+    current = champion(name)
+    candidate = Standing(number, None if value is None else float(value), tags.get(EXTRACTOR_TAG))
+    held = None if current is None else _standing(current, tag)
+    rivals = []  # read only when they matter: the champion evaluated again
+    if current is not None and int(current.version) == number:
+        rivals = [_standing(v, tag) for v in _versions(client, name) if int(v.version) != number]
+    decision = decide(candidate, held, rivals, trusted, metric, metric_key)
+    if decision.champion is not None:
+        client.set_registered_model_alias(name, CHAMPION, str(decision.champion))
+    aliases = (CANDIDATE, CHAMPION) if decision.crowns(number) else (CANDIDATE,)
+    return Registration(name=name, version=number, aliases=aliases, metric=tag, value=candidate.value,
+                        previous_champion=None if current is None else int(current.version),
+                        previous_value=None if held is None else held.value, decision=decision.reason)
+
+
+def _version_with_figures(client: MlflowClient, name: str, model_uri: str, results: dict[str, Any],
+                          tags: dict[str, str], reuse: bool, description: str | None) -> int:
+    """The version of ``name`` that holds ``model_uri`` (a new one, or with ``reuse`` the one registered
+    before) with ``tags`` and the numbers of ``results`` as version tags; returns its number."""
+    version_tags = {**tags, **{METRIC_TAG.format(key=k): str(rounded(v)) for k, v in results.items() if _is_number(v)}}
     version = _version_of(client, name, model_uri) if reuse else None
     try:
         if version is None:
@@ -132,82 +153,17 @@ def _register(model_uri: str, name: str, metric: str, metric_key: str, results: 
             client.update_model_version(name, version.version, description=description)
     except Exception as error:
         raise ResganError(f"cannot register {model_uri} as {name}: {first_line(error)}") from None
-    number = int(version.version)
-    if run_id:
-        client.set_model_version_tag(name, str(number), "source_run", run_id)
-    client.set_registered_model_alias(name, CANDIDATE, str(number))
-
-    tag = METRIC_TAG.format(key=metric_key)
-    value = results.get(metric_key)
-    current = champion(name)
-    previous_value = None
-    if current is not None and tag in current.tags:
-        previous_value = float(current.tags[tag])
-    if not trusted:
-        decision = (f"{metric_key} comes from a feature extractor that failed its fitness check: not "
-                    "comparable, so champion stays")
-        move = False
-    elif value is None:
-        decision = f"{metric_key} was not computed, so champion stays"
-        move = False
-    elif not math.isfinite(float(value)):  # a NaN champion could never be beaten (every comparison is False)
-        decision = f"{metric_key} is {value}: not comparable, so champion stays as it is"
-        move = False
-    elif current is None:
-        decision, move = "no champion yet: this version becomes champion", True
-    elif int(current.version) == number:
-        rival = _best_rival(client, name, number, metric, tag, tags.get(EXTRACTOR_TAG))
-        if rival is not None and is_better(metric, rival[1], rounded(value)):
-            decision = (f"champion v{number} evaluated again ({metric_key} {value:.4g}) no longer beats "
-                        f"v{rival[0]}'s {rival[1]:.4g}: champion moves to v{rival[0]}")
-            client.set_registered_model_alias(name, CHAMPION, str(rival[0]))
-            move = False
-        else:
-            decision, move = f"champion v{number} evaluated again ({metric_key} {value:.4g}): it stays champion", True
-    elif tags.get(EXTRACTOR_TAG) and current.tags.get(EXTRACTOR_TAG, tags[EXTRACTOR_TAG]) != tags[EXTRACTOR_TAG]:
-        # Scores from two feature extractors (e.g. a retrained classifier) are not on one scale.
-        decision = (f"champion v{current.version} was scored with another feature extractor "
-                    f"({current.tags[EXTRACTOR_TAG]}, now {tags[EXTRACTOR_TAG]}), so it stays; "
-                    f"promote by hand with `resgan models promote {number} --alias champion`")
-        move = False
-    elif previous_value is not None and not math.isfinite(previous_value):
-        decision = f"champion v{current.version}'s {metric_key} is {previous_value}: this version replaces it"
-        move = True
-    elif previous_value is None:
-        decision = (f"champion v{current.version} has no {metric_key} (another feature extractor?); "
-                    f"it stays; promote by hand with `resgan models promote {number} --alias champion`")
-        move = False
-    elif is_better(metric, rounded(value), previous_value):  # both as the tags hold them
-        decision, move = f"{metric_key} {value:.4g} beats champion v{current.version}'s {previous_value:.4g}", True
-    else:
-        decision = f"{metric_key} {value:.4g} does not beat champion v{current.version}'s {previous_value:.4g}"
-        move = False
-    if move:
-        client.set_registered_model_alias(name, CHAMPION, str(number))
-    aliases = (CANDIDATE, CHAMPION) if move else (CANDIDATE,)
-    return Registration(name=name, version=number, aliases=aliases, metric=tag,
-                        value=None if value is None else float(value),
-                        previous_champion=None if current is None else int(current.version),
-                        previous_value=previous_value, decision=decision)
+    return int(version.version)
 
 
-def _best_rival(client: MlflowClient, name: str, number: int, metric: str, tag: str,
-                extractor: str | None) -> tuple[int, float] | None:
-    """The best other version of ``name`` by its newest evaluation's ``tag``, measured with the same
-    feature extractor (versions without a finite figure are skipped), as (version, value); or None."""
-    best: tuple[int, float] | None = None
-    for other in _versions(client, name):
-        if int(other.version) == number or tag not in other.tags:
-            continue
-        if other.tags.get(EXTRACTOR_TAG) != extractor:
-            continue
-        try:
-            figure = float(other.tags[tag])
-        except ValueError:
-            continue
-        if math.isfinite(figure) and (best is None or is_better(metric, figure, best[1])):
-            best = (int(other.version), figure)
-    return best
+def _standing(version, tag: str) -> Standing:
+    """A ModelVersion as the champion rule sees it: its figure under version tag ``tag`` (None when it
+    has none or it is not a number) and its feature extractor."""
+    try:
+        value = float(version.tags[tag]) if tag in version.tags else None
+    except ValueError:
+        value = None
+    return Standing(int(version.version), value, version.tags.get(EXTRACTOR_TAG))
 
 
 def _is_number(value: Any) -> bool:

@@ -205,12 +205,17 @@ class SampleGrid(Callback):
             self.logger.log_image(files.image_grid(self.images()), "samples", step)
 
 
+# FID over training's metric name in MLflow: ``train/fid_classifier``. Its own name, not the evaluation's
+# ``eval/fid_classifier``: it scores train.eval_num images of fixed latents, the evaluation sample.num.
+FID_CURVE = "train/{key}"
+
+
 class FidTracker(Callback):
     """FID over training. Every ``every`` steps and at the last: ``score`` (a
     :class:`resgan.metrics.evaluation.FidScore`) of ``num`` images of the EMA generator from fixed latents
     (seed ``seed``; a conditional model draws every class in turn, a self-conditioned one its clusters as
     its export does), appended to :attr:`history` and logged
-    to ``logger`` as ``eval/<key>`` at that step (MLflow draws the curve).
+    to ``logger`` as :data:`FID_CURVE` at that step (MLflow draws the curve).
 
     The kept generator: a measurement whose FID is within :data:`NOISE_MULTIPLE` times the FID's noise
     of the lowest so far exports the EMA generator to ``folder/best_generator.keras`` (``export(gan,
@@ -275,7 +280,7 @@ class FidTracker(Callback):
             row["halves_gap"] = float(result["halves_gap"])
         self.history.append(row)
         if self.logger is not None:
-            self.logger.log_metrics({f"eval/{self.key}": value}, step)
+            self.logger.log_metrics({FID_CURVE.format(key=self.key): value}, step)
         if math.isfinite(value):
             finite = [r for r in self.history if math.isfinite(r[self.key])]
             lowest = min(finite, key=lambda r: (r[self.key], -r["step"]))  # the later of equals

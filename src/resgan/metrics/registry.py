@@ -119,6 +119,12 @@ def is_better(metric: str, new: float, old: float) -> bool:
     return new < old if METRIC_DIRECTION[metric] == "min" else new > old
 
 
+def rounded(value: float) -> float:
+    """``value`` to 4 significant digits (``19.55`` for ``19.55067478114634``): what a registered version's
+    tags and a train run's row in ``mlflow ui`` show, and what the champion rule compares."""
+    return float(f"{float(value):.4g}")
+
+
 # ---------------------------------------------------------------- the metrics
 
 @register_metric("fid")

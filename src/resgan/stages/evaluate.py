@@ -169,10 +169,10 @@ def _track(params: Params, run_file: Path, data_dir: Path, results: dict[str, An
            artifacts: list[Path], grid: Path | None):
     """Record this evaluation as a run nested under the train run (its own ``sample.*``, ``evaluate.*`` and
     ``classifier.*`` params, the headline figures, the full results and plots as artifacts), log the figures
-    against the logged model and the evaluation data too (the model's page lists them), then register
-    the model; returns the :class:`~resgan.model_registry.Registration` (None without features)."""
-    import mlflow
-
+    against the logged model and the evaluation data too (the model's page lists them), and rounded on
+    the train run at its exported step (its row in the runs table shows its latest evaluation's
+    figures); then register the model; returns the :class:`~resgan.model_registry.Registration` (None
+    without features)."""
     info = tracking.read_run_file(run_file)
     from resgan.data.prepared import load_summary
 
@@ -187,23 +187,23 @@ def _track(params: Params, run_file: Path, data_dir: Path, results: dict[str, An
     registration = None
     with tracking.StageRun(params.mlflow.tracking_retries) as session:
         session.start_child(run_file, params.mlflow.experiment, "evaluate", tags)
-        flat = params.flat()
-        session.log(lambda: mlflow.log_params({k: v for k, v in flat.items()
-                                               if k.split(".")[0] in ("sample", "evaluate", "classifier")}),
-                    "log params")
+        session.log_params({k: v for k, v in params.flat().items()
+                            if k.split(".")[0] in ("sample", "evaluate", "classifier")})
         figures = {f"eval/{k}": v for k, v in top.items()}
-        evaluation_data = tracking.dataset(tracking.data_name(params.prepare), summary.get("data_hash", ""),
-                                           data_dir.resolve())
-        session.log(lambda: mlflow.log_metrics(figures), "log metrics")
+        session.log_metrics(figures)
         if model_id:  # the same figures on the model's own page, against the data they were measured on
-            session.log(lambda: mlflow.log_metrics(figures, model_id=model_id, dataset=evaluation_data),
-                        "log metrics to the model")
+            evaluation_data = tracking.dataset(tracking.data_name(params.prepare), summary.get("data_hash", ""),
+                                               data_dir.resolve())
+            session.log_metrics(figures, model_id=model_id, record=evaluation_data, what="log metrics to the model")
+        exported_step = int(session.parent.data.tags.get("exported_step", 0))
+        session.log_metrics(tracking.row_figures(figures), step=exported_step, run_id=info["run_id"],
+                            what="log the figures to the train run")
         for path in [*artifacts, *([grid] if grid is not None and grid.exists() else [])]:
-            session.log(lambda p=path: mlflow.log_artifact(str(p), "eval"), f"log {path.name}")
+            session.log_artifact(path, "eval")
         if results.get("features") and info.get("model_uri"):
-            registration = _register(params, info, results, session.run_id)
-            session.log(lambda: mlflow.set_tags({"registered_version": str(registration.version),
-                                                 "registry_decision": registration.decision}), "tag registration")
+            registration = _register(params, info, results, session.run_id, session.parent.data.tags)
+            session.set_tags({"registered_version": str(registration.version),
+                              "registry_decision": registration.decision}, "tag registration")
         experiment_id = session.run.info.experiment_id
         if results.get("features"):
             session.log(lambda: tracking.set_runs_view(experiment_id, str(results["features"])), "save the runs view")
@@ -213,7 +213,8 @@ def _track(params: Params, run_file: Path, data_dir: Path, results: dict[str, An
     return registration
 
 
-def _register(params: Params, info: dict[str, Any], results: dict[str, Any], eval_run_id: str):
+def _register(params: Params, info: dict[str, Any], results: dict[str, Any], eval_run_id: str,
+              run_tags: dict[str, str]):
     from resgan import model_registry as registry
     from resgan.metrics.evaluation import headline
     from resgan.metrics.registry import result_key
@@ -223,7 +224,6 @@ def _register(params: Params, info: dict[str, Any], results: dict[str, Any], eva
     summary_tags = {"feature_extractor": str(results["features"]), "eval_run_id": eval_run_id}
     if results.get("feature_extractor_id"):
         summary_tags[registry.EXTRACTOR_TAG] = str(results["feature_extractor_id"])
-    run_tags = _run_tags(info["run_id"])
     for name in ("data_hash", "git_commit", "dvc_exp_name"):
         if name in run_tags:
             summary_tags[name] = run_tags[name]
@@ -240,12 +240,6 @@ def _register(params: Params, info: dict[str, Any], results: dict[str, Any], eva
     print(f"registered {outcome.name} v{outcome.version} aliases {', '.join(outcome.aliases)}: {outcome.decision}",
           flush=True)
     return outcome
-
-
-def _run_tags(run_id: str) -> dict[str, str]:
-    from mlflow import MlflowClient
-
-    return dict(MlflowClient().get_run(run_id).data.tags)
 
 
 def _print_table(results: dict[str, Any]) -> None:

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import mlflow
 import numpy as np
 import pandas as pd
 
@@ -160,8 +159,8 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
         if not model_uri or start < step:  # else the checkpoint names the model logged at this step
             # Keras-native, its pyfunc answers seeds with images (resgan.serving); needs what trained it.
             requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
-            model_uri = session.log_model_once(experiment_id, "generator", step, lambda: serving.log_model(
-                exported, name="generator", pip_requirements=requirements,
+            model_uri = session.log_model_once(experiment_id, "generator", step, lambda run_id: serving.log_model(
+                exported, name="generator", run_id=run_id, pip_requirements=requirements,
                 tags={"step": str(step), "exported_step": str(exported_step)}))
             checkpoint.save(ckpt_dir, gan, {**state(), "model_uri": model_uri})
         figures = _figures(metrics.history, start, step, wall, tp.batch_size, precision, budget.stop_training)
@@ -186,11 +185,11 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
             "model_uri": model_uri, "checkpoint": str(ckpt_dir)})
         # One-value figures (steps, timings) are a JSON artifact and tags, not metrics: the run page draws
         # every metric as a chart, and these would be single bars above the loss curves.
-        session.log(lambda: mlflow.log_dict(figures, "train.json"), "log train.json")
-        session.log(lambda: mlflow.log_artifact(str(plots_path), "plots"), "log plots")
-        session.log(lambda: mlflow.set_tags({"exported": "best" if best else "last", "exported_step": str(exported_step),
-                                             "trained_steps": str(step), "train_wall_s": f"{wall:.0f}",
-                                             "stopped_by_budget": str(budget.stop_training).lower()}), "tag export")
+        session.log_dict(figures, "train.json")
+        session.log_artifact(plots_path, "plots")
+        session.set_tags({"exported": "best" if best else "last", "exported_step": str(exported_step),
+                          "trained_steps": str(step), "train_wall_s": f"{wall:.0f}",
+                          "stopped_by_budget": str(budget.stop_training).lower()}, "tag export")
         run_id = session.run_id
     which = f"step {step}'s"
     if best:
@@ -280,19 +279,18 @@ def _open_run(session: tracking.StageRun, params: Params, params_path: Path, dat
     def log_setup() -> None:  # what a new run gets; idempotent (the session may adopt a killed call's run)
         # The params this stage reads (dvc.yaml lists the same); sample.* and evaluate.* belong to the
         # evaluation runs under this one, which DVC re-runs alone when only they change.
-        session.log(lambda: mlflow.log_params({k: v for k, v in params.flat().items()
-                                               if k.split(".")[0] in TRAIN_SECTIONS or k in TRAIN_ALSO}),
-                    "log params")
+        session.log_params({k: v for k, v in params.flat().items()
+                            if k.split(".")[0] in TRAIN_SECTIONS or k in TRAIN_ALSO})
         data = tracking.dataset(tracking.data_name(params.prepare), str(summary.get("data_hash", "")),
                                 data_dir.resolve())
-        session.log(lambda: mlflow.log_input(data, context="training"), "log the training data")
+        session.log_input(data, context="training")
         for path in (Path(params_path), tracking.project_root() / "dvc.lock"):
             if path.exists():
-                session.log(lambda p=path: mlflow.log_artifact(str(p)), f"log {path.name}")
+                session.log_artifact(path)
 
     session.open(run_file, experiment_id, run_id, os.environ.get("DVC_EXP_NAME") or None,
                  tracking.run_tags(summary), log_setup)
-    session.log(lambda: mlflow.set_tags(tags), "set tags")
+    session.set_tags(tags)
     return tracking.BufferedLogger(session.run_id)
 
 

@@ -1,0 +1,87 @@
+"""The retry policy: what is worth trying again, how often, and how long one HTTP attempt may take.
+
+A failure that can succeed on a retry (a store that is down or slow) is retried after 1, 2, 4 ...
+seconds; a refusal (an HTTP 4xx answer, or an ``MlflowException`` whose error code maps to one) fails
+at once with MLflow's message, since the same request would be refused again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import urllib.error
+from typing import Callable, Iterator, TypeVar
+
+import requests
+from mlflow.exceptions import MlflowException
+
+from resgan.errors import first_line
+from resgan.tracking.store import TrackingError
+
+T = TypeVar("T")
+
+# 4xx answers that a later attempt can turn into a success: timeout, too many requests, cancelled.
+_RETRYABLE_4XX = {408, 429, 499}
+
+
+def refused(error: BaseException) -> bool:
+    """True when ``error`` is the store refusing the request itself (an HTTP 4xx answer, or an
+    ``MlflowException`` whose error code maps to one: INVALID_PARAMETER_VALUE, RESOURCE_ALREADY_EXISTS,
+    RESOURCE_DOES_NOT_EXIST, BAD_REQUEST, PERMISSION_DENIED ...): the same request would be refused again."""
+    if isinstance(error, MlflowException):
+        status = error.get_http_status_code()
+    elif isinstance(error, requests.HTTPError) and error.response is not None:
+        status = error.response.status_code
+    elif isinstance(error, urllib.error.HTTPError):
+        status = error.code
+    else:
+        return False
+    return 400 <= status < 500 and status not in _RETRYABLE_4XX
+
+
+def retry(call: Callable[[], T], what: str, retries: int = 5, first_wait: float = 1.0) -> T:
+    """Run ``call``; on a failure wait 1, 2, 4 ... seconds and try again, ``retries`` times at most.
+
+    A refusal (see :func:`refused`, e.g. "changing param values is not allowed") fails at once, with
+    MLflow's message, as a :class:`TrackingError`; so does the last failed attempt."""
+    wait = first_wait
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except Exception as error:  # MLflow raises many types for a store that is down
+            if refused(error):
+                raise TrackingError(f"MLflow refused to {what}: {first_line(error)}") from None
+            if attempt == retries:
+                raise TrackingError(f"MLflow: {what} failed after {retries + 1} attempts: {error}") from None
+            print(f"MLflow: {what} failed ({type(error).__name__}); retrying in {wait:.0f} s", file=sys.stderr)
+            time.sleep(wait)
+            wait = min(wait * 2, 30.0)
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def environ(**values: str | None) -> Iterator[None]:
+    """Environment variables set (None: unset) inside the block, restored after it. MLflow reads some
+    of its settings (HTTP retries and timeout, the default experiment) only from the environment."""
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def quick_requests(timeout: int = 10):
+    """One HTTP attempt per MLflow request, ``timeout`` seconds at most (MLflow's own default is 7 retries
+    with backoff, minutes against a server that is down). For calls whose failure is handled here."""
+    return environ(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(timeout))
