@@ -361,7 +361,7 @@ def test_fid_over_training_logs_the_curve_and_keeps_the_best_generator(tmp_path,
     # A score without halves_gap is noiseless: the lowest FID is kept.
     assert tracker.best == {"step": 4, "fid_test": 3.0, "lowest_step": 4, "lowest": 3.0, "noise": 0.0}
     assert json.loads((tmp_path / "best.json").read_text()) == tracker.best
-    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "eval/fid_test")
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "train/fid_test")
     assert sorted((m.step, m.value) for m in history) == [(2, 5.0), (4, 3.0), (5, 4.0)]
     # Scored: the EMA generator's images of fixed latents (seed 7); kept: the EMA generator of step 4.
     np.testing.assert_array_equal(seen[-1], generate_images(gan.ema_generator, latents(5, 16, 7)))

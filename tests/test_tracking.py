@@ -183,8 +183,10 @@ def test_stage_run_starts_a_run_and_ends_it_finished(tmp_path):
     run_file = tmp_path / "run.json"
     with tracking.StageRun(retries=0) as session:
         run = session.open(run_file, experiment_id, None, "exp-1", {"data_hash": "abc"},
-                           on_new=lambda: mlflow.log_param("train.steps", 4))
-        assert mlflow.active_run().info.run_id == run.info.run_id == session.run_id
+                           on_new=lambda: session.log_params({"train.steps": 4}))
+        # The run is named by its id in every call: MLflow's implicit active run is never set.
+        assert mlflow.active_run() is None and run.info.run_id == session.run_id
+        assert run.info.status == "RUNNING" and run.data.tags["mlflow.user"]  # the tags start_run would add
     assert mlflow.active_run() is None
     finished = mlflow.MlflowClient().get_run(run.info.run_id)
     assert finished.info.status == "FINISHED" and finished.info.run_name == "exp-1"
@@ -266,8 +268,8 @@ def test_each_evaluation_is_a_new_run_under_the_train_run(tmp_path):
     for num in (200, 100):  # sample.num changed: MLflow's params are write-once, so a new run takes it
         with tracking.StageRun(retries=0) as session:
             child = session.start_child(run_file, "resgan", "evaluate", {"stage": "evaluate"})
-            mlflow.log_params({"sample.num": num})
-            mlflow.log_metric("eval/fid_classifier", num / 10)
+            session.log_params({"sample.num": num})
+            session.log_metrics({"eval/fid_classifier": num / 10})
     client = mlflow.MlflowClient()
     children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'",
                                   order_by=["attributes.start_time ASC"])
@@ -281,6 +283,50 @@ def test_each_evaluation_is_a_new_run_under_the_train_run(tmp_path):
     with pytest.raises(TrackingError, match=f"the train run {'0' * 32} recorded in .* is not in"):
         with tracking.StageRun(retries=0) as session:
             session.start_child(run_file, "resgan", "evaluate", {})
+
+
+def test_a_stage_run_writes_to_its_run_and_its_model_by_id(tmp_path):
+    """Metrics against a logged model and a data set make both inputs of the run, as MLflow's fluent
+    ``log_metrics(model_id=, dataset=)`` does; a model logged by ``log_model_once`` goes into the run's
+    experiment (not MLflow's Default one) with no active run; params, tags, files reach the run."""
+    import mlflow.pyfunc
+    from mlflow.models import Model
+
+    class Echo(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input: list[str], params=None) -> list[str]:
+            return model_input
+
+    experiment_id = tracking.setup("writes")
+    client = mlflow.MlflowClient()
+    (tmp_path / "plot.csv").write_text("step,fid\n1,2.5\n")
+    with tracking.StageRun(retries=0) as session:
+        session.open(tmp_path / "run.json", experiment_id, None, None, {}, on_new=lambda: None)
+        session.log_params({"train.steps": 4, "model.width": 8})
+        session.set_tags({"stage": "train"})
+        session.log_dict({"steps": 4}, "train.json")
+        session.log_artifact(tmp_path / "plot.csv", "plots")
+        data = tracking.dataset("digits", "d" * 64, tmp_path)
+        session.log_input(data, context="training")
+        # How resgan.serving.log_model logs: Model.log takes the run id (pyfunc.log_model does not).
+        uri = session.log_model_once(experiment_id, "echo", 4, lambda run_id: Model.log(
+            None, mlflow.pyfunc, name="echo", python_model=Echo(), run_id=run_id, pip_requirements=[],
+            tags={"step": "4"}))
+        assert session.log_model_once(experiment_id, "echo", 4, lambda run_id: 1 / 0) == uri  # found, not again
+        model_id = tracking.model_id(uri)
+        session.log_metrics({"eval/fid_classifier": 3.25}, step=4, model_id=model_id, record=data)
+        run_id = session.run_id
+    assert mlflow.active_run() is None
+    run = client.get_run(run_id)
+    assert run.data.params == {"train.steps": "4", "model.width": "8"} and run.data.tags["stage"] == "train"
+    assert run.data.metrics == {"eval/fid_classifier": 3.25} and run.info.status == "FINISHED"
+    assert {a.path for a in client.list_artifacts(run_id)} >= {"train.json", "plots"}
+    assert [(i.dataset.name, i.dataset.digest) for i in run.inputs.dataset_inputs] == [("digits", "d" * 36)]
+    assert {t.key: t.value for t in run.inputs.dataset_inputs[0].tags}["mlflow.data.context"] == "training"
+    model = client.get_logged_model(model_id)
+    assert model.experiment_id == experiment_id and model.source_run_id == run_id and model.status == "READY"
+    assert [(m.key, m.value, m.step, m.dataset_name) for m in model.metrics] == [("eval/fid_classifier", 3.25, 4,
+                                                                                   "digits")]
+    assert [i.model_id for i in run.inputs.model_inputs] == [model_id]
 
 
 def test_model_id_and_dataset_records():

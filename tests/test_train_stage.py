@@ -497,7 +497,8 @@ def test_fid_over_training_is_logged_and_the_best_generator_is_exported(tmp_path
     assert saved["exported_step"] == exported_step
     client = mlflow.MlflowClient(tracking_uri=uri)
     run_id = run_info(project)["run_id"]
-    history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, f"eval/{key}"))
+    history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, f"train/{key}"))
+    assert not client.get_metric_history(run_id, f"eval/{key}")  # the evaluation's name: not the curve's
     assert [step for step, _ in history] == [2, 4, 6]
     assert [value for _, value in history] == pytest.approx(curve["fid"].tolist())
     tags = client.get_run(run_id).data.tags

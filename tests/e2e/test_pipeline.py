@@ -81,7 +81,7 @@ def test_repro_change_evaluation_params_and_compare_experiments(project):
     view = json.loads(client.get_experiment(experiment_id).tags["mlflow.sharedViewState.resgan"])
     assert view["selectedColumns"][0] == "metrics.`eval/fid_classifier`" and "params.`train.steps`" in view["selectedColumns"]
     charts = {c["metricKey"]: c for c in view["compareRunCharts"]}  # the chart view: FID first, the losses in one
-    assert view["compareRunCharts"][0]["metricKey"] == "eval/fid_classifier"
+    assert view["compareRunCharts"][0]["metricKey"] == "train/fid_classifier"
     assert charts["loss/d"]["selectedMetricKeys"] == ["loss/d", "loss/g"] and charts["loss/g"]["deleted"]
     [first] = _evaluations(client, experiment_id, run_id)
     assert first.info.status == "FINISHED" and first.data.params["sample.num"] == "200"
@@ -97,6 +97,14 @@ def test_repro_change_evaluation_params_and_compare_experiments(project):
     model = client.get_logged_model(json.loads((repo / "models/mlflow_run.json").read_text())["model_uri"]
                                     .removeprefix("models:/"))
     assert any(m.key == "eval/fid_classifier" and m.run_id == first.info.run_id for m in model.metrics)
+    # One FID per row: the train run's row shows its evaluation's figures, to 4 significant digits, at
+    # the exported step; FID over training (fewer samples) is the curve train/fid_classifier.
+    train_run = client.get_run(run_id)
+    exported_step = int(train_run.data.tags["exported_step"])
+    assert train_run.data.metrics["eval/fid_classifier"] == float(f"{evaluation['fid_classifier']:.4g}")
+    assert train_run.data.metrics["eval/kid_classifier_mean"] == float(f"{evaluation['kid_classifier_mean']:.4g}")
+    assert [m.step for m in client.get_metric_history(run_id, "eval/fid_classifier")] == [exported_step]
+    assert [m.step for m in client.get_metric_history(run_id, "train/fid_classifier")] == [8]  # at the last step
 
     again = run_command(["dvc", "repro"], repo, env)
     assert "Data and pipelines are up to date." in again.stdout
@@ -121,6 +129,7 @@ def test_repro_change_evaluation_params_and_compare_experiments(project):
     newest = json.loads((repo / "metrics/eval.json").read_text())
     assert float(client.get_model_version("resgan", "1").tags["eval/fid_classifier"]) == pytest.approx(
         newest["fid_classifier"], rel=1e-3)
+    assert client.get_run(run_id).data.metrics["eval/fid_classifier"] == float(f"{newest['fid_classifier']:.4g}")
     diff = run_command(["dvc", "metrics", "diff", "--json"], repo, env)
     assert "fid_classifier" in json.loads(diff.stdout)["metrics/eval.json"]
 
