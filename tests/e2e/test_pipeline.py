@@ -103,6 +103,7 @@ def test_repro_change_evaluation_params_and_compare_experiments(project):
     exported_step = int(train_run.data.tags["exported_step"])
     assert train_run.data.metrics["eval/fid_classifier"] == float(f"{evaluation['fid_classifier']:.4g}")
     assert train_run.data.metrics["eval/kid_classifier_mean"] == float(f"{evaluation['kid_classifier_mean']:.4g}")
+    assert "eval/ssim_diversity_generated" not in train_run.data.metrics  # only the table's columns come up
     assert [m.step for m in client.get_metric_history(run_id, "eval/fid_classifier")] == [exported_step]
     assert [m.step for m in client.get_metric_history(run_id, "train/fid_classifier")] == [8]  # at the last step
 

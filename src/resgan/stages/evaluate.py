@@ -169,10 +169,10 @@ def _track(params: Params, run_file: Path, data_dir: Path, results: dict[str, An
            artifacts: list[Path], grid: Path | None):
     """Record this evaluation as a run nested under the train run (its own ``sample.*``, ``evaluate.*`` and
     ``classifier.*`` params, the headline figures, the full results and plots as artifacts), log the figures
-    against the logged model and the evaluation data too (the model's page lists them), and rounded on
-    the train run at its exported step (its row in the runs table shows its latest evaluation's
-    figures); then register the model; returns the :class:`~resgan.model_registry.Registration` (None
-    without features)."""
+    against the logged model and the evaluation data too (the model's page lists them), and those that
+    are the runs table's columns, rounded, on the train run at its exported step (its row shows its
+    latest evaluation's figures, :func:`resgan.tracking.row_figures`); then register the model; returns
+    the :class:`~resgan.model_registry.Registration` (None without features)."""
     info = tracking.read_run_file(run_file)
     from resgan.data.prepared import load_summary
 
@@ -196,8 +196,8 @@ def _track(params: Params, run_file: Path, data_dir: Path, results: dict[str, An
                                                data_dir.resolve())
             session.log_metrics(figures, model_id=model_id, record=evaluation_data, what="log metrics to the model")
         exported_step = int(session.parent.data.tags.get("exported_step", 0))
-        session.log_metrics(tracking.row_figures(figures), step=exported_step, run_id=info["run_id"],
-                            what="log the figures to the train run")
+        session.log_metrics(tracking.row_figures(top, str(results.get("features"))), step=exported_step,
+                            run_id=info["run_id"], what="log the figures to the train run")
         for path in [*artifacts, *([grid] if grid is not None and grid.exists() else [])]:
             session.log_artifact(path, "eval")
         if results.get("features") and info.get("model_uri"):

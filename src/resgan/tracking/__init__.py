@@ -20,11 +20,12 @@ from resgan.tracking.retries import environ, quick_requests, refused, retry
 from resgan.tracking.runs import LAUNCH_TAG, StageRun, logged_model_at, read_run_file
 from resgan.tracking.store import (TrackingError, artifact_location, check_reachable, project_root, setup,
                                    store_lock, tracking_uri)
-from resgan.tracking.view import VIEW_KEY, VIEW_PARAMS, experiment_url, row_figures, run_url, set_runs_view
+from resgan.tracking.view import (VIEW_FIGURES, VIEW_KEY, VIEW_PARAMS, experiment_url, row_figures, run_url,
+                                  set_runs_view)
 
 __all__ = [
-    "BufferedLogger", "LAUNCH_TAG", "StageRun", "TrackingError", "VIEW_KEY", "VIEW_PARAMS", "artifact_location",
-    "check_reachable", "data_name", "dataset", "environ", "experiment_url", "git_commit", "logged_model_at",
-    "model_id", "project_root", "quick_requests", "read_run_file", "refused", "retry", "row_figures",
-    "run_tags", "run_url", "set_runs_view", "setup", "store_lock", "tracking_uri",
+    "BufferedLogger", "LAUNCH_TAG", "StageRun", "TrackingError", "VIEW_FIGURES", "VIEW_KEY", "VIEW_PARAMS",
+    "artifact_location", "check_reachable", "data_name", "dataset", "environ", "experiment_url", "git_commit",
+    "logged_model_at", "model_id", "project_root", "quick_requests", "read_run_file", "refused", "retry",
+    "row_figures", "run_tags", "run_url", "set_runs_view", "setup", "store_lock", "tracking_uri",
 ]

@@ -10,18 +10,22 @@ from mlflow import MlflowClient
 from resgan.tracking.store import tracking_uri
 
 
-def row_figures(figures: dict[str, float]) -> dict[str, float]:
-    """An evaluation's ``figures`` for the train run's row of the runs table: the same names, to 4
-    significant digits as the registry's tags (:func:`resgan.metrics.registry.rounded`; MLflow's runs
-    table prints every digit a metric has, and has no setting for fewer). The evaluation run under it
-    keeps every digit."""
-    from resgan.metrics.registry import rounded  # numpy and scipy: only where figures are logged
-
-    return {key: rounded(value) for key, value in figures.items()}
-
-
 VIEW_KEY = "resgan"  # the experiment's saved runs-table view: tag mlflow.sharedViewState.<VIEW_KEY>
 VIEW_PARAMS = ("train.steps", "train.loss", "train.lr_g", "model.width", "sample.num")
+# The evaluation's figures that are the table's metric columns, as result keys of features <f>.
+VIEW_FIGURES = ("fid_{f}", "kid_{f}_mean", "is_{f}_mean", "class_accuracy")
+
+
+def row_figures(figures: dict[str, float], features: str) -> dict[str, float]:
+    """The evaluation's ``figures`` (result keys, measured with ``features``) that the runs table's
+    metric columns show, for the train run's row: ``eval/<key>``, to 4 significant digits as the
+    registry's tags (:func:`resgan.metrics.registry.rounded`; MLflow's table prints every digit a metric
+    has, and has no setting for fewer). The evaluation run under it keeps every figure and digit; only
+    the columns come up, so the chart view draws few one-point charts."""
+    from resgan.metrics.registry import rounded  # numpy and scipy: only where figures are logged
+
+    keys = [name.format(f=features) for name in VIEW_FIGURES]
+    return {f"eval/{key}": rounded(figures[key]) for key in keys if key in figures}
 
 
 def _ui_base() -> str:
@@ -54,8 +58,8 @@ def set_runs_view(experiment_id: str, features: str) -> None:
     from resgan.gan.loop import FID_CURVE
 
     curve = FID_CURVE.format(key=f"fid_{features}")
-    metrics = (f"fid_{features}", f"kid_{features}_mean", f"is_{features}_mean", "class_accuracy")
-    columns = [*(f"metrics.`eval/{m}`" for m in metrics), *(f"params.`{p}`" for p in VIEW_PARAMS)]
+    columns = [*(f"metrics.`eval/{m.format(f=features)}`" for m in VIEW_FIGURES),
+               *(f"params.`{p}`" for p in VIEW_PARAMS)]
     sections = [{"uuid": f"resgan-{name}", "name": name, "display": True, "isReordered": False}
                 for name in ("train", "eval", "loss", "d", "grad_norm", "perf")]
     state = {"searchFilter": "", "orderByKey": "attributes.start_time", "orderByAsc": False,
