@@ -77,7 +77,7 @@ def test_each_stage_reads_every_param_it_declares_and_no_other(tmp_path, monkeyp
     stages = declared()
     params = tiny_params(train={"steps": 2, "eval_every": 2, "eval_num": 20, "checkpoint_every": 2},
                          evaluate={"features": "classifier", "metrics": ["fid", "ssim"], "ssim_pairs": 10},
-                         sample={"num": 40})
+                         sample={"num": 40}, classifier={"kind": "classifier"})
     monkeypatch.chdir(tmp_path)
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     views = {name: params.view(tuple(entries), name) for name, entries in stages.items()}

@@ -311,8 +311,9 @@ class Params(BaseModel):
         return ParamsView(self, declared, stage)
 
 
-class UndeclaredParamError(ResganError):
-    """A stage read a param that dvc.yaml does not give it (a change to it would not re-run the stage)."""
+class UndeclaredParamError(RuntimeError):
+    """A stage read a param that dvc.yaml does not give it (a change to it would not re-run the stage).
+    A bug in the stage, not bad input: no ``except ResganError`` on the way may take it for one."""
 
 
 class ParamsView:
