@@ -25,6 +25,7 @@ from resgan.config import Params
 from resgan.data.pipeline import open_train_data
 from resgan.data.prepared import data_name, load_summary
 from resgan.gan import checkpoint, device, plan
+from resgan.gan.clusters import self_condition
 from resgan.gan.plan import run_key  # noqa: F401 (a run's checkpoint folder, for tests and tools)
 from resgan.gan.loop import (Callback, Checkpointer, DivergenceCheck, FidTracker, MetricsLogger, ProgressBar,
                              SampleGrid, TimeBudget, fit)
@@ -107,13 +108,12 @@ def _plan(params, data_dir: Path, classifier_path: Path | None):
     experiment_id = tracking.setup(params.mlflow.experiment) if chief else None  # fails fast when a server is down
     terminal.start_tensorflow()  # TensorFlow only now (see the module docstring), its start-up lines hidden
     if first.wants_clusters:
-        from resgan.gan.clusters import self_condition
-
         clusters, note = self_condition(train_data, first.model.self_condition, classifier_path, first.train.seed)
         data = plan.with_clusters(data, clusters, note)
         if clusters is not None:  # the clusters stand in for labels
             train_data = dataclasses.replace(train_data, labels=clusters.labels)
-    the_plan = plan.plan(params, dataclasses.replace(data, accelerator=device.accelerator()))
+    device_kind = device.accelerator() if params.train.precision == "auto" else None  # asked only when needed
+    the_plan = plan.plan(params, dataclasses.replace(data, accelerator=device_kind))
     print(the_plan.describe(), flush=True)
     return the_plan, train_data, summary, experiment_id
 
