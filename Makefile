@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: repro test bench bench-quality bench-features install lock clean
+.PHONY: repro test test-fast bench bench-quality bench-features install lock clean
 
 $(BIN)/python:
 	$(shell command -v $(PYTHON) || command -v python3) -m venv $(VENV)
@@ -29,8 +29,11 @@ repro: $(STAMP)  ## run the whole pipeline (dvc repro) on the built-in digits
 	@echo "  resgan generate --model models:/resgan@champion --num 64 --out grid.png"
 	@echo "  git add dvc.lock metrics plots && git commit -m 'baseline run'   (what dvc metrics diff compares with)"
 
-test: $(STAMP)  ## run the test suite
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest
+test: $(STAMP)  ## run the whole test suite; lists the 15 slowest tests
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest --durations=15
+
+test-fast: $(STAMP)  ## the unit tests only (no pipeline, DVC, server or real training): the inner loop, under 90 s
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -m "not slow" -q
 
 bench: $(STAMP)  ## speed and memory figures -> benchmarks/results/latest.json
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks.run

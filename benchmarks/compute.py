@@ -88,18 +88,18 @@ class OursTrain:
     def __init__(self, name: str, params, precision: str, images: np.ndarray, steps: int):
         import keras
 
-        from resgan.config import resolve_diffaugment
         from resgan.data.pipeline import train_dataset
-        from resgan.gan.trainer import GAN, Shapes
+        from resgan.gan.plan import DataSummary, plan
+        from resgan.gan.trainer import GAN
         from resgan.nn.flops import train_step_flops
 
         self.name, self.precision, self.steps = name, precision, steps
         self.batch = params.train.batch_size
         with policy(precision):
             keras.utils.set_random_seed(params.train.seed)
-            train = params.train.model_copy(update={"diffaugment": resolve_diffaugment(params.train.diffaugment,
-                                                                                       len(images))})
-            self.gan = GAN(params.model, train, Shapes(int(images.shape[1]), int(images.shape[3])))
+            # The plan settles the autos as the train stage does (unlabelled images: an unconditional GAN).
+            settled = plan(params, DataSummary(len(images), int(images.shape[1]), int(images.shape[3])))
+            self.gan = GAN(settled.model, settled.train, settled.shapes)
         self.iterator = iter(train_dataset(images, self.batch, params.train.seed))
         self.work = float(steps * self.batch)  # images per measure()
         self.step_flops = train_step_flops(self.gan.generator, self.gan.discriminator, self.batch,

@@ -58,7 +58,7 @@ def main() -> None:
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(0)
     strategy = make_strategy(args.distribute)
-    model = ModelParams(latent_dim=args.latent_dim, width=args.width)
+    model = ModelParams(latent_dim=args.latent_dim, width=args.width, conditional=False)
     train = TrainParams(batch_size=args.batch_size, precision=precision, diffaugment=args.diffaugment)
     gan = GAN(model, train, Shapes(args.image_size, args.channels), strategy=strategy,
               global_batch_size=args.batch_size)

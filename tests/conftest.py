@@ -33,6 +33,19 @@ def tiny_params(**overrides: dict) -> Params:
     return parse_params(raw)
 
 
+SLOW_FOLDERS = ("e2e", "faults")  # whole pipelines, kills, servers: slow wherever a test there is marked
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test under tests/e2e/ and tests/faults/ is ``slow``, marked or not, so that ``make test-fast``
+    (``-m "not slow"``) leaves out what is added there as well as what is marked."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        parts = Path(item.path).resolve().relative_to(here).parts
+        if parts[0] in SLOW_FOLDERS:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def params() -> Params:
     return tiny_params()

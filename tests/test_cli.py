@@ -24,6 +24,8 @@ from PIL import Image
 from mlflow_server import MlflowServer, free_port, start_server, stop_server
 from test_registry import LATENT, SIZE, Store, registry_store
 
+pytestmark = pytest.mark.slow  # resgan commands in subprocesses, each starting TensorFlow
+
 BIN = Path(sys.executable).parent  # the venv's bin: resgan, mlflow and uvicorn live here
 CELL = SIZE + 1  # files.image_grid: one pixel of padding between and around the tiles
 

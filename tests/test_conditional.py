@@ -228,6 +228,7 @@ def conditional_run(tmp_path_factory):
     return root, paths, params
 
 
+@pytest.mark.slow  # runs a stage
 def test_the_train_stage_exports_a_conditional_generator_for_the_summarys_classes(conditional_run):
     root, paths, _ = conditional_run
     generator = load_generator(paths["models"] / "generator.keras")
@@ -237,6 +238,7 @@ def test_the_train_stage_exports_a_conditional_generator_for_the_summarys_classe
     assert client.get_run(run["run_id"]).data.params["model.conditional"] == "True"
 
 
+@pytest.mark.slow  # runs a stage
 def test_the_sample_stage_writes_balanced_labels_that_match_the_images(conditional_run, tmp_path):
     from resgan.stages import sample
 
@@ -252,6 +254,7 @@ def test_the_sample_stage_writes_balanced_labels_that_match_the_images(condition
     np.testing.assert_array_equal(np.clip(np.rint((again + 1) * 127.5), 0, 255).astype(np.uint8), images[:4])
 
 
+@pytest.mark.slow  # runs a stage
 def test_generate_label_draws_one_class_and_refuses_a_class_the_model_lacks(conditional_run, tmp_path):
     from typer.testing import CliRunner
 
@@ -280,6 +283,7 @@ def test_generate_label_draws_one_class_and_refuses_a_class_the_model_lacks(cond
     assert not (tmp_path / "c.npz").exists()
 
 
+@pytest.mark.slow  # runs a stage
 def test_the_served_model_takes_a_label_column_and_defaults_to_the_seeds_class(conditional_run, tmp_path):
     import pandas as pd
     from mlflow.exceptions import MlflowException
@@ -303,6 +307,7 @@ def test_the_served_model_takes_a_label_column_and_defaults_to_the_seeds_class(c
         model.predict(pd.DataFrame({"seed": [1], "label": [1.5]}))
 
 
+@pytest.mark.slow  # runs a stage
 def test_training_conditional_on_unlabelled_data_fails_before_mlflow_is_touched(tmp_path, monkeypatch):
     from resgan.stages import train
 
@@ -331,6 +336,7 @@ def test_an_unconditional_served_model_refuses_a_label_and_ignores_an_empty_one(
     assert np.asarray(out["image"][0]).shape == (16, 16, 1)
 
 
+@pytest.mark.slow  # runs a stage
 def test_the_train_stage_resolves_conditional_auto_from_the_labels(tmp_path, monkeypatch):
     """auto on labelled data trains a conditional generator (its params say so in MLflow); the same
     data without labels trains an unconditional one."""

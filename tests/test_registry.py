@@ -34,6 +34,8 @@ from resgan.sampling import generate_images, latents
 from resgan.serving import decode_png
 from resgan.stages.train import run as train
 
+pytestmark = pytest.mark.slow  # a store built by real training runs
+
 LATENT, SIZE = 16, 16  # tiny_params(): model.latent_dim 16; the prepared images below are 16x16x1
 
 

@@ -101,6 +101,7 @@ def _train(root, params, data, monkeypatch):
     return load_generator(root / "models" / "generator.keras"), mlflow.MlflowClient().get_run(run_id).data.params
 
 
+@pytest.mark.slow  # trains the feature stage and the GAN
 def test_unlabelled_data_trains_on_clusters_of_trusted_features(tmp_path, monkeypatch, capsys):
     params = tiny_params(model={"conditional": "auto", "self_condition": 3}, train={"steps": 2, "checkpoint_every": 2})
     data = _project(tmp_path, params)
@@ -111,6 +112,7 @@ def test_unlabelled_data_trains_on_clusters_of_trusted_features(tmp_path, monkey
     assert logged["model.self_condition"] == "3" and logged["model.conditional"] == "True"
 
 
+@pytest.mark.slow  # trains the feature stage and the GAN
 def test_untrusted_features_leave_the_model_unconditional(tmp_path, monkeypatch, capsys):
     params = tiny_params(model={"conditional": "auto", "self_condition": 3}, train={"steps": 2, "checkpoint_every": 2})
     data = _project(tmp_path, params)

@@ -292,6 +292,7 @@ def test_stream_dataset_batches_epochs_and_seeds(sharded):
         data.dataset(300, seed=0)
 
 
+@pytest.mark.slow  # runs the train stage or a mirrored strategy
 def test_stream_dataset_under_mirrored_strategy(sharded):
     """Two logical CPUs (set before TensorFlow starts, hence a child process): every replica gets its
     half of the global batch, and together they are the batch the undistributed dataset gives."""
@@ -340,6 +341,7 @@ def run_train(root: Path, params, data: Path) -> dict:
                      root / "metrics" / "train.json", root / "plots" / "train.csv")
 
 
+@pytest.mark.slow  # runs the train stage or a mirrored strategy
 def test_train_stage_streams_shards_without_train_npz(sharded, tmp_path, monkeypatch, capsys):
     params, data = make_project(tmp_path, sharded)
     (data / "train.npz").unlink()  # streaming must not need it
@@ -354,6 +356,7 @@ def test_train_stage_streams_shards_without_train_npz(sharded, tmp_path, monkeyp
         run_train(tmp_path, memory, data)
 
 
+@pytest.mark.slow  # runs the train stage or a mirrored strategy
 def test_train_stage_stops_on_a_truncated_shard_before_training(sharded, tmp_path, monkeypatch):
     params, data = make_project(tmp_path, sharded)
     shard = data / "shards" / "train-00005-of-00006.bin"

@@ -12,6 +12,7 @@ import pytest
 
 from mlflow_server import MlflowServer, free_port
 from resgan import tracking
+from resgan.gan import checkpoint
 from resgan.errors import ResganError
 from resgan.tracking import TrackingError
 
@@ -246,17 +247,17 @@ def test_run_tags_carry_data_hash_and_dvc_experiment(tmp_path, monkeypatch):
     assert tracking.run_tags(None, root=tmp_path) == {}
 
 
-def test_read_run_file_errors_name_the_file(tmp_path):
+def test_run_pointer_errors_name_the_file(tmp_path):
     missing = tmp_path / "models" / "mlflow_run.json"
     with pytest.raises(ResganError, match=r"mlflow_run.json not found: run the train stage first"):
-        tracking.read_run_file(missing)
+        checkpoint.read_pointer(missing)
     missing.parent.mkdir()
     missing.write_text("{not json")
     with pytest.raises(ResganError, match="is not a readable run record"):
-        tracking.read_run_file(missing)
+        checkpoint.read_pointer(missing)
     missing.write_text(json.dumps({"model_uri": "models:/m-1"}))
     with pytest.raises(ResganError, match="holds no run_id"):
-        tracking.read_run_file(missing)
+        checkpoint.read_pointer(missing)
 
 
 def test_each_evaluation_is_a_new_run_under_the_train_run(tmp_path):

@@ -30,6 +30,8 @@ from resgan.gan.trainer import GAN, Shapes
 from resgan.loading import load_generator
 from resgan.stages import train
 
+pytestmark = pytest.mark.slow  # every test here runs the train stage (make test-fast leaves them out)
+
 DATA_HASH = "0123456789abcdef"
 METRICS = ("loss/d", "loss/g", "d/real", "d/fake", "perf/img_per_s")
 CSV_COLUMNS = ["step", "loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "img_per_s"]

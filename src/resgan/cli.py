@@ -62,9 +62,9 @@ def prepare(
 ) -> None:
     """Prepare images from the source in prepare.* (built-in digits, a folder, IDX, npz or Keras datasets)."""
     p = _load(params)
-    from resgan.stages.prepare import run
+    from resgan.stages.prepare import PARAMS, run
 
-    run(p.prepare, out)
+    run(p.view(PARAMS, "prepare").prepare, out)
 
 
 @app.command()
@@ -78,9 +78,9 @@ def classifier(
     the data has labels and it learns them, else a self-supervised encoder; each proves itself on held-out images."""
     p = _load(params)
     _start_tensorflow()
-    from resgan.stages.classifier import run
+    from resgan.stages.classifier import PARAMS, run
 
-    run(p.classifier, data, out, metrics)
+    run(p.view(PARAMS, "classifier").classifier, data, out, metrics)
 
 
 @app.command()

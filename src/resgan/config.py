@@ -306,6 +306,71 @@ class Params(BaseModel):
                 out[f"{section}.{key}"] = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
         return out
 
+    def view(self, declared: tuple[str, ...], stage: str) -> "ParamsView":
+        """What stage ``stage`` may read: the sections and keys ``declared`` (see :class:`ParamsView`)."""
+        return ParamsView(self, declared, stage)
+
+
+class UndeclaredParamError(RuntimeError):
+    """A stage read a param that dvc.yaml does not give it (a change to it would not re-run the stage).
+    A bug in the stage, not bad input: no ``except ResganError`` on the way may take it for one."""
+
+
+class ParamsView:
+    """The params one stage may read: the sections and ``section.key`` entries ``dvc.yaml`` lists for it.
+
+    ``view.train`` is the section itself where the whole section is declared and a view of its declared
+    keys where only some are (``sample.grid``); any other read raises :class:`UndeclaredParamError` naming
+    the param. :attr:`read` records what was read (sections and keys), for the test that holds the stage
+    and ``dvc.yaml`` together; :meth:`flat` gives the declared params only.
+    """
+
+    def __init__(self, params: "Params", declared: tuple[str, ...], stage: str, read: set[str] | None = None):
+        self._params, self.declared, self.stage = params, tuple(declared), stage
+        self.read: set[str] = set() if read is None else read
+
+    def __getattr__(self, section: str) -> Any:
+        if section.startswith("_") or section not in SECTIONS:
+            raise AttributeError(section)
+        values = getattr(self._params, section)
+        if section in self.declared:
+            self.read.add(section)
+            return values
+        keys = {entry.split(".", 1)[1] for entry in self.declared if entry.startswith(f"{section}.")}
+        if not keys:
+            raise self.undeclared(section)
+        return _SectionView(values, section, keys, self)
+
+    def undeclared(self, name: str) -> UndeclaredParamError:
+        return UndeclaredParamError(f"the {self.stage} stage reads params {name!r}, which dvc.yaml does not "
+                                    f"give it (it declares {', '.join(self.declared)})")
+
+    def flat(self) -> dict[str, Any]:
+        """The declared params as ``{"train.lr_g": 0.0002, ...}`` (see :meth:`Params.flat`)."""
+        out = {k: v for k, v in self._params.flat().items() if k.split(".")[0] in self.declared or k in self.declared}
+        self.read.update(entry for entry in self.declared if any(k == entry or k.startswith(f"{entry}.") for k in out))
+        return out
+
+    def view(self, declared: tuple[str, ...], stage: str) -> "ParamsView":
+        """A narrower view that records its reads here too (a caller's view handed to a stage)."""
+        narrower = tuple(entry for entry in declared if entry in self.declared or entry.split(".")[0] in self.declared)
+        return ParamsView(self._params, narrower, stage, self.read)
+
+
+class _SectionView:
+    """The declared keys of a section of which a stage reads only some."""
+
+    def __init__(self, values: BaseModel, section: str, keys: set[str], owner: ParamsView):
+        self._values, self._section, self._keys, self._owner = values, section, keys, owner
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        if key not in self._keys:
+            raise self._owner.undeclared(f"{self._section}.{key}")
+        self._owner.read.add(f"{self._section}.{key}")
+        return getattr(self._values, key)
+
 
 SECTIONS: dict[str, type[BaseModel]] = {
     name: field.annotation for name, field in Params.model_fields.items()  # type: ignore[misc]

@@ -102,6 +102,11 @@ def save_model(path, keras_model, mlflow_model=None, signature=None, pip_require
     mlflow_model.save(os.path.join(path, MLMODEL_FILE_NAME))
 
 
+def requirements() -> list[str]:
+    """What a logged generator needs to load: the TensorFlow and Keras that trained it."""
+    return [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
+
+
 def log_model(keras_model, name: str = "generator", signature=None, pip_requirements=None,
               registered_model_name: str | None = None, **kwargs):
     """Log ``keras_model`` into the active run as a LoggedModel; returns its ``ModelInfo``."""

@@ -301,3 +301,12 @@ def load_summary(data_dir: str | Path) -> dict:
         raise ResganError(f"{path} not found: run the prepare stage first") from None
     except (OSError, json.JSONDecodeError) as error:
         raise ResganError(f"{path} is unreadable: {error}") from None
+
+
+def data_name(summary: dict) -> str:
+    """A short name for the prepared data that ``summary`` (``summary.json``) describes: its source folder's
+    name (``mnist`` for ``data/raw/mnist``), the Keras data set's or the built-in source's name."""
+    source = summary.get("source") or "prepared"
+    if source in ("folder", "idx", "npz") and Path(summary.get("path") or "").name:
+        return Path(summary["path"]).name
+    return str(summary.get("dataset") or source) if source == "keras" else str(source)

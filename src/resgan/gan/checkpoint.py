@@ -1,14 +1,21 @@
-"""Checkpoints that an interruption can never break.
+"""Checkpoints that an interruption can never break, and the one record of a training run's state.
 
 A checkpoint is one ``.npz`` holding every variable of the GAN (G, D, EMA, both optimizers, the
 step counter and the latent RNG state) plus a JSON record (step, MLflow run id, loss history).
 Both are written to temporary files and renamed; ``latest.json`` is renamed last, so it always
 names a complete checkpoint. The two newest checkpoints are kept.
+
+A run's state lives in a few files, and this module alone reads and writes them (:class:`RunRecord`):
+the checkpoint record (the truth up to its step), ``run.json`` in the checkpoint folder (the MLflow run
+a call started before its first checkpoint: the tracking session writes it, see :data:`RUN_FILE`),
+``best.json`` (the best FID's generator beside it) and the models folder's ``mlflow_run.json`` (the
+pointer the evaluate stage reads: :func:`write_pointer`, :func:`read_pointer`).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +25,9 @@ from resgan import files
 from resgan.errors import ResganError
 
 KEEP = 2
+RUN_FILE = "run.json"  # in the checkpoint folder: the run (or launch token) of a call killed before a checkpoint
+BEST_RECORD, BEST_MODEL = "best.json", "best_generator.keras"  # the best FID's step and generator
+POINTER_KEYS = ("run_id", "experiment_id", "tracking_uri", "model_uri", "checkpoint")  # mlflow_run.json
 
 
 def _variables(gan) -> dict[str, list]:
@@ -109,3 +119,78 @@ def restore(path: Path, gan) -> int:
                                   f"the model wants {tuple(variable.shape)}")
             variable.assign(value)
     return int(gan.step.numpy())
+
+
+@dataclass
+class RunRecord:
+    """One training run's state, as resumed: the step, the MLflow run, the model logged at that step, the
+    loss and FID histories, ADA's probability and the best FID's record.
+
+    The precedence is written once, in :meth:`load`: the checkpoint record decides; without one (a call
+    killed before its first checkpoint) ``run.json`` names the run, at step 0; ``best.json`` counts only
+    when its step is not after the resumed step and its generator is there.
+    """
+
+    folder: Path
+    step: int = 0
+    run_id: str | None = None
+    model_uri: str | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    fid_history: list[dict[str, float]] = field(default_factory=list)
+    ada_p: float | None = None
+
+    @classmethod
+    def load(cls, folder: Path, step: int, record: dict[str, Any]) -> "RunRecord":
+        """The state of the run in ``folder`` resumed at ``step`` from checkpoint ``record`` ({} for none)."""
+        run_id = record.get("run_id") or _read_json(folder / RUN_FILE).get("run_id")
+        return cls(folder, step, run_id, record.get("model_uri") if record.get("step") == step else None,
+                   [row for row in record.get("history", []) if row["step"] <= step],
+                   [row for row in record.get("fid_history", []) if row["step"] <= step], record.get("ada_p"))
+
+    @property
+    def run_file(self) -> Path:
+        return self.folder / RUN_FILE
+
+    def best(self) -> dict[str, Any] | None:
+        """``best.json``'s record where it still holds at :attr:`step`, else None."""
+        best = _read_json(self.folder / BEST_RECORD) or None
+        if best is not None and (best.get("step", 0) > self.step or not (self.folder / BEST_MODEL).exists()):
+            return None  # from steps that are trained again, or its generator is gone
+        return best
+
+    def write_best(self, best: dict[str, Any]) -> None:
+        files.write_json(self.folder / BEST_RECORD, best)
+
+    def state(self, run_id: str | None, history: list, fid, gan, key: str, **more: Any) -> dict[str, Any]:
+        """What a checkpoint of this run records beside the weights: the run, the loss history, the key, the
+        FID history of ``fid`` (a FidTracker or None), ADA's probability, and ``more`` (the logged model)."""
+        return {"run_id": run_id, "history": history, "key": key, "fid_history": fid.history if fid else [],
+                "ada_p": float(gan.ada_p.numpy()), **more}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def write_pointer(path: Path, **pointer: Any) -> None:
+    """``models/mlflow_run.json``: the run, its experiment and store, the logged model and the checkpoint
+    folder (:data:`POINTER_KEYS`), the train stage's output that the evaluate stage reads."""
+    files.write_json(path, {key: pointer[key] for key in POINTER_KEYS})
+
+
+def read_pointer(path: str | Path) -> dict[str, Any]:
+    """``models/mlflow_run.json`` as :func:`write_pointer` wrote it; a clear error when it is missing."""
+    path = Path(path)
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ResganError(f"{path} not found: run the train stage first") from None
+    except (OSError, json.JSONDecodeError) as error:
+        raise ResganError(f"{path} is not a readable run record: {error}") from None
+    if not isinstance(info, dict) or "run_id" not in info:
+        raise ResganError(f"{path} holds no run_id")
+    return info

@@ -49,3 +49,39 @@ def cluster_features(features: np.ndarray, k: int, seed: int) -> Clusters:
     labels = rename[raw]
     counts = np.bincount(labels, minlength=k)
     return Clusters(labels=labels, prior=tuple(float(c) / len(labels) for c in counts))
+
+
+def self_condition(train_data, k: int, classifier_path, seed: int) -> tuple[Clusters | None, str]:
+    """``k`` k-means clusters (:func:`cluster_features`) of the training images' features from the feature
+    stage's model at ``classifier_path``, for a self-conditioned GAN, and a note saying what they are; None
+    and why, said in one line, where they cannot be had or trusted (training goes on unconditional)."""
+    import time
+
+    from resgan.errors import ResganError
+    from resgan.metrics.features import LearnedFeatures
+
+    def off(why: str) -> tuple[None, str]:
+        print(f"self-conditioning is off ({why}): the model is unconditional", flush=True)
+        return None, f"self-conditioning is off: {why}"
+
+    if train_data.mode != "memory":
+        return off("the training images are streamed from shards; train.input: memory clusters them")
+    if classifier_path is None:
+        return off("no feature extractor given (--classifier)")
+    try:
+        extractor = LearnedFeatures(classifier_path)
+    except ResganError as error:
+        return off(str(error))
+    if not extractor.trusted:
+        return off(f"the features failed their fitness check: {extractor.fitness}")
+    started = time.perf_counter()
+    try:
+        features, _ = extractor(train_data.images)
+    except ResganError as error:  # e.g. an extractor made for images of another shape
+        return off(str(error))
+    clusters = cluster_features(features, k, seed)
+    sizes = np.bincount(clusters.labels, minlength=k)
+    note = (f"{k} k-means clusters of the {extractor.kind} features stand in for labels "
+            f"({sizes.max()} to {sizes.min()} images each, {time.perf_counter() - started:.0f} s)")
+    print(f"self-conditioning: {note}", flush=True)
+    return clusters, note

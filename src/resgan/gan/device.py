@@ -1,8 +1,8 @@
 """Where training runs: the mixed-precision policy, the distribution strategy and the chief process.
 
-``train.precision: auto`` and ``train.distribute`` (``none``, ``mirrored``, ``multi_worker``) are
-resolved here; the GAN and the train stage take the results. In a multi-worker cluster only the
-chief writes checkpoints and talks to MLflow, by TensorFlow's convention: the task of type
+The device behind ``train.precision: auto`` (:func:`accelerator`; the train stage's plan settles it)
+and ``train.distribute`` (``none``, ``mirrored``, ``multi_worker``) are resolved here; the GAN and the
+train stage take the results. In a multi-worker cluster only the chief writes checkpoints and talks to MLflow, by TensorFlow's convention: the task of type
 ``chief``, or worker 0 when the cluster has no chief.
 
 TensorFlow is imported inside the functions that use it: :func:`chief_from_tf_config` answers before
@@ -32,19 +32,26 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_precision(precision: str) -> str:
-    """``auto`` picks mixed_bfloat16 on a GPU of compute capability >= 8 or a BF16-capable CPU,
-    mixed_float16 on an older GPU, float32 otherwise; any other value is returned as it is."""
-    if precision != "auto":
-        return precision
+def accelerator() -> str:
+    """What trains: ``gpu:<major compute capability>`` for the first GPU, else ``cpu:bf16`` on a CPU with
+    BF16 instructions, else ``cpu`` (the fact :func:`resgan.gan.plan.precision_for` settles ``auto`` from)."""
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
-        major = (details.get("compute_capability") or (0, 0))[0]
-        return "mixed_bfloat16" if major >= 8 else "mixed_float16"
-    return "mixed_bfloat16" if cpu_supports_bf16() else "float32"
+        return f"gpu:{(details.get('compute_capability') or (0, 0))[0]}"
+    return "cpu:bf16" if cpu_supports_bf16() else "cpu"
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` as the train stage's plan settles it on this machine (:func:`resgan.gan.plan.precision_for`);
+    any other value as it is."""
+    if precision != "auto":
+        return precision
+    from resgan.gan.plan import precision_for
+
+    return precision_for(accelerator()).value
 
 
 def make_strategy(distribute: str) -> tf.distribute.Strategy:

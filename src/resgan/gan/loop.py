@@ -15,7 +15,6 @@ The train stage's side effects, each a callback: :class:`DivergenceCheck` (non-f
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -154,6 +153,25 @@ class MetricsLogger(Callback):
             self.logger.log_metrics(metric_names(figures), step)
 
 
+    COLUMNS = ["step", "loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "img_per_s"]
+    OPTIONAL = ["ada_p", "lr_g"]  # columns where the run has them (ADA, a learning-rate decay)
+
+    def figures(self, start: int, step: int, wall: float) -> dict[str, Any]:
+        """A run's final figures from step ``start`` to ``step`` in ``wall`` seconds: steps, img/s of this
+        call (the last row's without a step) and the last logged losses."""
+        last = self.history[-1] if self.history else {}
+        img_per_s = round((step - start) * self.batch_size / wall, 2) if step > start else last.get("img_per_s", 0.0)
+        return {"steps": step, "steps_this_run": step - start, "wall_s": round(wall, 2), "img_per_s": img_per_s,
+                "loss_d": last.get("loss_d"), "loss_g": last.get("loss_g")}
+
+    def csv(self) -> bytes:
+        """:attr:`history` as CSV: :attr:`COLUMNS`, and :attr:`OPTIONAL` ones where a row has them."""
+        import pandas as pd
+
+        columns = self.COLUMNS + [c for c in self.OPTIONAL if any(c in row for row in self.history)]
+        return pd.DataFrame(self.history, columns=columns).to_csv(index=False).encode()
+
+
 class ProgressBar(Callback):
     """A rich progress bar on a terminal (``tty`` None: ask stdout); plain ``step i/n  loss_d=...`` lines
     every ``every`` steps otherwise (DVC, CI)."""
@@ -228,7 +246,7 @@ class FidTracker(Callback):
     ``history`` holds the rows of a resumed run; a best recorded after the step training resumes from
     is forgotten (those steps are trained again)."""
 
-    BEST_MODEL, BEST_RECORD = "best_generator.keras", "best.json"
+    BEST_MODEL, BEST_RECORD = checkpoint.BEST_MODEL, checkpoint.BEST_RECORD
     NOISE_MULTIPLE = 2.0
 
     def __init__(self, gan, score: Callable[[np.ndarray], dict[str, float]], key: str, every: int, num: int,
@@ -251,12 +269,7 @@ class FidTracker(Callback):
     def on_train_begin(self, step: int, steps: int) -> None:
         super().on_train_begin(step, steps)
         self.history = [row for row in self.history if row["step"] <= step]
-        try:
-            self.best = json.loads((self.folder / self.BEST_RECORD).read_text())
-        except (OSError, ValueError):
-            self.best = None
-        if self.best is not None and (self.best.get("step", 0) > step or not (self.folder / self.BEST_MODEL).exists()):
-            self.best = None  # from steps that are trained again, or its generator is gone
+        self.best = checkpoint.RunRecord(self.folder, step).best()
 
     def on_step_end(self, step: int, figures: dict[str, float]) -> None:
         if self.every and self.due(step, self.every) and not any(row["step"] == step for row in self.history):
@@ -289,8 +302,30 @@ class FidTracker(Callback):
                 self.export(self.gan, self.folder / self.BEST_MODEL)
                 self.best = {"step": step, self.key: value, "lowest_step": int(lowest["step"]),
                              "lowest": lowest[self.key], "noise": round(noise, 6)}
-                files.write_json(self.folder / self.BEST_RECORD, self.best)
+                checkpoint.RunRecord(self.folder).write_best(self.best)
         return value
+
+    def figures(self, start: int, wall: float) -> dict[str, Any]:
+        """For ``metrics/train.json``: the lowest FID (``<key>_best``), its step and the FID's noise, and
+        the seconds spent measuring (said in one line with their share of ``wall``, this call's training
+        seconds); only FID measurements after step ``start`` count."""
+        figures: dict[str, Any] = {}
+        if self.best:  # the lowest FID measured; the exported step is the latest within noise of it
+            figures = {f"{self.key}_best": self.best.get("lowest", self.best[self.key]),
+                       "best_step": int(self.best.get("lowest_step", self.best["step"])),
+                       "fid_noise": self.best.get("noise", 0.0)}
+        figures["fid_seconds"] = round(self.seconds, 2)  # its share of wall_s: the cost of FID over training
+        print(f"FID over training: {sum(1 for row in self.history if row['step'] > start)} measurements, "
+              f"{self.seconds:.1f} s ({100 * self.seconds / max(wall, 1e-9):.1f}% of this run's training time)",
+              flush=True)
+        return figures
+
+    def csv(self) -> bytes:
+        """:attr:`history` as CSV: ``step,fid``."""
+        import pandas as pd
+
+        rows = [{"step": row["step"], "fid": row[self.key]} for row in self.history]
+        return pd.DataFrame(rows, columns=["step", "fid"]).to_csv(index=False).encode()
 
     @property
     def best_model(self) -> Path | None:

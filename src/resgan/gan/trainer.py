@@ -26,7 +26,6 @@ a graph seed offset by their worker index, or every worker would draw the same n
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -39,39 +38,29 @@ from resgan.errors import ResganError
 from resgan.gan.device import worker_index
 from resgan.gan.diffaugment import diff_augment
 from resgan.gan.losses import get_losses, gradient_penalty
+from resgan.gan.plan import Shapes, TrainPlan
+from resgan.nn.keras_private import ReducedAdam, first_replica_writes, nested_layers
 from resgan.nn.networks import discriminator_from_params, generator_from_params, self_conditioned
 from resgan.sampling import model_inputs
-
-
-@dataclass(frozen=True)
-class Shapes:
-    image_size: int
-    channels: int
-    num_classes: int = 0  # the data's classes; used when ``model.conditional``
-    # Self-conditioning: the classes are k-means clusters, drawn with these frequencies by the exported
-    # generator (resgan.nn.networks.self_conditioned); empty for real classes.
-    cluster_prior: tuple[float, ...] = ()
 
 
 class GAN:
     """Generator, discriminator, EMA generator, both Adam optimizers and the train step.
 
-    Build it inside ``strategy.scope()`` (the constructor does this itself).
+    Build it inside ``strategy.scope()`` (the constructor does this itself). ``model`` and ``train`` are
+    settled sections (no ``auto``: :func:`resgan.gan.plan.plan`); :func:`build_gan` makes one from a plan.
     """
 
     def __init__(self, model: ModelParams, train: TrainParams, shapes: Shapes,
                  strategy: tf.distribute.Strategy | None = None, global_batch_size: int | None = None):
-        if train.diffaugment == "auto":  # it depends on the data set's size: resgan.config.resolve_diffaugment
-            raise ResganError("train.diffaugment is auto: resolve it from the training set's size first "
-                              "(resgan.config.resolve_diffaugment)")
+        for name, value in (("train.diffaugment", train.diffaugment), ("model.conditional", model.conditional)):
+            if value == "auto":  # the plan settles every auto (resgan.gan.plan); the GAN settles nothing
+                raise ResganError(f"{name.split('.')[1]} is auto: settle it first (resgan.gan.plan.plan)")
         self.model_params, self.train_params, self.shapes = model, train, shapes
         self.strategy = strategy or tf.distribute.get_strategy()
         self.global_batch_size = global_batch_size or train.batch_size
         self.d_loss_fn, self.g_loss_fn = get_losses(train.loss)
         self.policy = keras.mixed_precision.global_policy().name
-        if model.conditional == "auto":  # resolved by the train stage; here: conditional when classes are given
-            model = model.model_copy(update={"conditional": shapes.num_classes >= 2})
-            self.model_params = model
         self.num_classes = shapes.num_classes if model.conditional else 0
         if model.conditional and self.num_classes < 2:
             raise ResganError(f"model.conditional needs at least 2 classes, got {shapes.num_classes}")
@@ -110,7 +99,7 @@ class GAN:
         return g
 
     def _adam(self, lr: float, beta1: float, beta2: float, name: str) -> keras.optimizers.Optimizer:
-        optimizer = _ReducedAdam(learning_rate=lr, beta_1=beta1, beta_2=beta2, name=name)
+        optimizer = ReducedAdam(learning_rate=lr, beta_1=beta1, beta_2=beta2, name=name)
         if self.policy == "mixed_float16":  # float16 gradients underflow without dynamic loss scaling
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name=f"{name}_scaled")
         return optimizer
@@ -256,12 +245,6 @@ class GAN:
         self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_variables))
         return {"loss_g": loss, "grad_norm_g": norm}
 
-    def d_optimizer_scale(self) -> tf.Tensor:
-        return _loss_scale(self.d_optimizer)
-
-    def g_optimizer_scale(self) -> tf.Tensor:
-        return _loss_scale(self.g_optimizer)
-
     def seed_graph(self) -> None:
         """Called while tracing a step: on worker k > 0 of a cluster, give the function's graph the
         seed ``train.seed + 1000003 k`` so its stateful random ops (DiffAugment, the gradient
@@ -335,10 +318,25 @@ class GAN:
         return True
 
 
-def export_generator(gan: GAN, path: Path) -> keras.Model:
+def build_gan(plan: TrainPlan) -> GAN:
+    """The GAN of ``plan``, as a run builds it: its precision policy and seed set first (Keras' global
+    state), under the ``train.distribute`` strategy (:func:`resgan.gan.device.make_strategy`)."""
+    from resgan.gan.device import make_strategy
+
+    keras.mixed_precision.set_global_policy(plan.train.precision)
+    keras.utils.set_random_seed(plan.train.seed)
+    strategy = make_strategy(plan.train.distribute)
+    return GAN(plan.model, plan.train, plan.shapes, strategy=strategy, global_batch_size=plan.train.batch_size)
+
+
+def export_generator(gan: GAN, path: Path, earlier: Path | None = None) -> keras.Model:
     """Save ``gan``'s EMA generator to ``path`` (atomically) as a float32 Keras model, portable whatever
     precision trained it; returns that float32 model. A self-conditioned GAN's generator is saved
-    unconditional, drawing its clusters itself (:func:`resgan.nn.networks.self_conditioned`)."""
+    unconditional, drawing its clusters itself (:func:`resgan.nn.networks.self_conditioned`).
+    ``earlier``: a generator this function exported before (the best FID's), copied to ``path`` instead."""
+    if earlier is not None:
+        files.copy_file(earlier, path)
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
@@ -354,26 +352,14 @@ def export_generator(gan: GAN, path: Path) -> keras.Model:
     return model
 
 
-class _ReducedAdam(keras.optimizers.Adam):
-    """Adam that takes gradients already summed over replicas (``GAN._reduce_gradients``) instead of
-    all-reducing them itself: one all-reduce per update, and the step can report the global norm."""
-
-    def _all_reduce_sum_gradients(self, grads_and_vars):
-        return list(grads_and_vars)
-
-
 def _first_replica_writes(model: keras.Model) -> None:
     """Spectral normalization assigns its ``u`` vector and normalized kernel during the forward pass,
     in replica context. Every replica computes the same values (they depend on the weights only), so
-    the write of the first replica stands (``ONLY_FIRST_REPLICA``); MirroredStrategy refuses a
-    replica-context assign to a variable with no aggregation at all."""
-    for layer in model._flatten_layers(include_self=False):
+    the write of the first replica stands (``ONLY_FIRST_REPLICA``)."""
+    for layer in nested_layers(model):
         if isinstance(layer, keras.layers.SpectralNormalization):
             for variable in (layer.vector_u, layer.kernel):
-                variable._aggregation = "only_first_replica"
-                inner = getattr(variable, "_value", None)
-                if isinstance(inner, tf.distribute.DistributedValues):
-                    inner._aggregation = tf.VariableAggregation.ONLY_FIRST_REPLICA
+                first_replica_writes(variable)
 
 
 def _loss_scale(optimizer) -> tf.Tensor:

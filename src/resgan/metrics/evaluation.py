@@ -75,6 +75,29 @@ class FidScore:
         return {self.key: float(fid(reference, features)), "halves_gap": float(gap)}
 
 
+def training_fid(params: EvaluateParams, data_dir, classifier_path) -> FidScore | None:
+    """The score of FID over training: ``params.features`` (the evaluation's extractor) against the
+    evaluation's reference set of the train split in ``data_dir``, 256 images a batch; None, said in one
+    line, where no extractor can be had (training goes on without it)."""
+    from resgan.data.prepared import load_split
+    from resgan.errors import ResganError
+    from resgan.metrics.features import resolve_extractor
+
+    if classifier_path is None and params.features != "inception":
+        print("FID over training is off: no domain classifier given (--classifier)", flush=True)
+        return None
+    try:
+        extractor = resolve_extractor(params.features, classifier_path or "", params.inception_weights)
+        score = FidScore(extractor, reference_set(*load_split(data_dir, "train"), params)[0])
+    except ResganError as error:
+        print(f"FID over training is off: {error}", flush=True)
+        return None
+    if not extractor.trusted:
+        print(f"FID over training is logged as {score.key}: the features failed their fitness check "
+              f"({extractor.fitness}), so the last step's generator is exported, not the best FID's", flush=True)
+    return score
+
+
 def evaluate_samples(samples: np.ndarray, train_images: np.ndarray, test_images: np.ndarray, extractor,
                      params: EvaluateParams, train_labels: np.ndarray | None = None,
                      details: dict | None = None, sample_labels: np.ndarray | None = None) -> dict:
@@ -106,10 +129,8 @@ def evaluate_samples(samples: np.ndarray, train_images: np.ndarray, test_images:
     total_start = time.perf_counter()
     samples, train_images, test_images = np.asarray(samples), np.asarray(train_images), np.asarray(test_images)
     _check_sets(samples, train_images, test_images)
-    if train_labels is not None and len(train_labels) != len(train_images):
-        raise MetricError(f"evaluate: {len(train_labels)} train labels for {len(train_images)} train images")
-    if sample_labels is not None and len(sample_labels) != len(samples):
-        raise MetricError(f"evaluate: {len(sample_labels)} sample labels for {len(samples)} samples")
+    _check_labels(train_labels, len(train_images), "train labels", "train images")
+    _check_labels(sample_labels, len(samples), "sample labels", "samples")
     specs = [get_metric(name) for name in params.metrics]
     needs_features = any(spec.needs_features for spec in specs)
     if needs_features and extractor is None:
@@ -120,25 +141,12 @@ def evaluate_samples(samples: np.ndarray, train_images: np.ndarray, test_images:
     test, _ = _cap(test_images, None, params.max_real, test_rng)
     ctx = EvalContext(params=params, extractor_name=extractor.name if needs_features else None,
                       images={"generated": samples, "real": real, "test": test}, train_images=train_images)
-    results: dict = {
-        "n_generated": int(len(samples)),
-        "n_real_reference": int(len(real)),
-        "n_real_test": int(len(test)),
-        "reference_split": "train",
-        "features": ctx.extractor_name,
-    }
+    results: dict = {"n_generated": int(len(samples)), "n_real_reference": int(len(real)),
+                     "n_real_test": int(len(test)), "reference_split": "train", "features": ctx.extractor_name}
     if len(test) < 2:
         ctx.notes.append("noise floors not computed: the test split has fewer than 2 images")
-
     if needs_features:
-        start = time.perf_counter()
-        for name, images in ctx.images.items():
-            if len(images):
-                ctx.features[name], ctx.probs[name] = extractor(images, params.batch_size)
-        results["time_features_s"] = time.perf_counter() - start
-        if getattr(extractor, "data_classes", False):  # a class histogram means something only over the data's classes
-            results.update(_class_mix(ctx, real_labels, sample_labels))
-
+        results.update(_extract(ctx, extractor, params.batch_size, real_labels, sample_labels))
     for spec in specs:
         start = time.perf_counter()
         results.update(spec.fn(ctx))
@@ -146,13 +154,37 @@ def evaluate_samples(samples: np.ndarray, train_images: np.ndarray, test_images:
 
     results["notes"] = ctx.notes
     results["time_total_s"] = time.perf_counter() - total_start
-    for key, value in results.items():  # plain Python numbers: json.dumps and MLflow take them as is
+    if details is not None:
+        details.update(ctx.details)
+    return _plain(results)
+
+
+def _check_labels(labels: np.ndarray | None, count: int, what: str, of: str) -> None:
+    if labels is not None and len(labels) != count:
+        raise MetricError(f"evaluate: {len(labels)} {what} for {count} {of}")
+
+
+def _extract(ctx: EvalContext, extractor, batch_size: int, real_labels: np.ndarray | None,
+             sample_labels: np.ndarray | None) -> dict:
+    """Every image set's features (and class probabilities) into ``ctx``; returns their time (s) and, with
+    the domain classifier, the class mix of the generated images."""
+    start = time.perf_counter()
+    for name, images in ctx.images.items():
+        if len(images):
+            ctx.features[name], ctx.probs[name] = extractor(images, batch_size)
+    results = {"time_features_s": time.perf_counter() - start}
+    if getattr(extractor, "data_classes", False):  # a class histogram means something only over the data's classes
+        results.update(_class_mix(ctx, real_labels, sample_labels))
+    return results
+
+
+def _plain(results: dict) -> dict:
+    """Plain Python numbers (json.dumps and MLflow take them as is), timings rounded to the millisecond."""
+    for key, value in results.items():
         if isinstance(value, np.generic):
             results[key] = value.item()
         if key.startswith("time_"):
             results[key] = round(float(results[key]), 3)
-    if details is not None:
-        details.update(ctx.details)
     return results
 
 

@@ -15,6 +15,8 @@ import math
 
 import keras
 
+from resgan.nn.keras_private import nested_layers
+
 _CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 _CONV_TRANSPOSE = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
 
@@ -60,7 +62,7 @@ def model_flops(model, batch: int = 1) -> int:
     2 x the multiply-adds of every Conv1D/2D/3D (and transpose) and Dense layer, nested layers
     included, from the shapes the layers were built for.
     """
-    layers = model._flatten_layers(include_self=True, recursive=True)  # Keras 3: every nested layer once
+    layers = nested_layers(model, include_self=True)
     return batch * sum(layer_flops(layer) for layer in layers)
 
 

@@ -14,6 +14,8 @@ from resgan.data.prepared import load_class_names, load_split
 from resgan.files import atomic_path, write_json
 from resgan.metrics.learned import RECORD_SUFFIX, fit_extractor
 
+PARAMS = ("classifier",)  # the params this stage reads (its section): dvc.yaml gives it the same
+
 
 def run(params: ClassifierParams, data_dir: Path, model_path: Path, metrics_path: Path) -> dict:
     """Train and prove the extractor; write the model to ``model_path`` (``.keras``), its record (kind,

@@ -22,6 +22,10 @@ from resgan.loading import load_generator
 from resgan.sampling import draw
 from resgan.terminal import progress_bar
 
+# The params this stage reads: dvc.yaml gives it the same (tests/test_contract.py). classifier.*: the
+# evaluation run records the feature extractor's params beside its own.
+PARAMS = ("sample", "evaluate", "classifier", "mlflow")
+
 
 def _load_samples(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """The samples' images and, from a conditional generator, the classes they were drawn for."""
@@ -112,8 +116,8 @@ def run(params: Params, samples_path: Path, data_dir: Path, classifier_path: Pat
     from resgan.metrics.evaluation import evaluate_samples, headline
     from resgan.metrics.features import resolve_extractor
     from resgan.metrics.registry import get_metric
-    from resgan.metrics.ssim import memorization
 
+    params = params.view(PARAMS, "evaluate")
     ep = params.evaluate
     if generator:  # the images the sample stage would write, drawn in memory
         sp = params.sample
@@ -138,15 +142,7 @@ def run(params: Params, samples_path: Path, data_dir: Path, classifier_path: Pat
             results["notes"].append(f"the {extractor.name.removesuffix('_untrusted')} features failed their fitness "
                                     f"check ({extractor.fitness}): their figures are named *_untrusted, are not "
                                     "comparable, and move no champion")
-    test_memo = None
-    if "memorization_max_ssim" in details:  # the real test split's figure: what "not memorized" looks like
-        rng = np.random.default_rng(ep.seed)
-        test_subset = test_images[np.sort(rng.choice(len(test_images), min(len(test_images), 1000), replace=False))]
-        test_reference = memorization(test_subset, train_images, ep.memorization_shortlist,
-                                      ep.memorization_threshold)
-        test_memo = test_reference["max_ssim"]
-        results["memorization_real_test_mean"] = float(test_reference["mean"])
-        results["memorization_real_test_fraction"] = float(test_reference["fraction"])
+    test_memo = _test_memorization(ep, test_images, train_images, results) if "memorization_max_ssim" in details else None
 
     top = headline(results)
     files.write_json(metrics_path, top, sort_keys=False)
@@ -165,6 +161,19 @@ def run(params: Params, samples_path: Path, data_dir: Path, classifier_path: Pat
     return results
 
 
+def _test_memorization(ep, test_images: np.ndarray, train_images: np.ndarray, results: dict[str, Any]) -> np.ndarray:
+    """The real test split's memorization figures (what "not memorized" looks like) into ``results``;
+    returns each test image's highest SSIM to a training image."""
+    from resgan.metrics.ssim import memorization
+
+    rng = np.random.default_rng(ep.seed)
+    test_subset = test_images[np.sort(rng.choice(len(test_images), min(len(test_images), 1000), replace=False))]
+    test_reference = memorization(test_subset, train_images, ep.memorization_shortlist, ep.memorization_threshold)
+    results["memorization_real_test_mean"] = float(test_reference["mean"])
+    results["memorization_real_test_fraction"] = float(test_reference["fraction"])
+    return test_reference["max_ssim"]
+
+
 def _track(params: Params, run_file: Path, data_dir: Path, results: dict[str, Any], top: dict[str, float],
            artifacts: list[Path], grid: Path | None):
     """Record this evaluation as a run nested under the train run (its own ``sample.*``, ``evaluate.*`` and
@@ -173,8 +182,10 @@ def _track(params: Params, run_file: Path, data_dir: Path, results: dict[str, An
     are the runs table's columns, rounded, on the train run at its exported step (its row shows its
     latest evaluation's figures, :func:`resgan.tracking.row_figures`); then register the model; returns
     the :class:`~resgan.model_registry.Registration` (None without features)."""
-    info = tracking.read_run_file(run_file)
-    from resgan.data.prepared import load_summary
+    from resgan.data.prepared import data_name, load_summary
+    from resgan.gan.checkpoint import read_pointer
+
+    info = read_pointer(run_file)
 
     summary = load_summary(data_dir)
     tags = {"stage": "evaluate", "train_run_id": info["run_id"], "feature_extractor": str(results.get("features")),
@@ -192,7 +203,7 @@ def _track(params: Params, run_file: Path, data_dir: Path, results: dict[str, An
         figures = {f"eval/{k}": v for k, v in top.items()}
         session.log_metrics(figures)
         if model_id:  # the same figures on the model's own page, against the data they were measured on
-            evaluation_data = tracking.dataset(tracking.data_name(params.prepare), summary.get("data_hash", ""),
+            evaluation_data = tracking.dataset(data_name(summary), summary.get("data_hash", ""),
                                                data_dir.resolve())
             session.log_metrics(figures, model_id=model_id, record=evaluation_data, what="log metrics to the model")
         exported_step = int(session.parent.data.tags.get("exported_step", 0))

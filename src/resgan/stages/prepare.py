@@ -23,6 +23,7 @@ from resgan.data.images import RESIZE_METHOD, ImageSpec
 from resgan.data.prepared import PixelFile, Split, Written, remove_spill_files, write_splits
 from resgan.data.sources import describe_source, load_source
 
+PARAMS = ("prepare",)  # the params this stage reads (its section): dvc.yaml gives it the same
 PREVIEW_IMAGES = 64
 
 

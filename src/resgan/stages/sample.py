@@ -19,12 +19,14 @@ from resgan.loading import load_generator
 from resgan.sampling import draw, grid_images
 from resgan.terminal import progress_bar
 
+PARAMS = ("sample",)  # the params this stage reads: dvc.yaml gives it the same (tests/test_contract.py)
+
 
 def run(params: Params, generator_path: Path, out_dir: Path) -> dict[str, Any]:
     """Draw ``sample.num`` images of ``sample.seed``; write ``samples.npz`` and ``grid.png`` into
     ``out_dir``; return the count and the grid's path."""
     model = load_generator(generator_path)
-    sp = params.sample
+    sp = params.view(PARAMS, "sample").sample
     with progress_bar(sp.num, "sampling") as advance:
         images, labels = draw(model, sp.num, sp.seed, sp.batch_size, progress=advance)
     extra = {} if labels is None else {"labels": labels.astype(np.int64)}

@@ -42,14 +42,6 @@ def model_id(model_uri: str | None) -> str | None:
     return None
 
 
-def data_name(prepare) -> str:
-    """A short name for the prepared data of ``PrepareParams`` ``prepare``: its source folder's name
-    (``mnist`` for ``data/raw/mnist``), or the built-in source's name."""
-    if prepare.source in ("folder", "idx", "npz") and Path(prepare.path).name:
-        return Path(prepare.path).name
-    return str(prepare.dataset if prepare.source == "keras" else prepare.source)
-
-
 def dataset(name: str, digest: str, source: str | Path) -> DatasetRecord:
     """MLflow's record of a data set (not the data): ``name``, the data hash as digest (MLflow keeps 36
     characters) and where it lies; a run's input (:meth:`StageRun.log_input`) and what metrics are

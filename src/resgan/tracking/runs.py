@@ -27,6 +27,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_I
 
 from resgan import files
 from resgan.errors import ResganError, first_line
+from resgan.gan.checkpoint import read_pointer
 from resgan.tracking.retries import environ, quick_requests, retry
 from resgan.tracking.store import TrackingError, setup, tracking_uri
 
@@ -124,7 +125,7 @@ class StageRun:
         their params change, and a new child run records those params beside the earlier ones, where
         logging them into the train run would be refused (MLflow's params are write-once).
         """
-        info = read_run_file(run_file)
+        info = read_pointer(run_file)
         experiment_id = setup(experiment)
         parent = info["run_id"]
         try:
@@ -239,17 +240,3 @@ def logged_model_at(run_id: str, experiment_id: str, name: str, step: int) -> st
         elif model.status == LoggedModelStatus.READY and model.tags.get("step") == str(step):
             found = model
     return found.model_uri if found else None
-
-
-def read_run_file(path: str | Path) -> dict[str, Any]:
-    """``models/mlflow_run.json`` as written by train; a clear error when it is missing."""
-    path = Path(path)
-    try:
-        info = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ResganError(f"{path} not found: run the train stage first") from None
-    except (OSError, json.JSONDecodeError) as error:
-        raise ResganError(f"{path} is not a readable run record: {error}") from None
-    if not isinstance(info, dict) or "run_id" not in info:
-        raise ResganError(f"{path} holds no run_id")
-    return info
