@@ -109,7 +109,8 @@ def requirements() -> list[str]:
 
 def log_model(keras_model, name: str = "generator", signature=None, pip_requirements=None,
               registered_model_name: str | None = None, **kwargs):
-    """Log ``keras_model`` into the active run as a LoggedModel; returns its ``ModelInfo``."""
+    """Log ``keras_model`` as a LoggedModel of run ``run_id`` (a keyword argument; else MLflow's active
+    run); returns its ``ModelInfo``. The model's experiment: see :meth:`resgan.tracking.StageRun.log_model_once`."""
     return Model.log(artifact_path=None, name=name, flavor=sys.modules[__name__], keras_model=keras_model,
                      signature=signature, pip_requirements=pip_requirements,
                      registered_model_name=registered_model_name, **kwargs)
