@@ -69,6 +69,7 @@ def trained_classifier(tmp_path_factory):
     return result, model_path, metrics_path, test_images, test_labels
 
 
+@pytest.mark.slow  # trains an extractor or builds InceptionV3
 def test_classifier_stage_learns_the_patterns_and_writes_its_outputs(trained_classifier):
     result, model_path, metrics_path, _, _ = trained_classifier
     assert result["accuracy"] >= 0.9
@@ -121,6 +122,7 @@ def test_classifier_kind_classifier_needs_labels_and_writes_nothing(tmp_path):
     assert not (tmp_path / "c.keras").exists() and not (tmp_path / "c.json").exists()
 
 
+@pytest.mark.slow  # trains an extractor or builds InceptionV3
 def test_without_labels_the_stage_trains_a_self_supervised_encoder(tmp_path):
     images, _ = _patterns(40, seed=2)
     _write_split(tmp_path, "train", images)
@@ -138,6 +140,7 @@ def test_without_labels_the_stage_trains_a_self_supervised_encoder(tmp_path):
         resolve_extractor("classifier", tmp_path / "m" / "c.keras")
 
 
+@pytest.mark.slow  # trains an extractor or builds InceptionV3
 def test_a_classifier_that_cannot_learn_is_not_trusted(tmp_path):
     """Random labels: held-out accuracy stays near chance. auto falls back to the self-supervised
     encoder; a forced classifier is kept but untrusted, and its figures are named so."""
@@ -204,6 +207,7 @@ def inception_notop(tmp_path_factory):
     return model, folder
 
 
+@pytest.mark.slow  # trains an extractor or builds InceptionV3
 def test_inception_features_load_weights_from_a_file_and_resize_grayscale(inception_notop):
     model, folder = inception_notop
     images = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 1), dtype=np.uint8)
@@ -220,6 +224,7 @@ def test_inception_features_load_weights_from_a_file_and_resize_grayscale(incept
         np.testing.assert_array_equal(loaded.numpy(), original.numpy())
 
 
+@pytest.mark.slow  # trains an extractor or builds InceptionV3
 def test_auto_takes_inception_from_keras_cache_in_the_legacy_format(inception_notop, monkeypatch, tmp_path):
     model, folder = inception_notop
     monkeypatch.setenv("KERAS_HOME", str(folder / "keras_home"))
@@ -231,6 +236,7 @@ def test_auto_takes_inception_from_keras_cache_in_the_legacy_format(inception_no
         np.testing.assert_array_equal(loaded.numpy(), original.numpy())
 
 
+@pytest.mark.slow  # trains an extractor or builds InceptionV3
 def test_inception_with_top_weights_gives_probs(tmp_path):
     keras.utils.set_random_seed(13)
     full = keras.applications.InceptionV3(include_top=True, weights=None, input_shape=(299, 299, 3))

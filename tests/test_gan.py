@@ -170,6 +170,7 @@ def test_a_decayed_step_moves_g_by_the_decayed_rate_and_reports_it():
     assert len(gan.g_optimizer.variables) == len(make_gan().g_optimizer.variables)  # checkpoints keep their layout
 
 
+@pytest.mark.slow  # trains beyond a step or two
 @pytest.mark.parametrize("rampup, closer_to_g", [(0.05, True), (0.0, False)])
 def test_after_a_short_run_the_ema_generator_is_closer_to_g_than_to_its_initial_weights(rampup, closer_to_g):
     """The default EMA (decay 0.999, ramped) must not export mostly initial weights after 200 steps;
@@ -364,6 +365,7 @@ def test_checkpoint_of_another_shape_is_refused_with_the_reason(tmp_path):
         checkpoint.restore(path, deeper)
 
 
+@pytest.mark.slow  # trains beyond a step or two
 def test_r1_adds_its_penalty_on_real_images_to_the_discriminator_loss():
     """Lazy R1 (train.r1_gamma, every train.r1_every steps): on an R1 step, loss_d grows by
     gamma/2 * every * E|grad_x D(x)|^2 over the real batch, measured here on a third copy of the same D."""
@@ -387,6 +389,7 @@ def test_r1_adds_its_penalty_on_real_images_to_the_discriminator_loss():
     assert with_r1._compiled_r1.experimental_get_tracing_count() == 1
 
 
+@pytest.mark.slow  # trains beyond a step or two
 def test_ada_moves_p_by_the_sign_of_the_real_logits():
     """Every ada_interval steps p moves by interval * batch / (ada_kimg * 1000): up while the mean sign of
     D's real logits is above the target, down (not below 0) otherwise; figures carry p and the sign."""

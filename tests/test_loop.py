@@ -342,6 +342,7 @@ class EmaWeights(Callback):
         self.at[step] = [w.copy() for w in self.gan.ema_generator.get_weights()]
 
 
+@pytest.mark.slow  # exports a generator at every FID measurement
 def test_fid_over_training_logs_the_curve_and_keeps_the_best_generator(tmp_path, eager):
     gan = make_gan()
     scripted = iter([5.0, 3.0, 4.0])  # the FIDs of steps 2, 4 and 5: step 4 is the best
@@ -395,6 +396,7 @@ class Exports:
     ([0.5] * 5, [2, 4]),  # sigma 0.25: nothing later comes within 3.5
     ([1.0, 1.0, 1.0, 1.0, 7.0], [2, 4, 10]),  # 1.0 up to 3.5; step 10's own gap: sigma 1.63, within 6.26
 ])
+@pytest.mark.slow  # exports a generator at every FID measurement
 def test_the_kept_generator_is_the_latest_within_noise_of_the_lowest_fid(tmp_path, eager, gaps, kept):
     gan = make_gan()
     fids = iter([5.0, 3.0, 5.5, 4.8, 5.4])  # steps 2, 4, 6, 8, 10

@@ -87,6 +87,7 @@ def test_unknown_augmentation_names_the_key(tmp_path):
         load_params(path)
 
 
+@pytest.mark.slow  # trains the encoder
 def test_a_small_data_set_trains_the_encoder_for_at_least_min_steps():
     """A few hundred images are one batch an epoch: ``min_steps`` adds epochs until the steps are there."""
     from resgan.metrics.ssl import train_encoder
