@@ -3,8 +3,9 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TEAM   := $(VENV)/.installed-team
 
-.PHONY: repro test test-fast bench bench-quality bench-features install lock clean
+.PHONY: repro test test-fast bench bench-quality bench-features install lock clean team-up team-down
 
 $(BIN)/python:
 	$(shell command -v $(PYTHON) || command -v python3) -m venv $(VENV)
@@ -13,6 +14,12 @@ $(BIN)/python:
 # The tested versions (constraints.txt) pin every package; pyproject.toml keeps the compatible ranges.
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+# The team extra (PostgreSQL driver, boto3, dvc-s3, moto, MLflow's auth app) for the team-mode tests and
+# `make team-up`; `make install` and `make repro` stay without it.
+$(TEAM): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,team]'
 	touch $@
 
 install: $(STAMP)
@@ -29,7 +36,7 @@ repro: $(STAMP)  ## run the whole pipeline (dvc repro) on the built-in digits
 	@echo "  resgan generate --model models:/resgan@champion --num 64 --out grid.png"
 	@echo "  git add dvc.lock metrics plots && git commit -m 'baseline run'   (what dvc metrics diff compares with)"
 
-test: $(STAMP)  ## run the whole test suite; lists the 15 slowest tests
+test: $(TEAM)  ## run the whole test suite; lists the 15 slowest tests (team-mode tests need PostgreSQL)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest --durations=15
 
 test-fast: $(STAMP)  ## the unit tests only (no pipeline, DVC, server or real training): the inner loop, under 90 s
@@ -48,10 +55,16 @@ lock:  ## re-resolve the newest versions within pyproject.toml's ranges into con
 	rm -rf .venv-lock
 	$(shell command -v $(PYTHON) || command -v python3) -m venv .venv-lock
 	.venv-lock/bin/python -m pip install --quiet --upgrade pip
-	.venv-lock/bin/python -m pip install --quiet '.[test]'
+	.venv-lock/bin/python -m pip install --quiet '.[test,team]'
 	( echo "# The versions the test suite passed with; 'make lock' refreshes this file."; \
 	  .venv-lock/bin/python -m pip freeze --exclude-editable | grep -v -i '^resgan' ) > constraints.txt
 	rm -rf .venv-lock
+
+team-up: $(TEAM)  ## PostgreSQL, an S3 server and mlflow server on 127.0.0.1 (foreground; prints the exports)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python tests/services.py up
+
+team-down:  ## stop what team-up started
+	$(BIN)/python tests/services.py down
 
 clean:
 	rm -rf data/prepared models samples metrics plots

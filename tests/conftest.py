@@ -9,6 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import pytest
+from services import postgres, s3, team_server  # noqa: F401  (session fixtures of the team-mode tests)
 
 from resgan.config import Params, parse_params
 

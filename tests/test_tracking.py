@@ -139,6 +139,37 @@ def test_retry_gives_up_with_a_tracking_error_after_retries_plus_one_attempts():
 
 
 
+@pytest.mark.parametrize(("code", "status", "says"), [
+    ("UNAUTHENTICATED", 401, "refused user 'ada': wrong user name or password (HTTP 401); "
+                             "check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"),
+    ("PERMISSION_DENIED", 403, "refused user 'ada': permission denied (HTTP 403)"),
+])
+def test_a_401_or_403_is_never_retried_and_names_the_server_and_user(code, status, says, monkeypatch, capsys):
+    """Basic auth's answers are refusals: one attempt, one line naming the server and the user, never the
+    password (the slow test against a real basic-auth server is tests/e2e/test_team_auth.py)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos import databricks_pb2
+
+    uri = "http://127.0.0.1:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "ada")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret-pw")
+    mlflow.set_tracking_uri(uri)
+    calls = []
+
+    def refused():
+        calls.append(1)
+        raise MlflowException("API request failed with error code", error_code=getattr(databricks_pb2, code))
+
+    with pytest.raises(TrackingError) as error:
+        tracking.retry(refused, "start run", retries=3, first_wait=0.0)
+    assert len(calls) == 1 and "retrying" not in capsys.readouterr().err
+    assert str(error.value) == f"MLflow tracking server at {uri} {says} (could not start run)"
+    assert "s3cret-pw" not in str(error.value)
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
+    assert tracking.refusal(uri, 401) == (f"MLflow tracking server at {uri} asks for a user name and password "
+                                          "(HTTP 401): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+
+
 def test_a_refused_request_fails_at_once_with_mlflows_message(capsys):
     """A real SQLite store refuses a param logged again with another value: no retry can change that."""
     tracking.setup("resgan")

@@ -17,8 +17,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import re
 import sys
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +35,7 @@ from rich.table import Table
 from resgan import tracking
 from resgan.champion import Standing, decide
 from resgan.errors import ResganError, first_line
-from resgan.metrics.registry import METRIC_DIRECTION, result_key_pattern, rounded
+from resgan.metrics.registry import METRIC_DIRECTION, is_better, result_key_pattern, rounded
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 EXTRACTOR_TAG = "feature_extractor_id"  # which weights produced the features: scores compare only within one
@@ -108,10 +110,17 @@ def _register(model_uri: str, name: str, metric: str, metric_key: str, results: 
               tags: dict[str, str], run_id: str | None, reuse: bool, description: str | None,
               trusted: bool = True) -> Registration:
     client = MlflowClient()
+    # The newest version before this one (None when re-evaluating one): those above it are registered at
+    # the same moment as this one, by a teammate against the same server.
+    newest_before = None if reuse else max((int(v.version) for v in _versions(client, name)), default=0)
     number = _version_with_figures(client, name, model_uri, results, tags, reuse, description)
     if run_id:
         client.set_model_version_tag(name, str(number), "source_run", run_id)
-    client.set_registered_model_alias(name, CANDIDATE, str(number))
+    _set_alias(client, name, CANDIDATE, number)
+    if newest_before is not None:  # a registration at the same moment may have set candidate after a newer one's
+        newest = max(int(v.version) for v in _versions(client, name))
+        if newest > number:
+            _set_alias(client, name, CANDIDATE, newest)
 
     # The champion rule (resgan.champion.decide) on the registry's rows; its decision is applied below.
     tag = METRIC_TAG.format(key=metric_key)
@@ -124,11 +133,53 @@ def _register(model_uri: str, name: str, metric: str, metric_key: str, results: 
         rivals = [_standing(v, tag) for v in _versions(client, name) if int(v.version) != number]
     decision = decide(candidate, held, rivals, trusted, metric, metric_key)
     if decision.champion is not None:
-        client.set_registered_model_alias(name, CHAMPION, str(decision.champion))
-    aliases = (CANDIDATE, CHAMPION) if decision.crowns(number) else (CANDIDATE,)
+        _set_alias(client, name, CHAMPION, decision.champion)
+    crowned, reason = decision.crowns(number), decision.reason
+    if crowned and newest_before is not None:
+        best = _settle_champion(client, name, candidate, newest_before, tag, metric)
+        if best != number:
+            crowned, reason = False, f"{reason}; v{best}, registered meanwhile, is better: champion is v{best}"
+    aliases = (CANDIDATE, CHAMPION) if crowned else (CANDIDATE,)
     return Registration(name=name, version=number, aliases=aliases, metric=tag, value=candidate.value,
                         previous_champion=None if current is None else int(current.version),
-                        previous_value=None if held is None else held.value, decision=decision.reason)
+                        previous_value=None if held is None else held.value, decision=reason)
+
+
+def _settle_champion(client: MlflowClient, name: str, mine: Standing, newest_before: int, tag: str,
+                     metric: str) -> int:
+    """After ``mine`` took champion: the version that should hold it, given the versions registered at the
+    same moment (above ``newest_before``); moves the alias there if a racer's write holds it. Returns it.
+
+    A server store has no lock (store_lock is for SQLite): registrations at the same moment can each
+    decide from the same champion, and the last write would win even when it is the worse. So after its
+    write each one looks at the versions registered meanwhile: champion goes to the best of them and this
+    one (same feature extractor, a finite figure), unless something else (a person's promote) moved it
+    since. The later writer sees the other's version, so champion settles on the best, as one
+    registration after another would."""
+    best = mine
+    for other in _versions(client, name):
+        rival = _standing(other, tag)
+        if (rival.version > newest_before and rival.version != mine.version and rival.extractor == mine.extractor
+                and rival.value is not None and math.isfinite(rival.value) and is_better(metric, rival.value, best.value)):
+            best = rival
+    now = champion(name)
+    if now is not None and int(now.version) != best.version and int(now.version) > newest_before:  # a racer's
+        _set_alias(client, name, CHAMPION, best.version)
+    return best.version
+
+
+def _set_alias(client: MlflowClient, name: str, alias: str, version: int, tries: int = 5) -> None:
+    """Point ``alias`` at ``version``. On a server store two writers can insert the same alias row at once
+    (PostgreSQL: "duplicate key value violates unique constraint"); the loser tries again, and then
+    updates the row the winner inserted."""
+    for attempt in range(tries):
+        try:
+            client.set_registered_model_alias(name, alias, str(version))
+            return
+        except MlflowException as error:
+            if attempt == tries - 1 or not re.search(r"duplicate key|UNIQUE constraint", str(error), re.IGNORECASE):
+                raise
+            time.sleep(0.2 * (attempt + 1))  # seconds
 
 
 def _version_with_figures(client: MlflowClient, name: str, model_uri: str, results: dict[str, Any],
@@ -152,7 +203,7 @@ def _version_with_figures(client: MlflowClient, name: str, model_uri: str, resul
         if description:
             client.update_model_version(name, version.version, description=description)
     except Exception as error:
-        raise ResganError(f"cannot register {model_uri} as {name}: {first_line(error)}") from None
+        raise ResganError(f"cannot register {model_uri} as {name}: {tracking.reason(error)}") from None
     return int(version.version)
 
 
@@ -324,7 +375,7 @@ def promote(name: str, version_or_alias: str, alias: str = CHAMPION) -> tuple[in
     try:
         c.set_registered_model_alias(name, alias, str(target.version))
     except MlflowException as error:
-        raise ResganError(f"cannot set alias {alias!r} on {name} v{target.version}: {first_line(error)}") from None
+        raise ResganError(f"cannot set alias {alias!r} on {name} v{target.version}: {tracking.reason(error)}") from None
     if before is None:
         note = ""
     elif str(before) == str(target.version):

@@ -16,16 +16,17 @@ The names below are the package's interface: ``from resgan import tracking`` the
 
 from resgan.tracking.buffered import BufferedLogger
 from resgan.tracking.records import dataset, git_commit, model_id, run_tags
-from resgan.tracking.retries import environ, quick_requests, refused, retry
+from resgan.tracking.retries import environ, quick_requests, reason, refused, retry, status_of
 from resgan.tracking.runs import LAUNCH_TAG, StageRun, logged_model_at
-from resgan.tracking.store import (TrackingError, artifact_location, check_reachable, project_root, setup,
-                                   store_lock, tracking_uri)
+from resgan.tracking.store import (TrackingError, artifact_location, check_credentials, check_reachable,
+                                   project_root, refusal, setup, store_lock, tracking_uri)
 from resgan.tracking.view import (VIEW_FIGURES, VIEW_KEY, VIEW_PARAMS, experiment_url, row_figures, run_url,
                                   set_runs_view)
 
 __all__ = [
     "BufferedLogger", "LAUNCH_TAG", "StageRun", "TrackingError", "VIEW_FIGURES", "VIEW_KEY", "VIEW_PARAMS",
     "artifact_location", "check_reachable", "dataset", "environ", "experiment_url", "git_commit",
-    "logged_model_at", "model_id", "project_root", "quick_requests", "refused", "retry",
+    "logged_model_at", "model_id", "project_root", "quick_requests", "reason", "refusal", "refused", "retry",
+    "check_credentials", "status_of",
     "row_figures", "run_tags", "run_url", "set_runs_view", "setup", "store_lock", "tracking_uri",
 ]

@@ -14,11 +14,12 @@ import time
 import urllib.error
 from typing import Callable, Iterator, TypeVar
 
+import mlflow
 import requests
 from mlflow.exceptions import MlflowException
 
 from resgan.errors import first_line
-from resgan.tracking.store import TrackingError
+from resgan.tracking.store import TrackingError, refusal
 
 T = TypeVar("T")
 
@@ -30,15 +31,30 @@ def refused(error: BaseException) -> bool:
     """True when ``error`` is the store refusing the request itself (an HTTP 4xx answer, or an
     ``MlflowException`` whose error code maps to one: INVALID_PARAMETER_VALUE, RESOURCE_ALREADY_EXISTS,
     RESOURCE_DOES_NOT_EXIST, BAD_REQUEST, PERMISSION_DENIED ...): the same request would be refused again."""
-    if isinstance(error, MlflowException):
-        status = error.get_http_status_code()
-    elif isinstance(error, requests.HTTPError) and error.response is not None:
-        status = error.response.status_code
-    elif isinstance(error, urllib.error.HTTPError):
-        status = error.code
-    else:
+    status = status_of(error)
+    if status is None:
         return False
-    return 400 <= status < 500 and status not in _RETRYABLE_4XX
+    return 400 <= status < 500 and status not in _RETRYABLE_4XX  # 401, 403 included: never retried
+
+
+def status_of(error: BaseException) -> int | None:
+    """The HTTP status an MLflow or HTTP error carries, or None."""
+    if isinstance(error, MlflowException):
+        return error.get_http_status_code()
+    if isinstance(error, requests.HTTPError) and error.response is not None:
+        return error.response.status_code
+    if isinstance(error, urllib.error.HTTPError):
+        return error.code
+    return None
+
+
+def reason(error: BaseException) -> str:
+    """What a failed MLflow call says, in one line: :func:`~resgan.tracking.store.refusal` for a 401/403
+    from a server (names the server and the user), else the error's first line."""
+    status, uri = status_of(error), mlflow.get_tracking_uri()
+    if status in (401, 403) and uri.startswith(("http://", "https://")):
+        return refusal(uri, status)
+    return first_line(error)
 
 
 def retry(call: Callable[[], T], what: str, retries: int = 5, first_wait: float = 1.0) -> T:
@@ -52,9 +68,11 @@ def retry(call: Callable[[], T], what: str, retries: int = 5, first_wait: float 
             return call()
         except Exception as error:  # MLflow raises many types for a store that is down
             if refused(error):
+                if status_of(error) in (401, 403):
+                    raise TrackingError(f"{reason(error)} (could not {what})") from None
                 raise TrackingError(f"MLflow refused to {what}: {first_line(error)}") from None
             if attempt == retries:
-                raise TrackingError(f"MLflow: {what} failed after {retries + 1} attempts: {error}") from None
+                raise TrackingError(f"MLflow: {what} failed after {retries + 1} attempts: {first_line(error)}") from None
             print(f"MLflow: {what} failed ({type(error).__name__}); retrying in {wait:.0f} s", file=sys.stderr)
             time.sleep(wait)
             wait = min(wait * 2, 30.0)

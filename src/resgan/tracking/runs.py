@@ -28,7 +28,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_I
 from resgan import files
 from resgan.errors import ResganError, first_line
 from resgan.gan.checkpoint import read_pointer
-from resgan.tracking.retries import environ, quick_requests, retry
+from resgan.tracking.retries import environ, quick_requests, refused, retry
 from resgan.tracking.store import TrackingError, setup, tracking_uri
 
 T = TypeVar("T")
@@ -131,8 +131,11 @@ class StageRun:
         try:
             self.parent = self.client.get_run(parent)
         except MlflowException as error:
-            raise TrackingError(f"the train run {parent} recorded in {run_file} is not in {tracking_uri()}: "
-                                f"{first_line(error)} (re-run the train stage: dvc repro --force train)") from None
+            if refused(error):
+                raise TrackingError(f"the train run {parent} recorded in {run_file} is not in {tracking_uri()}: "
+                                    f"{first_line(error)} (re-run the train stage: dvc repro --force train)") from None
+            # the store is down (a 5xx), not the run missing: try again, then one line
+            self.parent = self.log(lambda: self.client.get_run(parent), "read the train run")
         child_tags = {**tags, MLFLOW_PARENT_RUN_ID: parent}
         self.run = self.log(lambda: self._create(self.parent.info.experiment_id or experiment_id, run_name,
                                                  child_tags), "start the evaluation run")

@@ -63,6 +63,41 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         reason = getattr(error, "reason", error)
         raise TrackingError(f"MLflow tracking server at {uri} is unreachable ({reason}); "
                             "start it or unset MLFLOW_TRACKING_URI to use the local mlflow.db") from None
+    check_credentials(uri, timeout)
+
+
+# ---- basic auth (``mlflow server --app-name basic-auth``). The user and password come from
+# MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, as MLflow's own client reads them; the password is
+# never printed, logged or written anywhere. A 401 (who are you?) or 403 (not allowed) is an answer, not
+# an outage: never retried (see resgan.tracking.retries.refused), and said in one line naming the server
+# and the user.
+
+def check_credentials(uri: str, timeout: float = 5.0) -> None:
+    """One authenticated read (the first experiment) before a stage starts: a server that refuses the
+    user fails here, before anything is written, with one line (see :func:`refusal`)."""
+    import requests
+
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    auth = (user, password) if user and password is not None else None
+    try:
+        answer = requests.get(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search", params={"max_results": 1},
+                              auth=auth, timeout=timeout)
+    except requests.RequestException:
+        return  # /health answered: a slow read is retried where it happens
+    if answer.status_code in (401, 403):
+        raise TrackingError(refusal(uri, answer.status_code))
+
+
+def refusal(uri: str, status: int) -> str:
+    """The one line for a 401/403 answer of the tracking server ``uri`` (names the user, never the password)."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME") or None
+    if status == 401 and user is None:
+        return (f"MLflow tracking server at {uri} asks for a user name and password (HTTP 401): "
+                "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    if status == 401:
+        return (f"MLflow tracking server at {uri} refused user {user!r}: wrong user name or password (HTTP 401); "
+                "check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    return f"MLflow tracking server at {uri} refused user {user!r}: permission denied (HTTP 403)"
 
 
 def setup(experiment: str, root: Path | None = None) -> str:
@@ -74,15 +109,18 @@ def setup(experiment: str, root: Path | None = None) -> str:
     # The process-wide URI: every MlflowClient() made later (and the model logging, see
     # resgan.tracking.runs) talks to this store.
     mlflow.set_tracking_uri(uri)
+    from resgan.tracking.retries import retry  # (retries imports this module)
+
     with store_lock(uri):  # MLflow creates and migrates a new store's tables on first use: one process at a time
         client = MlflowClient()
-        found = client.get_experiment_by_name(experiment)
+        # retried: a server whose database is down answers 5xx (one line after the retries, no traceback)
+        found = retry(lambda: client.get_experiment_by_name(experiment), "read the experiment")
         if found is not None:
             return found.experiment_id
         try:
             return client.create_experiment(experiment, artifact_location=artifact_location(uri))
         except Exception:  # created meanwhile by a concurrent run: fetch it
-            found = client.get_experiment_by_name(experiment)
+            found = retry(lambda: client.get_experiment_by_name(experiment), "read the experiment")
             if found is None:
                 raise
             return found.experiment_id
