@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from resgan import files, sampling
+from resgan import files, grids, sampling
 from resgan.errors import ResganError
 from resgan.gan import checkpoint
 
@@ -206,8 +206,9 @@ class ProgressBar(Callback):
 
 class SampleGrid(Callback):
     """Every ``every`` steps and at the last: a grid of the EMA generator's images of ``size`` fixed
-    latents (seed ``seed``; a conditional model draws classes 0, 1, ..., K-1 in turn), logged to
-    ``logger`` as image ``samples`` at that step (MLflow's image slider)."""
+    latents (seed ``seed``; a conditional model draws classes 0, 1, ..., K-1 in turn, laid out a class per
+    column or a block per class as :func:`resgan.grids.sample_grid` does), logged to ``logger`` as image
+    ``samples`` at that step (MLflow's image slider)."""
 
     def __init__(self, gan, logger, every: int, size: int, seed: int):
         self.gan, self.logger, self.every = gan, logger, every
@@ -220,7 +221,7 @@ class SampleGrid(Callback):
 
     def on_step_end(self, step: int, figures: dict[str, float]) -> None:
         if self.due(step, self.every):
-            self.logger.log_image(files.image_grid(self.images()), "samples", step)
+            self.logger.log_image(grids.sample_grid(self.images(), self.labels, len(self.latents)), "samples", step)
 
 
 # FID over training's metric name in MLflow: ``train/fid_classifier``. Its own name, not the evaluation's
