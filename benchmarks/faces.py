@@ -180,12 +180,12 @@ def run_case(name: str, folders: dict[str, Path], args, work: Path, env: dict[st
                                     if k in ("fraction", "mean")}}
     summary = json.loads((data / "summary.json").read_text())
     case: dict[str, Any] = {
-        "data": {"photographs": data_name, "labelled": labelled, "n_train": int(len(train)),
-                 "n_heldout": int(len(heldout)), "classes": len(summary.get("class_names") or []),
+        "data": {"photographs": data_name, "labelled": labelled, "n_train": len(train),
+                 "n_heldout": len(heldout), "classes": len(summary.get("class_names") or []),
                  "image_size": args.image_size},
         "extractor": {"kind": extractor.kind, "name": extractor.name, "trusted": extractor.trusted,
                       "fitness": extractor.fitness},
-        "floor": {f"fid_{extractor.name}_heldout_vs_train": fid(real_feats, heldout_feats), "n_heldout": int(len(heldout))},
+        "floor": {f"fid_{extractor.name}_heldout_vs_train": fid(real_feats, heldout_feats), "n_heldout": len(heldout)},
         "heldout_memorization": heldout_memo,
         "params": {s: params[s] for s in ("model", "train")}, "overrides": overrides,
         "load_average_before": [round(x, 2) for x in os.getloadavg()]}

@@ -44,7 +44,7 @@ def test_the_subset_holds_n_a_person_and_the_rest_is_held_out(tmp_path):
     assert flat == subset and len(heldout) == 3 * 2 and not heldout & subset
     assert len(list(folders["all_flat"].glob("*.png"))) == 21
     # The same pixels as the source: a photograph is copied, not redrawn.
-    name = sorted(heldout)[0]
+    name = min(heldout)
     person, _, file = name.partition("_")
     np.testing.assert_array_equal(np.asarray(Image.open(folders["heldout"] / name)),
                                   np.asarray(Image.open(tmp_path / "faces" / person / file)))

@@ -10,9 +10,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from conftest import tiny_params
 from PIL import Image
 
-from conftest import tiny_params
 from resgan import files, grids
 from resgan.config import ModelParams
 from resgan.nn.networks import generator_from_params

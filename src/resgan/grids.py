@@ -90,7 +90,7 @@ def class_blocks(images: np.ndarray, labels: np.ndarray, classes: int | None = N
     images, in their order, in block k, its number written under it; returns the uint8 HWC picture."""
     images, labels = np.asarray(images), np.asarray(labels)
     classes = classes or int(labels.max()) + 1
-    n, h, w, c = images.shape
+    _n, h, w, c = images.shape
     per_class = max(1, int(np.bincount(labels, minlength=classes).max()))
     layout = block_layout(classes, per_class, h, w)
     picture = np.zeros((layout.height, layout.width, c), dtype=np.uint8)

@@ -17,8 +17,8 @@ reference set is the same for every measurement, so its own noise is common to b
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 
