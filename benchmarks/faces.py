@@ -54,7 +54,7 @@ BUDGET = {"steps": 10_000_000, "max_minutes": 0, "checkpoint_every": 1_000_000, 
           "log_every": 100}
 # --quick: a smoke run on tiny images, every stage cut to seconds.
 QUICK = {"classifier": {"epochs": 1, "ssl_epochs": 1, "ssl_min_steps": 0, "width": 8, "feature_dim": 16},
-         "model": {"width": 8, "latent_dim": 16}, "train": {"eval_every": 0, "precision": "float32"}}
+         "model": {"width": 8, "latent_dim": 16}, "train": {"eval_every": 0, "precision": "float32", "batch_size": 8}}
 DOCS_IMAGES = ROOT / "docs" / "images"
 
 
@@ -259,6 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="resgan-faces-"))
     work.mkdir(parents=True, exist_ok=True)
     env = _env(work / "mlflow.db")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT)])  # this checkout's resgan, whatever is installed
     try:
         folders = split_people(args.faces, work, args.per_person)
         results.setdefault("cases", {})

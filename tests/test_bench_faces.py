@@ -71,8 +71,8 @@ def test_quick_run_on_made_up_faces_scores_and_draws_each_case(tmp_path):
     saved = json.loads((results / "faces_quick.json").read_text())
     assert sorted(saved["cases"]) == ["subset_flat", "subset_labelled"]
     for name, case in saved["cases"].items():
-        # 24 photographs, the prepare stage's 10% test split out of them; the other 16 held out.
-        assert case["data"]["n_train"] + 0 < 24 and case["data"]["n_heldout"] == 16
+        # 24 photographs, the prepare stage's 10% test split (3) out of them; the other 16 held out.
+        assert case["data"]["n_train"] == 21 and case["data"]["n_heldout"] == 16
         assert case["data"]["classes"] == (4 if name == "subset_labelled" else 0)
         key = f"fid_{case['extractor']['name']}"
         assert isinstance(case["extractor"]["trusted"], bool) and case["extractor"]["fitness"]
