@@ -416,6 +416,12 @@ def test_the_last_step_is_measured_when_training_stops_early(tmp_path, eager):
     budget = TimeBudget(1 / 60, clock=iter([0.0, 0.5, 0.9, 1.1]).__next__)  # passes 1 s after step 3
     assert fit(gan, iter(batches()), 0, 10, [tracker, budget]) == 3
     assert [(row["step"], row["fid_test"]) for row in tracker.history] == [(2, 5.0), (3, 4.0)]
+    # Stopped before the first measurement was due: the last step is still measured, once.
+    scores, budget = iter([7.0]), TimeBudget(1 / 60, clock=iter([0.0, 1.1]).__next__)
+    first = FidTracker(gan, lambda images: {"fid_test": next(scores)}, "fid_test", every=5, num=5, seed=7,
+                       folder=tmp_path / "first", export=lambda gan, path: None)
+    assert fit(gan, iter(batches()), 0, 10, [first, budget]) == 1
+    assert [(row["step"], row["fid_test"]) for row in first.history] == [(1, 7.0)]
 
 
 def test_the_fid_score_extracts_the_reference_once_and_matches_fid():

@@ -264,9 +264,11 @@ class FidTracker(Callback):
         self.history: list[dict[str, float]] = list(history or [])
         self.best: dict[str, float] | None = None
         self.seconds = 0.0  # spent measuring in this process (the cost of FID over training)
+        self.start = 0  # the step training starts from
 
     def on_train_begin(self, step: int, steps: int) -> None:
         super().on_train_begin(step, steps)
+        self.start = step
         self.history = [row for row in self.history if row["step"] <= step]
         self.best = checkpoint.RunRecord(self.folder, step).best()
 
@@ -275,8 +277,8 @@ class FidTracker(Callback):
             self.measure(step)
 
     def on_train_end(self, step: int) -> None:
-        if self.every and self.history and not any(row["step"] == step for row in self.history) \
-                and step > self.history[-1]["step"]:  # stopped early (the time budget): the last step too
+        last = self.history[-1]["step"] if self.history else self.start
+        if self.every and step > last:  # stopped early (the time budget): the last step is measured too
             self.measure(step)
 
     @property
