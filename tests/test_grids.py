@@ -74,6 +74,7 @@ def forty_class_generator(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow  # runs the sample stage
 def test_the_sample_stages_forty_class_grid_fits_a_screen_with_each_block_its_class(forty_class_generator, tmp_path):
     from resgan.stages import sample
 
@@ -94,6 +95,7 @@ def test_the_sample_stages_forty_class_grid_fits_a_screen_with_each_block_its_cl
     assert len({images[labels == k][0].tobytes() for k in range(CLASSES)}) == CLASSES  # classes draw apart
 
 
+@pytest.mark.slow  # runs resgan generate's library call on a saved model
 def test_generate_wraps_forty_classes_and_keeps_one_labels_grid(forty_class_generator, tmp_path):
     from resgan.generate import generate
 
