@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TEAM   := $(VENV)/.installed-team
 
-.PHONY: repro test test-fast bench bench-quality bench-features install lock clean team-up team-down
+.PHONY: repro test test-fast bench bench-quality bench-faces bench-features install lock clean team-up team-down
 
 $(BIN)/python:
 	$(shell command -v $(PYTHON) || command -v python3) -m venv $(VENV)
@@ -47,6 +47,9 @@ bench: $(STAMP)  ## speed and memory figures -> benchmarks/results/latest.json
 
 bench-quality: $(STAMP)  ## MNIST plain, tuned, tuned_uncond to 200k images and 10 min; 400 digits at 64x64 without/with DiffAugment 10 min (about 1 h)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks.quality
+
+bench-faces: $(STAMP)  ## Yale B faces (RESGAN_FACES or FACES=DIR): 380 and 2,414 photographs, labelled and flat, 10 min each (about 2 h)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks.faces $(if $(FACES),--faces $(FACES))
 
 bench-features: $(STAMP)  ## do self-supervised features rank quality as the classifier does? (real digits, labels hidden)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks.ssl_features

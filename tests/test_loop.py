@@ -360,7 +360,7 @@ def test_fid_over_training_logs_the_curve_and_keeps_the_best_generator(tmp_path,
     fit(gan, iter(batches()), 0, 5, [ema, tracker])
     assert [(row["step"], row["fid_test"]) for row in tracker.history] == [(2, 5.0), (4, 3.0), (5, 4.0)]
     # A score without halves_gap is noiseless: the lowest FID is kept.
-    assert tracker.best == {"step": 4, "fid_test": 3.0, "lowest_step": 4, "lowest": 3.0, "noise": 0.0}
+    assert tracker.best == {"step": 4, "fid_test": 3.0, "noise": 0.0}
     assert json.loads((tmp_path / "best.json").read_text()) == tracker.best
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "train/fid_test")
     assert sorted((m.step, m.value) for m in history) == [(2, 5.0), (4, 3.0), (5, 4.0)]
@@ -390,26 +390,40 @@ class Exports:
         self.steps.append(self.tracker.history[-1]["step"])
 
 
-@pytest.mark.parametrize("gaps, kept", [
-    ([2.0] * 5, [2, 4, 8]),  # sigma = rms(gap) / 2 = 1: kept within 3.0 + 2 = 5.0 (4.8, not 5.5 or 5.4)
-    ([4.0] * 5, [2, 4, 6, 8, 10]),  # sigma 2: everything up to 7.0 is noise
-    ([0.5] * 5, [2, 4]),  # sigma 0.25: nothing later comes within 3.5
-    ([1.0, 1.0, 1.0, 1.0, 7.0], [2, 4, 10]),  # 1.0 up to 3.5; step 10's own gap: sigma 1.63, within 6.26
+@pytest.mark.parametrize("fids, kept", [
+    ([5.0, 3.0, 5.5, 4.8, 5.4], [2, 4]),  # the lowest so far is kept, whatever the noise: 3.0 at step 4
+    ([5.0, 3.0, 5.5, 3.0, 2.9], [2, 4, 8, 10]),  # equals go to the later step, a new lowest replaces it
 ])
 @pytest.mark.slow  # exports a generator at every FID measurement
-def test_the_kept_generator_is_the_latest_within_noise_of_the_lowest_fid(tmp_path, eager, gaps, kept):
+def test_the_kept_generator_is_the_lowest_fids_and_the_noise_is_the_spread_of_two_fids(tmp_path, eager, fids, kept):
     gan = make_gan()
-    fids = iter([5.0, 3.0, 5.5, 4.8, 5.4])  # steps 2, 4, 6, 8, 10
-    gap = iter(gaps)
+    scores, gaps = iter(fids), iter([2.0, 2.0, 2.0, 2.0, 6.0])  # steps 2, 4, 6, 8, 10
     exports = Exports()
-    tracker = FidTracker(gan, lambda images: {"fid_test": next(fids), "halves_gap": next(gap)}, "fid_test", every=2,
-                         num=5, seed=7, folder=tmp_path, export=exports)
+    tracker = FidTracker(gan, lambda images: {"fid_test": next(scores), "halves_gap": next(gaps)}, "fid_test",
+                         every=2, num=5, seed=7, folder=tmp_path, export=exports)
     exports.tracker = tracker
     fit(gan, iter(batches()), 0, 10, [tracker])
-    assert exports.steps == kept
-    assert tracker.best["step"] == kept[-1] and (tracker.best["lowest_step"], tracker.best["lowest"]) == (4, 3.0)
-    assert tracker.best["noise"] == pytest.approx(np.sqrt(np.mean(np.square(gaps[: kept[-1] // 2]))) / 2)
-    assert [row["halves_gap"] for row in tracker.history] == gaps
+    assert exports.steps == kept and tracker.best["step"] == kept[-1]
+    # The spread of two FIDs of one generator: rms(gap) / sqrt(2), from the gaps up to the kept step
+    # (four gaps of 2: sqrt(2) = 1.414; with step 10's 6: rms = sqrt((16 + 36) / 5) = 3.225, / sqrt(2) = 2.28).
+    assert tracker.best["noise"] == pytest.approx(2.0 / np.sqrt(2) if kept[-1] < 10 else np.sqrt(52 / 5 / 2), abs=1e-6)
+    assert [row["halves_gap"] for row in tracker.history] == [2.0, 2.0, 2.0, 2.0, 6.0]
+
+
+def test_the_last_step_is_measured_when_training_stops_early(tmp_path, eager):
+    gan = make_gan()
+    scores = iter([5.0, 4.0, 6.0])
+    tracker = FidTracker(gan, lambda images: {"fid_test": next(scores)}, "fid_test", every=2, num=5, seed=7,
+                         folder=tmp_path, export=lambda gan, path: None)
+    budget = TimeBudget(1 / 60, clock=iter([0.0, 0.5, 0.9, 1.1]).__next__)  # passes 1 s after step 3
+    assert fit(gan, iter(batches()), 0, 10, [tracker, budget]) == 3
+    assert [(row["step"], row["fid_test"]) for row in tracker.history] == [(2, 5.0), (3, 4.0)]
+    # Stopped before the first measurement was due: the last step is still measured, once.
+    scores, budget = iter([7.0]), TimeBudget(1 / 60, clock=iter([0.0, 1.1]).__next__)
+    first = FidTracker(gan, lambda images: {"fid_test": next(scores)}, "fid_test", every=5, num=5, seed=7,
+                       folder=tmp_path / "first", export=lambda gan, path: None)
+    assert fit(gan, iter(batches()), 0, 10, [first, budget]) == 1
+    assert [(row["step"], row["fid_test"]) for row in first.history] == [(1, 7.0)]
 
 
 def test_the_fid_score_extracts_the_reference_once_and_matches_fid():

@@ -488,11 +488,10 @@ def test_fid_over_training_is_logged_and_the_best_generator_is_exported(tmp_path
     fid_at = dict(zip(curve["step"], curve["fid"]))
     exported_step = figures["exported_step"]
     assert figures["best_step"] == best_step
-    if trusted:  # the latest step within two standard errors of the lowest (the lowest itself at least)
-        assert exported_step >= best_step and figures["fid_noise"] > 0
-        assert fid_at[exported_step] <= curve["fid"].min() + 2 * figures["fid_noise"]
-    else:
-        assert exported_step == 6
+    assert figures["fid_noise"] > 0 and figures[f"{key}_last"] == pytest.approx(fid_at[6])
+    beats = fid_at[6] - curve["fid"].min() > 2 * figures["fid_noise"]  # the best only above 2 x the noise
+    assert figures["export"]["which"] == ("best" if trusted and beats else "last")
+    assert exported_step == (best_step if trusted and beats else 6)
     assert 0 < figures["fid_seconds"] < figures["wall_s"]  # the cost of FID over training, timed apart
     saved = json.loads(project.metrics.read_text())
     assert saved[f"{key}_best"] == pytest.approx(curve["fid"].min()) and saved["best_step"] == best_step
@@ -504,7 +503,9 @@ def test_fid_over_training_is_logged_and_the_best_generator_is_exported(tmp_path
     assert [step for step, _ in history] == [2, 4, 6]
     assert [value for _, value in history] == pytest.approx(curve["fid"].tolist())
     tags = client.get_run(run_id).data.tags
-    if not trusted:
+    assert tags["export_reason"].startswith(f"{figures['export']['which']} step exported: ")
+    assert f"{fid_at[6]:.3g}" in tags["export_reason"]  # the last step's FID, beside the best's
+    if not (trusted and beats):
         assert (tags["exported"], tags["exported_step"]) == ("last", "6")
         return
     assert (tags["exported"], tags["exported_step"]) == ("best", str(exported_step))

@@ -190,7 +190,7 @@ def generate(
     batch_size: Annotated[int, typer.Option(help="Images per generator call.")] = 256,
     truncation: TruncationOpt = None,
     fmt: Annotated[Optional[str], typer.Option("--format", help="grid | folder | npz (default: from --out's suffix).")] = None,
-    columns: Annotated[Optional[int], typer.Option(help="Grid columns (default: near square).")] = None,
+    columns: Annotated[Optional[int], typer.Option(help="Grid columns (default: near square; a block per class for a model of more classes than fit a row).")] = None,
     label: LabelOpt = None,
     scale: ScaleOpt = 0,
     force: ForceOpt = False,

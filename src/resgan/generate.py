@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from resgan import files
+from resgan import files, grids
 from resgan.errors import ResganError
 from resgan.loading import generator_from_file, image_shape, latent_dim, model_file, num_classes
 from resgan.outputs import (check_output, grid_shape, write_folder, write_gif, write_grid,
-                            write_npz)
+                            write_npz, write_picture)
 from resgan.sampling import class_labels, generate_images, iter_images, latents, walk_latents
 from resgan.terminal import progress_bar, quiet_tensorflow
 
@@ -142,12 +142,13 @@ def generate(model_ref: str, out: Path, num: int = 64, seed: int = 0, batch_size
     check_output(out, fmt, force)
 
     model = _load(model_ref)
+    classes = num_classes(model) if label is None else 0  # every class in turn: more than a row holds wrap
     labels = class_labels(num, num_classes(model), seed, label)
     h, w, c = image_shape(model)
     if fmt != "npz":
         _check_image_channels(model, model_ref)
     if fmt == "grid":
-        gh, gw = grid_shape(num, h, w, columns)
+        gh, gw = grids.shown_size(num, h, w, classes, columns)
         factor = files.view_factor(gw, scale)
         if not scale:  # enlarging is for viewing: never past what a viewer opens
             factor = max(1, min(factor, math.isqrt(MAX_GRID_PIXELS // (gh * gw))))
@@ -163,7 +164,7 @@ def generate(model_ref: str, out: Path, num: int = 64, seed: int = 0, batch_size
             return Result(out, fmt, count, (h, w, c))
         images = generate_images(model, z, labels, batch_size, advance)
     if fmt == "grid":
-        write_grid(out, images, columns, factor)
+        write_picture(out, grids.cycled_grid(images, labels, classes, columns), factor)
         return Result(out, fmt, num, (gw, gh))
     write_npz(out, images, seed, **({} if labels is None else {"labels": labels.astype(np.int64)}))
     return Result(out, fmt, num, images.shape)

@@ -75,6 +75,12 @@ def write_grid(out: Path, images: np.ndarray, columns: int | None = None, factor
         files.save_png(out, files.enlarge(files.image_grid(images, columns), factor))
 
 
+def write_picture(out: Path, picture: np.ndarray, factor: int = 1) -> None:
+    """A uint8 HWC ``picture`` (a laid-out grid) as one PNG, enlarged by the integer ``factor``."""
+    with _writing(out):
+        files.save_png(out, files.enlarge(picture, factor))
+
+
 def write_npz(out: Path, images: np.ndarray, seed: int, **extra: Any) -> None:
     """An npz of ``images``, ``seed`` (int64) and any ``extra`` arrays (a conditional draw's ``labels``)."""
     with _writing(out):

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from resgan import files, sampling
+from resgan import files, grids, sampling
 from resgan.errors import ResganError
 from resgan.gan import checkpoint
 
@@ -206,8 +206,9 @@ class ProgressBar(Callback):
 
 class SampleGrid(Callback):
     """Every ``every`` steps and at the last: a grid of the EMA generator's images of ``size`` fixed
-    latents (seed ``seed``; a conditional model draws classes 0, 1, ..., K-1 in turn), logged to
-    ``logger`` as image ``samples`` at that step (MLflow's image slider)."""
+    latents (seed ``seed``; a conditional model draws classes 0, 1, ..., K-1 in turn, laid out a class per
+    column or a block per class as :func:`resgan.grids.sample_grid` does), logged to ``logger`` as image
+    ``samples`` at that step (MLflow's image slider)."""
 
     def __init__(self, gan, logger, every: int, size: int, seed: int):
         self.gan, self.logger, self.every = gan, logger, every
@@ -220,7 +221,7 @@ class SampleGrid(Callback):
 
     def on_step_end(self, step: int, figures: dict[str, float]) -> None:
         if self.due(step, self.every):
-            self.logger.log_image(files.image_grid(self.images()), "samples", step)
+            self.logger.log_image(grids.sample_grid(self.images(), self.labels, len(self.latents)), "samples", step)
 
 
 # FID over training's metric name in MLflow: ``train/fid_classifier``. Its own name, not the evaluation's
@@ -235,19 +236,17 @@ class FidTracker(Callback):
     its export does), appended to :attr:`history` and logged
     to ``logger`` as :data:`FID_CURVE` at that step (MLflow draws the curve).
 
-    The kept generator: a measurement whose FID is within :data:`NOISE_MULTIPLE` times the FID's noise
-    of the lowest so far exports the EMA generator to ``folder/best_generator.keras`` (``export(gan,
-    path)``) and records the step in ``folder/best.json`` (:attr:`best`), so the best snapshot outlives
-    the latest weights. Within noise the later step wins: a few hundred real images make a noisy FID,
-    and a lower figure that is only noise must not pin the export to an early, blurry step. The noise
-    is the standard error of the FID of ``num`` images, pooled over the measurements so far from the
-    score's ``halves_gap`` (the two halves' FIDs differ by about 2 standard errors of ``num`` images in
-    quadrature: sigma = rms(gap) / 2); a score without it counts as noiseless (the lowest FID wins).
-    ``history`` holds the rows of a resumed run; a best recorded after the step training resumes from
-    is forgotten (those steps are trained again)."""
+    The kept generator: a measurement with the lowest FID so far (the later of equals) exports the EMA
+    generator to ``folder/best_generator.keras`` (``export(gan, path)``) and records the step in
+    ``folder/best.json`` (:attr:`best`), so the best snapshot outlives the latest weights. The last step
+    is always measured (also when a callback stopped training early), so that
+    :func:`resgan.gan.export.choose_export` can hold the best against it: a few hundred real images make
+    a noisy FID, and a lower figure that is only noise must not pin the export to an early step. The
+    noise (:attr:`noise`) comes from the score's ``halves_gap``, pooled over the measurements so far; a
+    score without it counts as noiseless. ``history`` holds the rows of a resumed run; a best recorded
+    after the step training resumes from is forgotten (those steps are trained again)."""
 
     BEST_MODEL, BEST_RECORD = checkpoint.BEST_MODEL, checkpoint.BEST_RECORD
-    NOISE_MULTIPLE = 2.0
 
     def __init__(self, gan, score: Callable[[np.ndarray], dict[str, float]], key: str, every: int, num: int,
                  seed: int, folder: Path, export: Callable[[Any, Path], Any], logger=None,
@@ -265,9 +264,11 @@ class FidTracker(Callback):
         self.history: list[dict[str, float]] = list(history or [])
         self.best: dict[str, float] | None = None
         self.seconds = 0.0  # spent measuring in this process (the cost of FID over training)
+        self.start = 0  # the step training starts from
 
     def on_train_begin(self, step: int, steps: int) -> None:
         super().on_train_begin(step, steps)
+        self.start = step
         self.history = [row for row in self.history if row["step"] <= step]
         self.best = checkpoint.RunRecord(self.folder, step).best()
 
@@ -275,11 +276,18 @@ class FidTracker(Callback):
         if self.every and self.due(step, self.every) and not any(row["step"] == step for row in self.history):
             self.measure(step)
 
+    def on_train_end(self, step: int) -> None:
+        last = self.history[-1]["step"] if self.history else self.start
+        if self.every and step > last:  # stopped early (the time budget): the last step is measured too
+            self.measure(step)
+
     @property
     def noise(self) -> float:
-        """The FID's standard error at ``num`` images, pooled over the history (0 without gaps)."""
-        gaps = [row["halves_gap"] for row in self.history if math.isfinite(row.get("halves_gap", math.nan))]
-        return float(np.sqrt(np.mean(np.square(gaps))) / 2) if gaps else 0.0
+        """The spread of two FIDs of one generator on two sets of ``num`` images, from the history's
+        halves gaps (:func:`resgan.gan.export.fid_spread`; 0 without gaps)."""
+        from resgan.gan.export import fid_spread
+
+        return fid_spread(row.get("halves_gap", math.nan) for row in self.history)
 
     def measure(self, step: int) -> float:
         """Score the EMA generator now, as step ``step``; returns the FID."""
@@ -294,26 +302,17 @@ class FidTracker(Callback):
         self.history.append(row)
         if self.logger is not None:
             self.logger.log_metrics({FID_CURVE.format(key=self.key): value}, step)
-        if math.isfinite(value):
-            finite = [r for r in self.history if math.isfinite(r[self.key])]
-            lowest = min(finite, key=lambda r: (r[self.key], -r["step"]))  # the later of equals
-            noise = self.noise
-            if self.best is None or value <= lowest[self.key] + self.NOISE_MULTIPLE * noise:
-                self.export(self.gan, self.folder / self.BEST_MODEL)
-                self.best = {"step": step, self.key: value, "lowest_step": int(lowest["step"]),
-                             "lowest": lowest[self.key], "noise": round(noise, 6)}
-                checkpoint.RunRecord(self.folder).write_best(self.best)
+        if math.isfinite(value) and (self.best is None or value <= self.best[self.key]):  # the later of equals
+            self.export(self.gan, self.folder / self.BEST_MODEL)
+            self.best = {"step": step, self.key: value, "noise": round(self.noise, 6)}
+            checkpoint.RunRecord(self.folder).write_best(self.best)
         return value
 
     def figures(self, start: int, wall: float) -> dict[str, Any]:
-        """For ``metrics/train.json``: the lowest FID (``<key>_best``), its step and the FID's noise, and
-        the seconds spent measuring (said in one line with their share of ``wall``, this call's training
-        seconds); only FID measurements after step ``start`` count."""
+        """The seconds spent measuring (said in one line with their share of ``wall``, this call's training
+        seconds; only FID measurements after step ``start`` count). The lowest and the last FID and the
+        noise come with the export decision (:func:`resgan.gan.export.choose_export`)."""
         figures: dict[str, Any] = {}
-        if self.best:  # the lowest FID measured; the exported step is the latest within noise of it
-            figures = {f"{self.key}_best": self.best.get("lowest", self.best[self.key]),
-                       "best_step": int(self.best.get("lowest_step", self.best["step"])),
-                       "fid_noise": self.best.get("noise", 0.0)}
         figures["fid_seconds"] = round(self.seconds, 2)  # its share of wall_s: the cost of FID over training
         print(f"FID over training: {sum(1 for row in self.history if row['step'] > start)} measurements, "
               f"{self.seconds:.1f} s ({100 * self.seconds / max(wall, 1e-9):.1f}% of this run's training time)",

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from resgan import files
+from resgan import files, grids
 from resgan.config import Params
 from resgan.loading import load_generator
-from resgan.sampling import draw, grid_images
+from resgan.sampling import draw
 from resgan.terminal import progress_bar
 
 PARAMS = ("sample",)  # the params this stage reads: dvc.yaml gives it the same (tests/test_contract.py)
@@ -32,8 +32,8 @@ def run(params: Params, generator_path: Path, out_dir: Path) -> dict[str, Any]:
     extra = {} if labels is None else {"labels": labels.astype(np.int64)}
     files.save_npz(out_dir / "samples.npz", images=images, seed=np.int64(sp.seed), **extra)
     grid_path = out_dir / "grid.png"
-    # Conditional: a class per column. At least 512 pixels wide: small images enlarged for a person to see
-    # (samples.npz keeps the true pixels).
-    files.save_grid(grid_path, *grid_images(images, labels, sp.grid), min_width=files.VIEW_WIDTH)
+    # Conditional: a class per column, or a block per class for many (resgan.grids). At least 512 pixels
+    # wide: small images enlarged for a person to see (samples.npz keeps the true pixels).
+    grids.save(grid_path, grids.sample_grid(images, labels, sp.grid), min_width=files.VIEW_WIDTH)
     print(f"sampled {len(images)} images -> {out_dir / 'samples.npz'}, grid -> {grid_path}", flush=True)
     return {"num": len(images), "grid": str(grid_path)}

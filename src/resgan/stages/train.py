@@ -76,18 +76,20 @@ def run(params: Params, params_path: Path, data_dir: Path, models_dir: Path, che
         if not chief:
             return {}
         logger.close(retries)  # what waited for the store, in step order, before the model and final figures
-        # ---- export: the best FID's generator where trusted features measured it, else the last step's
-        best = fid.best if fid and tp.export == "best" and fid.score.extractor.trusted else None
-        exported_step = int(best["step"]) if best else step
+        # ---- export: the lowest FID's generator when it beats the last step's by more than the noise (trusted
+        # features, train.export: best), else the last step's (resgan.gan.export)
+        decision = _export_decision(fid, tp.export, step)
+        best = decision is not None and decision.which == "best"
+        exported_step = decision.step if best else step
         model_uri = _export(session, gan, fid.best_model if best else None, models_dir / "generator.keras",
                             experiment_id, record, start, step, exported_step, state)
         # ---- record: final figures, curves, the run pointer, and MLflow's copy of them
         figures = {**metrics.figures(start, step, wall), "precision": tp.precision,
                    "stopped_by_budget": budget.stop_training, **(fid.figures(start, wall) if fid else {}),
-                   "exported_step": exported_step}
+                   **_decision_figures(fid, decision), "exported_step": exported_step}
         pointer = {"run_id": session.run_id, "experiment_id": experiment_id, "tracking_uri": tracking.tracking_uri(),
                    "model_uri": model_uri, "checkpoint": str(record.folder)}
-        which = _record(session, figures, metrics, fid, best, wall, metrics_path, plots_path, fid_path,
+        which = _record(session, figures, metrics, fid, decision, wall, metrics_path, plots_path, fid_path,
                         models_dir / "mlflow_run.json", pointer)
     run_id = pointer["run_id"]
     print(f"trained {step} steps ({step - start} this run) in {wall:.0f} s; generator ({which}) "
@@ -115,6 +117,33 @@ def _plan(params, data_dir: Path, classifier_path: Path | None):
     the_plan = plan.plan(params, dataclasses.replace(data, accelerator=device_kind))
     print(the_plan.describe(), flush=True)
     return the_plan, train_data, summary, experiment_id
+
+
+def _export_decision(fid: FidTracker | None, export: str, step: int):
+    """The best-or-last decision (:func:`resgan.gan.export.choose_export`) on FID over training, or None
+    without it. Only ``train.export: best`` with trusted features exports the best step (an untrusted
+    extractor's FID may not pick the generator); otherwise the decision says why the last step is."""
+    from resgan.gan.export import choose_export
+
+    rows = [row for row in fid.history if row["step"] <= step] if fid else []
+    if not rows or rows[-1]["step"] != step:
+        return None
+    decision = choose_export([(row["step"], row[fid.key]) for row in rows], fid.noise)
+    if decision.which == "best" and (export != "best" or not fid.score.extractor.trusted
+                                     or fid.best is None or int(fid.best["step"]) != decision.best_step):
+        why = ("train.export is last" if export != "best" else
+               "the features failed their fitness check" if not fid.score.extractor.trusted else
+               "the best step's generator was not kept")
+        decision = dataclasses.replace(decision, which="last", step=step, reason=f"{decision.reason}, but {why}")
+    return decision
+
+
+def _decision_figures(fid: FidTracker | None, decision) -> dict[str, Any]:
+    """The lowest FID and its step, the last step's FID, the noise and the whole decision (``export``)."""
+    if decision is None:
+        return {}
+    return {f"{fid.key}_best": decision.best_fid, "best_step": decision.best_step, f"{fid.key}_last": decision.last_fid,
+            "fid_noise": round(decision.noise, 6), "export": decision.record()}
 
 
 def _open_run(session: tracking.StageRun, the_plan: plan.TrainPlan, params_path: Path, data_dir: Path,
@@ -174,11 +203,12 @@ def _export(session: tracking.StageRun, gan, best_model: Path | None, path: Path
 
 
 def _record(session: tracking.StageRun, figures: dict[str, Any], metrics: MetricsLogger, fid: FidTracker | None,
-            best, wall: float, metrics_path: Path, plots_path: Path, fid_path: Path | None, pointer_path: Path,
+            decision, wall: float, metrics_path: Path, plots_path: Path, fid_path: Path | None, pointer_path: Path,
             pointer: dict[str, Any]) -> str:
     """Write the metrics (the numbers DVC compares), the curves and the run pointer; log the figures as
     ``train.json`` and tags, not metrics (MLflow charts every metric); says which generator was exported."""
-    fid_keys = [k for k in figures if k.startswith("fid_") and k.endswith("_best")] + ["best_step", "exported_step"]
+    fid_keys = [k for k in figures if k.startswith("fid_") and k.endswith(("_best", "_last"))] + [
+        "fid_noise", "best_step", "exported_step"]
     files.write_json(metrics_path, {k: figures[k] for k in (*METRIC_KEYS, *fid_keys) if k in figures}, sort_keys=False)
     files.write_bytes(plots_path, metrics.csv())
     if fid_path is not None:
@@ -187,10 +217,10 @@ def _record(session: tracking.StageRun, figures: dict[str, Any], metrics: Metric
     session.log_dict(figures, "train.json")
     session.log_artifact(plots_path, "plots")
     step, exported = figures["steps"], figures["exported_step"]
+    best = decision is not None and decision.which == "best"
+    reason = f"{'best' if best else 'last'} step exported: {decision.reason}" if decision else ""
     session.set_tags({"exported": "best" if best else "last", "exported_step": str(exported), "trained_steps": str(step),
-                      "train_wall_s": f"{wall:.0f}", "stopped_by_budget": str(figures["stopped_by_budget"]).lower()},
-                     "tag export")
-    if not best:
-        return f"step {step}'s"
-    return (f"the best FID's, step {exported}" if exported == figures["best_step"] else
-            f"step {exported}'s, the latest within noise of the lowest FID (step {figures['best_step']})")
+                      "train_wall_s": f"{wall:.0f}", "stopped_by_budget": str(figures["stopped_by_budget"]).lower(),
+                      **({"export_reason": reason} if reason else {})}, "tag export")
+    which = f"the best FID's, step {exported}" if best else f"step {step}'s"
+    return f"{which}; {reason}" if reason else which
