@@ -470,6 +470,47 @@ def test_prepare_folder_skips_bad_files_with_reasons(tmp_path):
     assert labels == {"cmyk.jpg": 0, "deep.png": 0, "alpha.png": 1, "pal.gif": 1, "whole.png": -1}
 
 
+def test_parallel_prepare_gives_the_serial_data_hash_manifest_and_skips(tmp_path, monkeypatch):
+    """Worker processes (3 files a task, so a 29-file folder is 10 tasks) change nothing on disk:
+    the same npz bytes, manifest, skip list, duplicates and data hash as one process, also when
+    max_images stops early or a bad file ends the run."""
+    from resgan.data import collect as collect_module
+
+    make_messy_folder(tmp_path / "raw")
+    rng = np.random.default_rng(1)
+    for i in range(20):  # colour JPEGs and PNGs in two more classes, enough for many tasks
+        pixels = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+        png(tmp_path / "raw" / ("photo" if i % 2 else "scan") / f"{i:02d}.{'jpg' if i % 3 else 'png'}",
+            Image.fromarray(pixels, "RGB"))
+    pools = []
+
+    class CountedPool(collect_module.ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            pools.append(self)
+
+    monkeypatch.setattr(collect_module, "CHUNK", 3)
+    monkeypatch.setattr(collect_module, "ProcessPoolExecutor", CountedPool)
+    common = {"source": "folder", "path": str(tmp_path / "raw"), "channels": 3, "test_fraction": 0.2}
+    for name, extra in (("all", {}), ("first7", {"max_images": 7})):
+        serial = prepare.run(prep(**common, **extra, workers=1), tmp_path / f"{name}_serial")
+        assert not pools
+        parallel = prepare.run(prep(**common, **extra, workers=2), tmp_path / f"{name}_parallel")
+        assert len(pools) == 1
+        pools.clear()
+        assert parallel == serial  # data hash, skips (with reasons), duplicates, inputs, counts
+        for file in ("train.npz", "test.npz", "manifest.csv"):
+            assert (tmp_path / f"{name}_parallel" / file).read_bytes() == (tmp_path / f"{name}_serial" / file).read_bytes()
+    # cmyk, corrupt, deep, zero, alpha, notes, pal, pal_copy (a copy), photo/01, 03, 05: the 7th kept
+    assert serial["counts"]["total"] == 7 and serial["inputs"] == 11
+    everything = json.loads((tmp_path / "all_parallel" / "summary.json").read_text())
+    assert everything["counts"]["total"] == 25 and everything["duplicates"] == 1
+    assert [Path(entry["path"]).name for entry in everything["skipped"]] == ["corrupt.png", "zero.png", "notes.txt"]
+    with pytest.raises(ResganError, match=r"ink/corrupt.png: truncated image"):
+        prepare.run(prep(**common, workers=2, on_bad_image="fail"), tmp_path / "fail")
+    assert not (tmp_path / "fail").exists()
+
+
 def test_on_bad_image_fail_names_the_file(tmp_path):
     make_messy_folder(tmp_path / "raw")
     params = prep(source="folder", path=str(tmp_path / "raw"), on_bad_image="fail")

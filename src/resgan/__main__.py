@@ -1,3 +1,4 @@
 from resgan.cli import main
 
-main()
+if __name__ == "__main__":  # a process started with spawn imports this module without running the CLI
+    main()

@@ -55,6 +55,7 @@ class PrepareParams(_Section):
     max_images: int = Field(0, ge=0)  # 0: all
     shard_size: int = Field(0, ge=0, le=10_000_000)  # train images per shard file under shards/; 0: no shards
     npz_max_images: int = Field(0, ge=0)  # with shards: cap on images in each of train.npz/test.npz; 0: all
+    workers: int = Field(0, ge=0, le=1024)  # processes that decode files; 0: one per CPU this process may use
 
     @field_validator("image_size")
     @classmethod

@@ -15,18 +15,24 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections import Counter
+import multiprocessing
+import os
+from collections import Counter, deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from resgan.data.images import BadImage, ImageSpec, convert, from_array, open_image
+from resgan.data.images import BadImage, ImageSpec, convert, from_array, load_images, open_image
 from resgan.data.prepared import PixelFile, PrepareError, Split
 from resgan.data.sources import RawData, RawItem
 
 UNLABELLED = -1
+CHUNK = 256  # files per worker task: enough that pickling and scheduling cost little, few enough to start soon
 
 
 @dataclass
@@ -74,18 +80,66 @@ def bad_input(entry: dict[str, str]) -> PrepareError:
                         "set it to 'skip' to leave such files out)")
 
 
-def _pixels_of(item: RawItem, spec: ImageSpec) -> np.ndarray:
-    img = open_image(item.path, spec.max_pixels) if item.path is not None else from_array(item.pixels)
-    return convert(img, spec)
+def _pixels_of(item: RawItem, spec: ImageSpec) -> np.ndarray | str:
+    """The converted pixels of ``item``, or the reason it is bad input."""
+    try:
+        img = open_image(item.path, spec.max_pixels) if item.path is not None else from_array(item.pixels)
+        return convert(img, spec)
+    except BadImage as bad:
+        return bad.reason
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, which containers and ``taskset`` narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def converted(items: list[RawItem], spec: ImageSpec, workers: int = 1,
+              chunk: int = CHUNK) -> Iterator[tuple[RawItem, np.ndarray | str]]:
+    """``(item, pixels or the reason it is bad)`` for each of ``items``, in order.
+
+    With ``workers`` > 1 and at least two chunks of files, files are converted by that many worker
+    processes, ``chunk`` files a task, a few tasks ahead of the consumer (so memory holds a few
+    chunks, not the data set); arrays, and small folders where starting workers costs more than it
+    saves, are converted here. Stopping early (``max_images``) cancels the tasks not yet started.
+    """
+    if workers <= 1 or len(items) < 2 * chunk or any(item.path is None for item in items):
+        for item in items:
+            yield item, _pixels_of(item, spec)
+        return
+    # spawn, not fork: the caller may hold TensorFlow's or BLAS's threads, which fork does not copy.
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        ahead: deque = deque()
+        parts = (items[start:start + chunk] for start in range(0, len(items), chunk))
+        for part in parts:
+            ahead.append((part, pool.submit(load_images, [item.path for item in part], spec)))
+            if len(ahead) > 2 * workers:
+                yield from _finished(*ahead.popleft())
+        while ahead:
+            yield from _finished(*ahead.popleft())
+    except BrokenProcessPool:
+        raise PrepareError("a prepare worker process died (out of memory?); set prepare.workers: 1 "
+                           "to convert the images in one process") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _finished(part: list[RawItem], future) -> Iterator[tuple[RawItem, np.ndarray | str]]:
+    yield from zip(part, future.result())
 
 
 def collect(raw: RawData, spec: ImageSpec, pixels: PixelFile, *, max_images: int, on_bad_image: str,
-            where: str) -> Collected:
+            where: str, workers: int = 1) -> Collected:
     """Convert ``raw``'s items to ``spec``, appending each kept image to ``pixels``.
 
     ``max_images`` (0: all) counts kept images; ``on_bad_image`` is ``skip`` or ``fail``; ``where``
-    names the source in errors. Raises :class:`PrepareError` when nothing is kept, or for the first
-    bad input under ``fail``.
+    names the source in errors; ``workers`` processes decode files (see :func:`converted`; the
+    result is the same for any number). Raises :class:`PrepareError` when nothing is kept, or for
+    the first bad input under ``fail``.
     """
     skipped = list(raw.skipped)
     if skipped and on_bad_image == "fail":
@@ -94,26 +148,28 @@ def collect(raw: RawData, spec: ImageSpec, pixels: PixelFile, *, max_images: int
     hashes: list[str] = []
     seen: set[str] = set()
     duplicates, inputs = 0, len(raw.skipped)
-    for item in raw.items:
-        if max_images and len(kept) >= max_images:
-            break
-        inputs += 1
-        try:
-            image = _pixels_of(item, spec)
-        except BadImage as bad:
-            entry = {"path": item.ref, "reason": bad.reason}
-            if on_bad_image == "fail":
-                raise bad_input(entry) from None
-            skipped.append(entry)
-            continue
-        digest = hashlib.sha256(image.tobytes()).hexdigest()
-        if digest in seen:
-            duplicates += 1
-            continue
-        seen.add(digest)
-        pixels.append(image)
-        kept.append(item)
-        hashes.append(digest)
+    results = converted(raw.items, spec, workers, CHUNK)
+    try:
+        for item, image in results:
+            if max_images and len(kept) >= max_images:
+                break
+            inputs += 1
+            if isinstance(image, str):
+                entry = {"path": item.ref, "reason": image}
+                if on_bad_image == "fail":
+                    raise bad_input(entry) from None
+                skipped.append(entry)
+                continue
+            digest = hashlib.sha256(image.tobytes()).hexdigest()
+            if digest in seen:
+                duplicates += 1
+                continue
+            seen.add(digest)
+            pixels.append(image)
+            kept.append(item)
+            hashes.append(digest)
+    finally:
+        results.close()  # stops the workers when max_images or a bad file ended the loop early
     if not kept:
         if not raw.items and not skipped:
             raise PrepareError(f"no images found in {where}")

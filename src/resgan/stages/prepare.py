@@ -18,7 +18,7 @@ from pathlib import Path
 
 from resgan import files
 from resgan.config import PrepareParams
-from resgan.data.collect import Collected, collect, plan_splits
+from resgan.data.collect import Collected, available_cpus, collect, plan_splits
 from resgan.data.images import RESIZE_METHOD, ImageSpec
 from resgan.data.prepared import PixelFile, Split, Written, remove_spill_files, write_splits
 from resgan.data.sources import describe_source, load_source
@@ -53,7 +53,8 @@ def run(params: PrepareParams, out_dir: Path) -> dict:
 def _prepare(params: PrepareParams, out_dir: Path, spec: ImageSpec, pixels: PixelFile) -> dict:
     where = describe_source(params)
     kept = collect(load_source(params), spec, pixels, max_images=params.max_images,
-                   on_bad_image=params.on_bad_image, where=where)
+                   on_bad_image=params.on_bad_image, where=where,
+                   workers=params.workers or available_cpus())
     splits, stratified = plan_splits(kept.labels, pixels.count, params.test_fraction, params.seed,
                                      params.npz_max_images)
     manifest = kept.manifest(splits)
