@@ -242,7 +242,10 @@ def picture(grids: dict[str, np.ndarray], titles: dict[str, str], path: Path = P
 
     figure, axes = plt.subplots(1, len(grids), figsize=(5 * len(grids), 5.4))
     for axis, (name, grid) in zip(np.atleast_1d(axes), grids.items()):
-        axis.imshow(grid[..., 0], cmap="gray", vmin=0, vmax=255)
+        if grid.shape[-1] == 1:
+            axis.imshow(grid[..., 0], cmap="gray", vmin=0, vmax=255)
+        else:
+            axis.imshow(grid)  # uint8 RGB, shown as it is
         axis.set_title(titles[name])
         axis.axis("off")
     figure.tight_layout()
@@ -250,6 +253,28 @@ def picture(grids: dict[str, np.ndarray], titles: dict[str, str], path: Path = P
     tmp = path.with_suffix(".tmp.png")
     figure.savefig(tmp, dpi=100)
     os.replace(tmp, path)
+
+
+def summary_picture(runs: dict[str, dict], path: Path = PICTURE, root: Path = ROOT) -> list[str]:
+    """Draw the docs picture: the first 64 samples at the image budget of each of ``runs`` (as
+    ``quality.json`` records them, samples relative to ``root``), side by side. The picture shows
+    every run or none: when some runs' samples are not on disk (an earlier call trained them; the
+    npz files are git-ignored), it is left as it is and their names are returned."""
+    from resgan.files import image_grid
+
+    missing = [name for name, run in runs.items() if not (root / run["at_images"]["samples"]).is_file()]
+    if missing or not runs:
+        return missing
+    grids, titles = {}, {}
+    for name, run in runs.items():
+        mark = run["at_images"]
+        with np.load(root / mark["samples"]) as saved:
+            images = saved["images"]
+        grids[name] = image_grid((images if images.ndim == 4 else images[..., None])[:64], columns=8)
+        titles[name] = (f"{name}: {mark['images'] // 1000}k images ({mark['wall_s'] / 60:.1f} min), "
+                        f"FID {mark['fid_classifier']:.2f}")
+    picture(grids, titles, path)
+    return []
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -390,16 +415,10 @@ def main(argv: list[str] | None = None) -> None:
     tmp.write_text(json.dumps(results, indent=2, default=float) + "\n")
     os.replace(tmp, out_path)
     if not args.quick and results_dir == RESULTS and all_params:
-        from resgan.files import image_grid
-
-        grids, titles = {}, {}
-        for n, run in results["runs"].items():  # the first 64 of each run's samples at the image budget
-            mark = run["at_images"]
-            with np.load(ROOT / mark["samples"]) as saved:  # relative to the project
-                grids[n] = image_grid(saved["images"][:64, ..., None], columns=8)
-            titles[n] = (f"{n}: {mark['images'] // 1000}k images ({mark['wall_s'] / 60:.1f} min), "
-                         f"FID {mark['fid_classifier']:.2f}")
-        picture(grids, titles)
+        left_out = summary_picture(results["runs"])
+        if left_out:
+            log(f"{PICTURE.name} not redrawn: the samples of {', '.join(left_out)} are not on disk "
+                "(git-ignored, kept by the call that trained them); train them in this call to redraw it")
     print_table(results)
     print(f"results -> {_shown(out_path)}")
 
