@@ -82,6 +82,7 @@ class ClassifierParams(_Section):
     lr: float = Field(1e-3, gt=0.0, le=1.0)
     width: int = Field(32, ge=4, le=1024)
     feature_dim: int = Field(128, ge=8, le=4096)
+    augment: str = ""  # the classifier's training views: any of crop, flip, color, translation, cutout; "": none
     seed: int = Field(0, ge=0)
     min_skill: float = Field(0.5, ge=0.0, le=1.0)  # classifier: (accuracy - chance) / (1 - chance) on test
     ssl_epochs: int = Field(20, ge=1, le=1000)
@@ -96,6 +97,12 @@ class ClassifierParams(_Section):
     def _ssl_ops(cls, value: str) -> str:
         if not parse_ops(value, SSL_OPS, "augmentation"):
             raise ValueError(f"names no op; use any of {', '.join(SSL_OPS)}")
+        return value
+
+    @field_validator("augment")
+    @classmethod
+    def _augment_ops(cls, value: str) -> str:
+        parse_ops(value, SSL_OPS, "augmentation")  # "" is allowed: no augmentation
         return value
 
 

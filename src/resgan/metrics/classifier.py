@@ -109,13 +109,27 @@ def train_classifier(params: ClassifierParams, train: Split, test: Split, num_cl
     model.compile(optimizer=keras.optimizers.Adam(params.lr), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     start = time.perf_counter()
-    model.fit(train[0].astype(np.float32), train[1], batch_size=params.batch_size, epochs=params.epochs,
-              shuffle=True, verbose=2)
+    ops = [op.strip() for op in params.augment.split(",") if op.strip()]
+    if ops:  # a fresh random view of every image each epoch: what lets a small CNN generalise on photographs
+        import tensorflow as tf
+
+        from resgan.metrics.ssl import augment
+
+        views = (tf.data.Dataset.from_tensor_slices(train)
+                 .shuffle(len(train[0]), seed=params.seed, reshuffle_each_iteration=True)
+                 .batch(params.batch_size)
+                 .map(lambda x, y: (augment(tf.cast(x, tf.float32), ops), y), num_parallel_calls=tf.data.AUTOTUNE)
+                 .prefetch(tf.data.AUTOTUNE))
+        model.fit(views, epochs=params.epochs, verbose=2)
+    else:
+        model.fit(train[0].astype(np.float32), train[1], batch_size=params.batch_size, epochs=params.epochs,
+                  shuffle=True, verbose=2)
     loss, accuracy = model.evaluate(test[0].astype(np.float32), test[1], batch_size=params.batch_size, verbose=0)
     return model, {
         "accuracy": float(accuracy),
         "loss": float(loss),
         "epochs": params.epochs,
+        "augment": params.augment,
         "n_train": int(len(train[0])),
         "n_test": int(len(test[0])),
         "num_classes": num_classes,
