@@ -46,8 +46,19 @@ from typing import Any
 import numpy as np
 import yaml
 
-from benchmarks.quality import (BUDGET, ROOT, TUNED, _env, _git_commit, _shown, log, params_for, picture, score,
-                                train_run)
+from benchmarks.quality import (
+    BUDGET,
+    ROOT,
+    TUNED,
+    _env,
+    _git_commit,
+    _shown,
+    log,
+    params_for,
+    picture,
+    score,
+    train_run,
+)
 
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = RESULTS / "cache"
@@ -71,7 +82,7 @@ def _timed(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, float]:
     peak resident set of its largest process (MiB). Exits with its output when it fails."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True)
+    done = subprocess.run(args, env=env, cwd=cwd, check=False, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode:
         sys.exit(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -223,11 +234,11 @@ def main(argv: list[str] | None = None) -> None:
         half_a, half_b = real_feats[shuffled[: len(real) // 2]], real_feats[shuffled[len(real) // 2:]]
         accuracy = float(np.mean(real_probs.argmax(axis=1) == real_labels))
         results["scorer"] = {"params": scorer, "data_hash": data_hash, "file": _shown(scorer_path),
-                             "accuracy_real_test": accuracy, "n_real_test": int(len(real)),
+                             "accuracy_real_test": accuracy, "n_real_test": len(real),
                              "held_out_accuracy": scorer_figures.get("accuracy"), "time_s": scorer_figures.get("time_s")}
         real_pr = precision_recall(real_feats, train_feats, k=3)
         results["real"] = {
-            "n": int(len(real)), "classifier_score_mean": inception_score(real_probs, splits=10)[0],
+            "n": len(real), "classifier_score_mean": inception_score(real_probs, splits=10)[0],
             "fid_train_vs_test": fid(real_feats, train_feats), "fid_halves": fid(half_a, half_b),
             "kid_train_vs_test": kid(real_feats, train_feats, subsets=100, subset_size=1000,
                                      rng=np.random.default_rng(0))[0],
@@ -236,8 +247,12 @@ def main(argv: list[str] | None = None) -> None:
         log(f"scorer: {accuracy:.3f} on {len(real):,} real test images; real train vs test FID "
             f"{results['real']['fid_train_vs_test']:.3f}")
 
+        results["meta"] = {"commit": _git_commit(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"),
+                           "data": {**DATA, "n_train": len(train_images), "n_real_test": len(real)}}
         budget = results.setdefault("budgets", {}).setdefault(tag, {})
         grids = {"real": rows_per_class(real, real_labels, len(class_names))}
+        titles = {"real": f"real test photographs (a row per class: {', '.join(class_names)})"}
+        save(results, out_path)
         for name in names:
             load_before = os.getloadavg()
             log(f"{name}: training to {images:,} images")
@@ -249,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
                 run_dir = work / name
                 out = subprocess.run([sys.executable, "-m", "benchmarks.textbook_cgan", "--data", str(data), "--out",
                                       str(run_dir), "--images", str(images)], env=env, cwd=ROOT,
-                                     capture_output=True, text=True)
+                                     check=False, capture_output=True, text=True)
                 if out.returncode:
                     sys.exit(f"textbook run failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
                 child = json.loads(out.stdout.strip().splitlines()[-1].removeprefix("BENCH_RESULT "))
@@ -276,6 +291,10 @@ def main(argv: list[str] | None = None) -> None:
                 "load_average_after": [round(x, 2) for x in os.getloadavg()]})
             budget[name] = run
             grids[name] = rows_per_class(drawn, labels, len(class_names))
+            titles[name] = f"{name}: {run['images'] // 1000}k images, FID {run['fid_classifier']:.2f}"
+            save(results, out_path)  # what each finished run measured survives a later one's end
+            if not args.quick and results_dir == RESULTS:
+                picture(grids, titles, IMAGES_DIR / f"cifar10_{tag}.png")
             log(f"{name} at {run['images']:,} images ({run['wall_s'] / 60:.1f} min, {run['img_per_s']:.0f} img/s): "
                 f"FID {run['fid_classifier']:.2f}, KID {run['kid_classifier_mean']:.4f}, score "
                 f"{run['classifier_score_mean']:.2f}, class accuracy {run['class_accuracy']:.3f}, precision "
@@ -283,21 +302,16 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
+    print_table(results)
+    print(f"results -> {_shown(out_path)}")
 
+
+def save(results: dict, out_path: Path) -> None:
+    """Write ``results`` with its targets to ``out_path``, atomically."""
     results["targets"] = targets(results)
-    results["meta"] = {"commit": _git_commit(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"),
-                       "data": {**DATA, "n_train": int(len(train_images)), "n_real_test": int(len(real))}}
     tmp = out_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=2, default=float) + "\n")
     os.replace(tmp, out_path)
-    if not args.quick and results_dir == RESULTS:
-        titles = {"real": f"real test photographs (a row per class: {', '.join(class_names)})"}
-        for name in names:
-            at = results["budgets"][tag][name]
-            titles[name] = f"{name}: {at['images'] // 1000}k images, FID {at['fid_classifier']:.2f}"
-        picture(grids, titles, IMAGES_DIR / f"cifar10_{tag}.png")
-    print_table(results)
-    print(f"results -> {_shown(out_path)}")
 
 
 # Every run is ended by train.steps at the image budget: no checkpoints, no grids, no FID over training.

@@ -78,6 +78,23 @@ def test_classifier_stage_learns_the_patterns_and_writes_its_outputs(trained_cla
     assert not [p for p in model_path.parent.iterdir() if p.name.startswith(".")]  # no temporary file left
 
 
+def test_classifier_augment_trains_on_views_and_saves_the_same_network(trained_classifier, tmp_path):
+    """classifier.augment (what the photographs' scorer uses): flips and translations keep these
+    patterns' classes, so it still learns them; the views live in the input pipeline, never in the
+    saved feature extractor, whose layers are those of the unaugmented classifier."""
+    _, plain_path, _, test_images, test_labels = trained_classifier
+    folder = tmp_path / "prepared"
+    folder.mkdir()
+    _write_split(folder, "train", *_patterns(60, seed=0))
+    _write_split(folder, "test", test_images, test_labels)
+    params = tiny_params(classifier={"epochs": 6, "batch_size": 32, "augment": "flip,translation"}).classifier
+    result = run_classifier(params, folder, tmp_path / "classifier.keras", tmp_path / "classifier.json")
+    assert result["augment"] == "flip,translation" and result["accuracy"] >= 0.9
+    augmented = keras.saving.load_model(tmp_path / "classifier.keras", safe_mode=True)
+    plain = keras.saving.load_model(plain_path, safe_mode=True)
+    assert [layer.name for layer in augmented.layers] == [layer.name for layer in plain.layers]
+
+
 def test_saved_classifier_loads_safely_and_gives_features_and_probs(trained_classifier):
     result, model_path, _, test_images, test_labels = trained_classifier
     model = keras.models.load_model(model_path, safe_mode=True)

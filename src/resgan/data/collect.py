@@ -18,16 +18,23 @@ import math
 import multiprocessing
 import os
 from collections import Counter, deque
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from resgan.data.images import BadImage, ImageSpec, convert, from_array, load_images, open_image
+from resgan.data.images import (
+    BadImage,
+    ImageSpec,
+    convert,
+    from_array,
+    load_images,
+    open_image,
+)
 from resgan.data.prepared import PixelFile, PrepareError, Split
 from resgan.data.sources import RawData, RawItem
 

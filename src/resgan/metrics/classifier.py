@@ -120,7 +120,7 @@ def train_classifier(params: ClassifierParams, train: Split, test: Split, num_cl
                  .batch(params.batch_size)
                  .map(lambda x, y: (augment(tf.cast(x, tf.float32), ops), y), num_parallel_calls=tf.data.AUTOTUNE)
                  .prefetch(tf.data.AUTOTUNE))
-        model.fit(views, epochs=params.epochs, verbose=2)
+        model.fit(views, epochs=params.epochs, shuffle=False, verbose=2)  # shuffled above, every epoch
     else:
         model.fit(train[0].astype(np.float32), train[1], batch_size=params.batch_size, epochs=params.epochs,
                   shuffle=True, verbose=2)
