@@ -130,7 +130,11 @@ def load_folder(root: str | Path, labels_from_folders: bool = True) -> RawData:
             reason = f"cannot list folder ({error.strerror or error})"
         skipped.append({"path": _shown(root, where), "reason": reason})
 
-    files: list[Path] = []
+    # Relative POSIX strings, one pathlib call per folder rather than several per file: listing 50,000
+    # files took 8.6 of a profiled 93 s with Path objects per file.
+    shown_root = root.as_posix()
+    prefix = "" if shown_root == "." else shown_root.rstrip("/") + "/"
+    relative: list[str] = []
     for folder, dirs, names in os.walk(root, onerror=on_error, followlinks=False):
         folder_path = Path(folder)
         for name in list(dirs):
@@ -140,18 +144,20 @@ def load_folder(root: str | Path, labels_from_folders: bool = True) -> RawData:
                 # os.walk would not enter it anyway (followlinks=False); say so instead of dropping it.
                 skipped.append({"path": _shown(root, folder_path / name), "reason": "symlinked folder (not followed)"})
         dirs.sort()
-        files.extend(folder_path / name for name in names if not _ignored(name))
-    files.sort(key=lambda p: p.relative_to(root).as_posix())
+        inside = folder_path.relative_to(root).as_posix()
+        here = "" if inside == "." else inside + "/"
+        relative.extend(here + name for name in names if not _ignored(name))
+    relative.sort()
 
     class_names: list[str] | None = None
-    labels: list[int | None] = [None] * len(files)
+    labels: list[int | None] = [None] * len(relative)
     if labels_from_folders:
-        tops = [p.relative_to(root).parts for p in files]
+        tops = [rel.split("/") for rel in relative]
         class_names = sorted({parts[0] for parts in tops if len(parts) > 1}) or None
         if class_names:
             index = {name: i for i, name in enumerate(class_names)}
             labels = [index[parts[0]] if len(parts) > 1 else None for parts in tops]
-    items = [RawItem(ref=_shown(root, p), label=label, path=p) for p, label in zip(files, labels)]
+    items = [RawItem(ref=prefix + rel, label=label, path=root / rel) for rel, label in zip(relative, labels)]
     skipped.sort(key=lambda entry: entry["path"])
     return RawData(items, class_names=class_names, skipped=skipped)
 
