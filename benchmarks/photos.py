@@ -238,7 +238,9 @@ def main(argv: list[str] | None = None) -> None:
                              "held_out_accuracy": scorer_figures.get("accuracy"), "time_s": scorer_figures.get("time_s")}
         real_pr = precision_recall(real_feats, train_feats, k=3)
         results["real"] = {
-            "n": len(real), "classifier_score_mean": inception_score(real_probs, splits=10)[0],
+            # The score's 10 splits must each hold every class, as the samples' do: the real images
+            # are in class order, so shuffled first (in order, each split is one class: score about 1.7).
+            "n": len(real), "classifier_score_mean": inception_score(real_probs[shuffled], splits=10)[0],
             "fid_train_vs_test": fid(real_feats, train_feats), "fid_halves": fid(half_a, half_b),
             "kid_train_vs_test": kid(real_feats, train_feats, subsets=100, subset_size=1000,
                                      rng=np.random.default_rng(0))[0],
