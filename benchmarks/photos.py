@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
                            "data": {**DATA, "n_train": len(train_images), "n_real_test": len(real)}}
         budget = results.setdefault("budgets", {}).setdefault(tag, {})
         grids = {"real": rows_per_class(real, real_labels, len(class_names))}
-        titles = {"real": f"real test photographs (a row per class: {', '.join(class_names)})"}
+        titles = {"real": "real test photographs, a row per class"}  # classes in sorted folder order
         save(results, out_path)
         for name in names:
             load_before = os.getloadavg()
