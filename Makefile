@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TEAM   := $(VENV)/.installed-team
 
-.PHONY: repro test test-fast bench bench-quality bench-faces bench-photos bench-features install lock clean team-up team-down
+.PHONY: repro test test-fast lint bench bench-quality bench-faces bench-photos bench-features install lock clean team-up team-down
 
 $(BIN)/python:
 	$(shell command -v $(PYTHON) || command -v python3) -m venv $(VENV)
@@ -38,6 +38,10 @@ repro: $(STAMP)  ## run the whole pipeline (dvc repro) on the built-in digits
 
 test: $(TEAM)  ## run the whole test suite; lists the 15 slowest tests (team-mode tests need PostgreSQL)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest --durations=15
+
+lint: $(STAMP)  ## ruff: lint and format check (pyproject.toml's [tool.ruff]); CI runs it before the tests
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-fast: $(STAMP)  ## the unit tests only (no pipeline, DVC, server or real training): the inner loop, under 90 s
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -m "not slow" -q

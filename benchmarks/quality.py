@@ -342,10 +342,10 @@ def main(argv: list[str] | None = None) -> None:
                           "--metrics", str(work / "classifier.json")], env, work)
 
             from resgan.data.prepared import load_split
+            from resgan.loading import load_generator
             from resgan.metrics.distances import fid, kid
             from resgan.metrics.features import LearnedFeatures
             from resgan.metrics.scores import inception_score
-            from resgan.loading import load_generator
             from resgan.sampling import draw
 
             train_images, _ = load_split(data, "train")

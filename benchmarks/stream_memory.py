@@ -167,14 +167,14 @@ def _print_table(runs: dict, growth: dict, split_growth: float) -> None:
 
     print()
     row("", labels, "growth")
-    row("images", [runs[l]["images"] for l in labels])
-    row("train split, MiB of pixels", [f"{runs[l]['train_split_mib']:.0f}" for l in labels], f"{split_growth:.0f}")
+    row("images", [runs[label]["images"] for label in labels])
+    row("train split, MiB of pixels", [f"{runs[label]['train_split_mib']:.0f}" for label in labels], f"{split_growth:.0f}")
     print("peak RSS, MiB:")
     for key, name in (("prepare", "  prepare (shards + npz)"), ("train_stream", "  train, streaming shards"),
                       ("train_memory", "  train, train.npz in memory")):
-        row(name, [f"{runs[l][key]['peak_rss_mib']:.0f}" for l in labels], f"{growth[key]:+.0f}")
-    row("train img/s, stream", [f"{runs[l]['train_stream']['img_per_s']:.0f}" for l in labels])
-    row("train img/s, memory", [f"{runs[l]['train_memory']['img_per_s']:.0f}" for l in labels])
+        row(name, [f"{runs[label][key]['peak_rss_mib']:.0f}" for label in labels], f"{growth[key]:+.0f}")
+    row("train img/s, stream", [f"{runs[label]['train_stream']['img_per_s']:.0f}" for label in labels])
+    row("train img/s, memory", [f"{runs[label]['train_memory']['img_per_s']:.0f}" for label in labels])
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ class MlflowServer:
         self.root.mkdir(parents=True, exist_ok=True)
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 180) -> "MlflowServer":
+    def start(self, timeout: float = 180) -> MlflowServer:
         """Start it and wait until ``/health`` answers; fail the test with the server's log otherwise."""
         self.process = start_server(
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
@@ -83,7 +83,7 @@ class MlflowServer:
     def client(self) -> mlflow.MlflowClient:
         return mlflow.MlflowClient(tracking_uri=self.uri)
 
-    def __enter__(self) -> "MlflowServer":
+    def __enter__(self) -> MlflowServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -84,7 +84,7 @@ class Postgres:
         if result.returncode != 0:
             raise RuntimeError(f"{args[0]} failed: {result.stdout[-2000:]}{result.stderr[-2000:]}")
 
-    def init(self) -> "Postgres":
+    def init(self) -> Postgres:
         began = time.monotonic()
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             shutil.chown(self.folder, "postgres", "postgres")
@@ -222,7 +222,7 @@ class TeamServer:
                        MLFLOW_FLASK_SERVER_SECRET_KEY="team-test-flask-secret")
         return env
 
-    def start(self, timeout: float = 180) -> "TeamServer":
+    def start(self, timeout: float = 180) -> TeamServer:
         from mlflow_server import start_server
 
         began = time.monotonic()
@@ -241,7 +241,7 @@ class TeamServer:
         path = self.folder / "server.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def __enter__(self) -> "TeamServer":
+    def __enter__(self) -> TeamServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

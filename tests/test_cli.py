@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from mlflow_server import MlflowServer, free_port, start_server, stop_server
+from PIL import Image
 from test_registry import LATENT, SIZE, Store, registry_store
 
 pytestmark = pytest.mark.slow  # resgan commands in subprocesses, each starting TensorFlow
@@ -141,9 +140,9 @@ def test_folder_of_pngs(store, tmp_path):
 
 
 def test_truncation_keeps_latents_inside_and_changes_the_images(store, tmp_path):
-    from resgan.sampling import latents
-
     from scipy.stats import kstest, truncnorm
+
+    from resgan.sampling import latents
 
     z = latents(2000, LATENT, 0, 0.5)
     assert np.abs(z).max() <= 0.5

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
-
 from conftest import tiny_params
+
 from resgan.data.pipeline import TrainData, train_dataset
 from resgan.errors import ResganError
 from resgan.gan.trainer import GAN, Shapes
 from resgan.loading import load_generator, num_classes
-from resgan.sampling import class_labels, model_inputs
 from resgan.nn.networks import build_discriminator, build_generator
+from resgan.sampling import class_labels, model_inputs
 
 CLASSES = 3
 BATCH = 8

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import tiny_params
+
 from resgan.config import UndeclaredParamError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,9 +53,9 @@ def test_a_view_refuses_what_is_not_declared_and_records_what_is_read():
     assert view.train is params.train and view.sample.grid == 16
     with pytest.raises(UndeclaredParamError, match="the train stage reads params 'sample.batch_size', which "
                                                    "dvc.yaml does not give it"):
-        view.sample.batch_size
+        _ = view.sample.batch_size
     with pytest.raises(UndeclaredParamError, match="the train stage reads params 'evaluate'"):
-        view.evaluate
+        _ = view.evaluate
     assert view.read == {"train", "sample.grid"}
     flat = view.flat()
     assert set(flat) == {k for k in params.flat() if k.startswith(("train.", "mlflow."))} | {"sample.grid"}
@@ -64,7 +64,7 @@ def test_a_view_refuses_what_is_not_declared_and_records_what_is_read():
     inner = view.view(("mlflow", "evaluate"), "inner")
     assert inner.mlflow is params.mlflow
     with pytest.raises(UndeclaredParamError, match="the inner stage reads params 'evaluate'"):
-        inner.evaluate
+        _ = inner.evaluate
 
 
 @pytest.mark.slow

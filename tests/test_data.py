@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tiny_params
 from PIL import Image
 
-from conftest import tiny_params
 from resgan.data import sources
 from resgan.data.collect import split_indices
-from resgan.data.prepared import DataHasher, load_class_names, load_split
 from resgan.data.images import BadImage, ImageSpec, convert, from_array, load_image, open_image, to_8bit
+from resgan.data.prepared import DataHasher, load_class_names, load_split
 from resgan.errors import ResganError
 from resgan.stages import prepare
 

@@ -8,10 +8,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tiny_params
 
 from resgan.config import DIFFAUGMENT_OPS, ParamsError, TrainParams, parse_params
 from resgan.gan.diffaugment import OPS, diff_augment, parse_policy
-from conftest import tiny_params
 
 FULL = "color,translation,cutout"
 

@@ -98,8 +98,8 @@ def _child_mirrored(out: Path) -> None:
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-    from resgan.gan.diffaugment import diff_augment
     from resgan.gan.device import make_strategy
+    from resgan.gan.diffaugment import diff_augment
     from resgan.gan.trainer import GAN
     from resgan.nn.networks import build_generator
 
@@ -141,8 +141,8 @@ def _child_worker(out: Path) -> None:
     made in a function traced the way the train step is (``GAN.seed_graph`` first)."""
     import tensorflow as tf
 
-    from resgan.gan.diffaugment import diff_augment
     from resgan.gan.device import chief_from_tf_config, is_chief, make_strategy
+    from resgan.gan.diffaugment import diff_augment
     from resgan.gan.trainer import GAN
 
     strategy = make_strategy("multi_worker")

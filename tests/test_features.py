@@ -11,6 +11,7 @@ import json
 import h5py
 import numpy as np
 import pytest
+from conftest import tiny_params
 
 from resgan.errors import ResganError
 from resgan.metrics.features import (
@@ -21,7 +22,6 @@ from resgan.metrics.features import (
     weights_have_top,
 )
 from resgan.stages.classifier import run as run_classifier
-from conftest import tiny_params
 
 keras = pytest.importorskip("keras")
 

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import tiny_params
+
 from resgan.errors import ResganError
 from resgan.gan import checkpoint
 from resgan.gan.trainer import GAN, Shapes

@@ -12,13 +12,24 @@ import mlflow
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tiny_params
 from PIL import Image
 
-from conftest import tiny_params
 from resgan import files, tracking
 from resgan.gan import checkpoint
-from resgan.gan.loop import (Callback, Checkpointer, DivergenceCheck, DivergenceError, FidTracker, MetricsLogger,
-                             ProgressBar, SampleGrid, TimeBudget, fit, metric_names)
+from resgan.gan.loop import (
+    Callback,
+    Checkpointer,
+    DivergenceCheck,
+    DivergenceError,
+    FidTracker,
+    MetricsLogger,
+    ProgressBar,
+    SampleGrid,
+    TimeBudget,
+    fit,
+    metric_names,
+)
 from resgan.gan.trainer import GAN, Shapes, export_generator
 from resgan.metrics.distances import fid
 from resgan.metrics.evaluation import FidScore

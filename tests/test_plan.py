@@ -9,8 +9,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import tiny_params
+
 from resgan.config import SMALL_DATA_POLICY
 from resgan.gan.clusters import Clusters
 from resgan.gan.plan import DataSummary, PlanError, plan, run_key, with_clusters

@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import tiny_params
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from conftest import tiny_params
 from resgan import model_registry, serving
 from resgan.errors import ResganError
 from resgan.loading import load_generator

@@ -14,8 +14,7 @@ import pytest
 from resgan.config import ModelParams
 from resgan.errors import ResganError
 from resgan.nn.networks import generator_from_params
-from resgan.sampling import (class_labels, draw, generate_images, iter_images, latents, model_inputs,
-                             to_uint8)
+from resgan.sampling import class_labels, draw, generate_images, iter_images, latents, model_inputs, to_uint8
 
 LATENT, SIZE, CLASSES = 8, 16, 3
 

@@ -10,14 +10,14 @@ import keras
 import mlflow
 import numpy as np
 import pytest
-
 from conftest import tiny_params
+from test_conditional import shapes_dataset
+
 from resgan.gan.clusters import cluster_count, cluster_features
 from resgan.gan.trainer import GAN, Shapes, export_generator
 from resgan.loading import latent_dim, load_generator, num_classes
 from resgan.nn.layers import ClusterChoice
 from resgan.sampling import draw
-from test_conditional import shapes_dataset
 
 
 def test_cluster_count_keeps_twenty_images_a_cluster_and_two_clusters_at_least():

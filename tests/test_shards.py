@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import tiny_params
 from PIL import Image
 
-from conftest import tiny_params
 from resgan.config import ParamsError, parse_params
 from resgan.data import pipeline, prepared, shards
 from resgan.data.prepared import DataHasher

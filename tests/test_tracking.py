@@ -9,11 +9,11 @@ import urllib.request
 
 import mlflow
 import pytest
-
 from mlflow_server import MlflowServer, free_port
+
 from resgan import tracking
-from resgan.gan import checkpoint
 from resgan.errors import ResganError
+from resgan.gan import checkpoint
 from resgan.tracking import TrackingError
 
 
@@ -387,8 +387,8 @@ def rest(uri: str, endpoint: str, **query) -> dict:
 def test_train_stage_logs_to_a_tracking_server(tmp_path, monkeypatch, mlflow_server):
     import keras
     import numpy as np
-
     from conftest import tiny_params
+
     from resgan.loading import load_generator
     from resgan.stages import train
 

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import tiny_params
 from PIL import Image
 
-from conftest import tiny_params
 from resgan.config import Params
 from resgan.gan import checkpoint
 from resgan.gan.loop import DivergenceError

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -127,7 +127,7 @@ def evaluate(
     metrics: Annotated[Path, typer.Option(help="The figures people compare (JSON, DVC metrics).")] = Path("metrics/eval.json"),
     info: Annotated[Path, typer.Option(help="Every other result: noise floors, counts, timings, notes (JSON).")] = Path("metrics/eval_info.json"),
     plots: Annotated[Path, typer.Option(help="Folder for evaluation plots.")] = Path("plots/eval"),
-    generator: Annotated[Optional[str], typer.Option(help="Evaluate this generator (.keras file or MLflow model URI) instead of --samples.")] = None,
+    generator: Annotated[str | None, typer.Option(help="Evaluate this generator (.keras file or MLflow model URI) instead of --samples.")] = None,
     registration: Annotated[Path, typer.Option(help="Where to record the model registration (JSON).")] = Path("models/registered.json"),
 ) -> None:
     """Score samples: FID, KID, IS/classifier score, SSIM diversity and memorization, precision/recall."""
@@ -143,15 +143,15 @@ def evaluate(
 
 # ---------------------------------------------------------------- sampling tools
 
-ModelOpt = Annotated[Optional[str], typer.Option(
+ModelOpt = Annotated[str | None, typer.Option(
     "--model", "-m", help="The generator: models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/generator, "
     "a logged-model id (m-...), or a local .keras file. Default: models:/<mlflow.registered_model>@champion.")]
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Replace an existing output.")]
-TruncationOpt = Annotated[Optional[float], typer.Option(
+TruncationOpt = Annotated[float | None, typer.Option(
     help="Truncation trick: redraw latent values beyond +-T (T > 0; smaller is tamer and less varied).")]
 ScaleOpt = Annotated[int, typer.Option(
     help="Grid and GIF: enlarge by this integer factor (nearest neighbour); 0: to at least 512 px across.")]
-LabelOpt = Annotated[Optional[int], typer.Option(
+LabelOpt = Annotated[int | None, typer.Option(
     help="Class-conditional models: draw this class (0 to K-1) only; default every class in turn.")]
 
 
@@ -176,7 +176,7 @@ def _registered_name(params: Path) -> str:
     return _mlflow_params(params).registered_model
 
 
-def _model_ref(model: Optional[str], params: Path) -> str:
+def _model_ref(model: str | None, params: Path) -> str:
     return model or f"models:/{_registered_name(params)}@champion"
 
 
@@ -189,8 +189,8 @@ def generate(
     seed: Annotated[int, typer.Option(help="Latent seed: the same seed gives the same pixels.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Images per generator call.")] = 256,
     truncation: TruncationOpt = None,
-    fmt: Annotated[Optional[str], typer.Option("--format", help="grid | folder | npz (default: from --out's suffix).")] = None,
-    columns: Annotated[Optional[int], typer.Option(help="Grid columns (default: near square; a block per class for a model of more classes than fit a row).")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="grid | folder | npz (default: from --out's suffix).")] = None,
+    columns: Annotated[int | None, typer.Option(help="Grid columns (default: near square; a block per class for a model of more classes than fit a row).")] = None,
     label: LabelOpt = None,
     scale: ScaleOpt = 0,
     force: ForceOpt = False,
@@ -212,7 +212,7 @@ def interpolate(
     steps: Annotated[int, typer.Option(help="Images per pair of seeds, both ends included (2 to 1000).")] = 8,
     model: ModelOpt = None,
     truncation: TruncationOpt = None,
-    fmt: Annotated[Optional[str], typer.Option("--format", help="grid | gif (default: from --out's suffix).")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="grid | gif (default: from --out's suffix).")] = None,
     duration: Annotated[int, typer.Option(help="GIF: milliseconds per frame.")] = 100,
     scale: ScaleOpt = 0,
     label: LabelOpt = None,
@@ -221,7 +221,8 @@ def interpolate(
 ) -> None:
     """A spherical latent walk between seeds: the image of each seed is the first of `generate --seed`."""
     _quiet_mlflow()
-    from resgan.generate import interpolate as run, parse_seeds
+    from resgan.generate import interpolate as run
+    from resgan.generate import parse_seeds
 
     result = run(_model_ref(model, params), out, parse_seeds(seeds), steps=steps, truncation=truncation, fmt=fmt,
                  force=force, duration_ms=duration, scale=scale, label=label)
@@ -240,7 +241,7 @@ models_app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 
-NameOpt = Annotated[Optional[str], typer.Option(
+NameOpt = Annotated[str | None, typer.Option(
     "--name", help="Registered model name (default: mlflow.registered_model from --params, else resgan).")]
 RegistryParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Where the default name is read from.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]

@@ -63,7 +63,7 @@ class PrepareParams(_Section):
         return _power_of_two(value)
 
     @model_validator(mode="after")
-    def _npz_cap_needs_shards(self) -> "PrepareParams":
+    def _npz_cap_needs_shards(self) -> PrepareParams:
         if self.npz_max_images and not self.shard_size:
             raise _FieldError("npz_max_images", "needs shard_size > 0 (without shards, train.npz is what training "
                                                "reads, so it must hold every training image)")
@@ -124,7 +124,7 @@ class ModelParams(_Section):
     self_condition: int = Field(10, ge=0, le=1000)
 
     @model_validator(mode="after")
-    def _cap_above_widths(self) -> "ModelParams":
+    def _cap_above_widths(self) -> ModelParams:
         if self.max_width and self.max_width < max(self.width, self.d_width):
             raise _FieldError("max_width", "must be 0 or at least width and d_width")
         return self
@@ -212,7 +212,7 @@ class TrainParams(_Section):
     shuffle_buffer: int = Field(10_000, ge=1, le=10_000_000)  # images; streaming only
 
     @model_validator(mode="after")
-    def _ada_needs_ops(self) -> "TrainParams":
+    def _ada_needs_ops(self) -> TrainParams:
         if self.ada_target and not self.diffaugment.strip():
             raise _FieldError("ada_target", "adapts how often train.diffaugment's ops apply: set train.diffaugment "
                                             "to auto or a policy such as color,translation,cutout, or ada_target to 0")
@@ -314,7 +314,7 @@ class Params(BaseModel):
                 out[f"{section}.{key}"] = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
         return out
 
-    def view(self, declared: tuple[str, ...], stage: str) -> "ParamsView":
+    def view(self, declared: tuple[str, ...], stage: str) -> ParamsView:
         """What stage ``stage`` may read: the sections and keys ``declared`` (see :class:`ParamsView`)."""
         return ParamsView(self, declared, stage)
 
@@ -333,7 +333,7 @@ class ParamsView:
     and ``dvc.yaml`` together; :meth:`flat` gives the declared params only.
     """
 
-    def __init__(self, params: "Params", declared: tuple[str, ...], stage: str, read: set[str] | None = None):
+    def __init__(self, params: Params, declared: tuple[str, ...], stage: str, read: set[str] | None = None):
         self._params, self.declared, self.stage = params, tuple(declared), stage
         self.read: set[str] = set() if read is None else read
 
@@ -359,7 +359,7 @@ class ParamsView:
         self.read.update(entry for entry in self.declared if any(k == entry or k.startswith(f"{entry}.") for k in out))
         return out
 
-    def view(self, declared: tuple[str, ...], stage: str) -> "ParamsView":
+    def view(self, declared: tuple[str, ...], stage: str) -> ParamsView:
         """A narrower view that records its reads here too (a caller's view handed to a stage)."""
         narrower = tuple(entry for entry in declared if entry in self.declared or entry.split(".")[0] in self.declared)
         return ParamsView(self._params, narrower, stage, self.read)

@@ -20,8 +20,7 @@ import numpy as np
 from resgan import files, grids
 from resgan.errors import ResganError
 from resgan.loading import generator_from_file, image_shape, latent_dim, model_file, num_classes
-from resgan.outputs import (check_output, grid_shape, write_folder, write_gif, write_grid,
-                            write_npz, write_picture)
+from resgan.outputs import check_output, grid_shape, write_folder, write_gif, write_grid, write_npz, write_picture
 from resgan.sampling import class_labels, generate_images, iter_images, latents, walk_latents
 from resgan.terminal import progress_bar, quiet_tensorflow
 

@@ -18,8 +18,8 @@ import re
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from resgan.errors import ResganError, first_line
 

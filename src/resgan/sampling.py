@@ -14,7 +14,8 @@ module stays fast: ``resgan generate`` checks its arguments before TensorFlow st
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 from scipy.special import ndtr, ndtri
@@ -117,7 +118,7 @@ def iter_images(model, z: np.ndarray, labels: np.ndarray | None = None, batch_si
         yield batch
 
 
-_COMPILED: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+_COMPILED: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 def _compiled(model, example):

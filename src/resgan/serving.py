@@ -146,7 +146,7 @@ class SeedModel:
         """uint8 NHWC images, one per seed, as ``resgan generate --seed s --num 1 [--label l]`` draws them."""
         z = np.stack([seed_latent(self.latent_dim, int(s), t) for s, t in zip(seeds, truncations)])
         labels = labels or [None] * len(seeds)
-        classes = [class_labels(1, self.num_classes, int(s), l) for s, l in zip(seeds, labels)]
+        classes = [class_labels(1, self.num_classes, int(s), label) for s, label in zip(seeds, labels)]
         y = None if self.num_classes == 0 else np.concatenate(classes)
         return generate_images(self.generator, z, y, BATCH_SIZE)
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from project import make_project, project_env, run
 
 

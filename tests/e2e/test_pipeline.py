@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
-
-from project import make_project, project_env, run as run_command
+from project import make_project, project_env
+from project import run as run_command
 
 TINY = {
     "prepare": {"image_size": 16, "max_images": 400},

@@ -12,11 +12,10 @@ import keras
 import numpy as np
 import pytest
 from mlflow import MlflowClient
-
 from mlflow_server import MlflowServer
 from project import make_project, project_env, run
-from resgan.loading import load_generator
 
+from resgan.loading import load_generator
 
 TINY = {
     "prepare": {"source": "digits", "fit": "resize", "image_size": 16, "max_images": 300},

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from mlflow import MlflowClient
 from PIL import Image
-
-from project import make_project, project_env, run as run_command
+from project import make_project, project_env
+from project import run as run_command
 
 TINY = {
     "prepare": {"source": "folder", "path": "data/raw/shapes", "image_size": 16, "labels_from_folders": False},

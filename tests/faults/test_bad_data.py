@@ -14,12 +14,11 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import pytest
+from conftest import tiny_params
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import tiny_params
 from resgan.errors import ResganError
 from resgan.stages.prepare import run
 

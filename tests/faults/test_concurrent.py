@@ -16,8 +16,8 @@ import mlflow
 import numpy as np
 import pytest
 from mlflow import MlflowClient
-
 from project import make_project, project_env, run
+
 from resgan import model_registry, tracking
 
 TINY = {

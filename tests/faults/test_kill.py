@@ -24,13 +24,13 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
-
 from conftest import tiny_params
+from PIL import Image
+from test_train_stage import DATA_HASH, _restore_latest, make_project, run_info, run_stage
+
 from resgan.gan import checkpoint
 from resgan.loading import load_generator
 from resgan.stages import train
-from test_train_stage import DATA_HASH, _restore_latest, make_project, run_info, run_stage
 
 METRICS = ("loss/d", "loss/g", "d/real", "d/fake", "perf/img_per_s")
 TRAIN_ARGS = ["train", "--params", "params.yaml", "--data", "data/prepared", "--models", "models",
@@ -109,7 +109,7 @@ def _runs() -> list:
 class Child:
     """``resgan train`` in ``root`` with the given holds (see LAUNCHER); killed with SIGKILL."""
 
-    started: list["Child"] = []
+    started: list[Child] = []
 
     def __init__(self, root: Path, *holds: dict):
         self.root = root

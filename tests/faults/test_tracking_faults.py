@@ -14,12 +14,13 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import tiny_params
-from mlflow_server import MlflowServer as Server, free_port
-from resgan.stages import train
+from mlflow_server import MlflowServer as Server
+from mlflow_server import free_port
 from test_kill import TRAIN_ARGS, Child, _no_child_left  # noqa: F401 (autouse: no child outlives its test)
 from test_train_stage import DATA_HASH, make_project
+
+from resgan.stages import train
 
 BIN = Path(sys.executable).parent
 METRICS = ("loss/d", "loss/g", "d/real", "d/fake", "grad_norm/d", "grad_norm/g", "perf/img_per_s")

@@ -64,7 +64,7 @@ class ImageSpec:
     max_pixels: int = MAX_PIXELS  # width * height above this is a decompression bomb
 
     @classmethod
-    def from_params(cls, params) -> "ImageSpec":
+    def from_params(cls, params) -> ImageSpec:
         """The spec from a :class:`resgan.config.PrepareParams`."""
         return cls(image_size=params.image_size, channels=params.channels, fit=params.fit,
                    min_size=params.min_size)

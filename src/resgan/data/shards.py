@@ -82,7 +82,7 @@ class ShardWriter:
         self._digest = None
         self._in_shard = 0
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
         self.folder.mkdir(parents=True, exist_ok=True)
         return self
 

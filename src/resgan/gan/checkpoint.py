@@ -140,7 +140,7 @@ class RunRecord:
     ada_p: float | None = None
 
     @classmethod
-    def load(cls, folder: Path, step: int, record: dict[str, Any]) -> "RunRecord":
+    def load(cls, folder: Path, step: int, record: dict[str, Any]) -> RunRecord:
         """The state of the run in ``folder`` resumed at ``step`` from checkpoint ``record`` ({} for none)."""
         run_id = record.get("run_id") or _read_json(folder / RUN_FILE).get("run_id")
         return cls(folder, step, run_id, record.get("model_uri") if record.get("step") == step else None,

@@ -9,7 +9,7 @@ and follows the authors' reference implementation.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import tensorflow as tf
 

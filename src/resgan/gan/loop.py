@@ -18,13 +18,14 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from resgan import files, grids, sampling
+from resgan import grids, sampling
 from resgan.errors import ResganError
 from resgan.gan import checkpoint
 

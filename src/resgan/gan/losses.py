@@ -9,7 +9,7 @@ Names follow ``<kind>_discriminator_loss`` / ``<kind>_generator_loss``; ``LOSSES
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import tensorflow as tf
 

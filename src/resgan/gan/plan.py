@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 from resgan.config import SMALL_DATA, ModelParams, TrainParams, resolve_diffaugment
 from resgan.errors import ResganError

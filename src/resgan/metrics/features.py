@@ -16,8 +16,9 @@ Keras and TensorFlow are imported when an extractor is built, not when this modu
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 

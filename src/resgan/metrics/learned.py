@@ -19,7 +19,8 @@ get names that say so (``fid_ssl_untrusted``) and never move the champion.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -20,8 +20,15 @@ import math
 import keras
 from keras import layers
 
-from resgan.nn.layers import (ClassProjection, ClusterChoice, DownBlock, FusedBatchNormalization,
-                              GlobalSumPooling2D, MinibatchStdDev, UpBlock)
+from resgan.nn.layers import (
+    ClassProjection,
+    ClusterChoice,
+    DownBlock,
+    FusedBatchNormalization,
+    GlobalSumPooling2D,
+    MinibatchStdDev,
+    UpBlock,
+)
 
 CLASS_EMBEDDING = "class_embedding"  # the conditional generator's label embedding (its input_dim: the classes)
 

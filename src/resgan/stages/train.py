@@ -15,9 +15,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
-
+from typing import Any
 
 from resgan import files, terminal, tracking
 from resgan.config import Params
@@ -25,9 +25,18 @@ from resgan.data.pipeline import open_train_data
 from resgan.data.prepared import data_name, load_summary
 from resgan.gan import checkpoint, device, plan
 from resgan.gan.clusters import self_condition
+from resgan.gan.loop import (
+    Callback,
+    Checkpointer,
+    DivergenceCheck,
+    FidTracker,
+    MetricsLogger,
+    ProgressBar,
+    SampleGrid,
+    TimeBudget,
+    fit,
+)
 from resgan.gan.plan import run_key  # noqa: F401 (a run's checkpoint folder, for tests and tools)
-from resgan.gan.loop import (Callback, Checkpointer, DivergenceCheck, FidTracker, MetricsLogger, ProgressBar,
-                             SampleGrid, TimeBudget, fit)
 
 # The params this stage reads: dvc.yaml gives it the same (tests/test_contract.py holds the two together).
 PARAMS = ("prepare", "model", "train", "sample.grid", "evaluate.features", "evaluate.inception_weights",

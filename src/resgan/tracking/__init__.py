@@ -18,10 +18,26 @@ from resgan.tracking.buffered import BufferedLogger
 from resgan.tracking.records import dataset, git_commit, model_id, run_tags
 from resgan.tracking.retries import environ, quick_requests, reason, refused, retry, status_of
 from resgan.tracking.runs import LAUNCH_TAG, StageRun, logged_model_at
-from resgan.tracking.store import (TrackingError, artifact_location, check_credentials, check_reachable,
-                                   project_root, refusal, setup, store_lock, tracking_uri)
-from resgan.tracking.view import (VIEW_FIGURES, VIEW_KEY, VIEW_PARAMS, experiment_url, row_figures, run_url,
-                                  set_runs_view)
+from resgan.tracking.store import (
+                                   TrackingError,
+                                   artifact_location,
+                                   check_credentials,
+                                   check_reachable,
+                                   project_root,
+                                   refusal,
+                                   setup,
+                                   store_lock,
+                                   tracking_uri,
+)
+from resgan.tracking.view import (
+                                   VIEW_FIGURES,
+                                   VIEW_KEY,
+                                   VIEW_PARAMS,
+                                   experiment_url,
+                                   row_figures,
+                                   run_url,
+                                   set_runs_view,
+)
 
 __all__ = [
     "BufferedLogger", "LAUNCH_TAG", "StageRun", "TrackingError", "VIEW_FIGURES", "VIEW_KEY", "VIEW_PARAMS",

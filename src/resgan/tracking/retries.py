@@ -12,7 +12,8 @@ import os
 import sys
 import time
 import urllib.error
-from typing import Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import mlflow
 import requests

@@ -14,19 +14,19 @@ import contextlib
 import json
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from mlflow import MlflowClient
-from mlflow.entities import (DatasetInput, InputTag, LoggedModelInput, LoggedModelStatus, Metric, Param, Run,
-                             RunTag)
 from mlflow.entities import Dataset as DatasetRecord
+from mlflow.entities import DatasetInput, InputTag, LoggedModelInput, LoggedModelStatus, Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking.context import registry as context_registry
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
 
 from resgan import files
-from resgan.errors import ResganError, first_line
+from resgan.errors import first_line
 from resgan.gan.checkpoint import read_pointer
 from resgan.tracking.retries import environ, quick_requests, refused, retry
 from resgan.tracking.store import TrackingError, setup, tracking_uri
@@ -63,7 +63,7 @@ class StageRun:
         """A client of the store that :func:`resgan.tracking.setup` pointed MLflow at."""
         return MlflowClient()
 
-    def __enter__(self) -> "StageRun":
+    def __enter__(self) -> StageRun:
         return self
 
     def __exit__(self, kind, error, traceback) -> bool:

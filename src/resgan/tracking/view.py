@@ -9,7 +9,6 @@ from mlflow import MlflowClient
 
 from resgan.tracking.store import tracking_uri
 
-
 VIEW_KEY = "resgan"  # the experiment's saved runs-table view: tag mlflow.sharedViewState.<VIEW_KEY>
 VIEW_PARAMS = ("train.steps", "train.loss", "train.lr_g", "model.width", "sample.num")
 # The evaluation's figures that are the table's metric columns, as result keys of features <f>.
