@@ -40,9 +40,22 @@ class Marks(Callback):
     it first (a learning-rate schedule that ends at the image budget) takes the missing mark at its
     last step, recorded with ``"ended": True``: what that budget gets is the finished run."""
 
-    def __init__(self, batch_size: int, images: int, minutes: float, folder: Path, export: Callable[[Path], Any],
-                 clock: Callable[[], float] = time.perf_counter):
-        self.batch_size, self.images, self.minutes, self.folder, self.export = batch_size, images, minutes, folder, export
+    def __init__(
+        self,
+        batch_size: int,
+        images: int,
+        minutes: float,
+        folder: Path,
+        export: Callable[[Path], Any],
+        clock: Callable[[], float] = time.perf_counter,
+    ):
+        self.batch_size, self.images, self.minutes, self.folder, self.export = (
+            batch_size,
+            images,
+            minutes,
+            folder,
+            export,
+        )
         self.clock, self.start = clock, 0.0
         self.marks: dict[str, dict[str, Any]] = {}
 
@@ -57,8 +70,12 @@ class Marks(Callback):
         for name in reached:
             if (reached[name] or last) and name not in self.marks:
                 self.export(self.folder / f"{name}.keras")
-                self.marks[name] = {"step": step, "images": step * self.batch_size, "wall_s": round(wall, 1),
-                                    **({} if reached[name] else {"ended": True})}
+                self.marks[name] = {
+                    "step": step,
+                    "images": step * self.batch_size,
+                    "wall_s": round(wall, 1),
+                    **({} if reached[name] else {"ended": True}),
+                }
         self.stop_training = len(self.marks) == 2
 
 
@@ -104,25 +121,53 @@ def main(argv: list[str] | None = None) -> None:
 
             if args.images is None or args.minutes is None:
                 return []
-            marks.append(Marks(params.train.batch_size, args.images, args.minutes, args.out,
-                               lambda path: export_generator(gan, path)))
+            marks.append(
+                Marks(
+                    params.train.batch_size,
+                    args.images,
+                    args.minutes,
+                    args.out,
+                    lambda path: export_generator(gan, path),
+                )
+            )
             return [marks[-1]]
 
-        result = run(params, args.params, args.data, args.out / "models", args.out / "checkpoints",
-                     args.out / "metrics" / "train.json", args.out / "plots" / "train.csv",
-                     classifier_path=args.classifier, more_callbacks=snapshots)
+        result = run(
+            params,
+            args.params,
+            args.data,
+            args.out / "models",
+            args.out / "checkpoints",
+            args.out / "metrics" / "train.json",
+            args.out / "plots" / "train.csv",
+            classifier_path=args.classifier,
+            more_callbacks=snapshots,
+        )
         if marks:
             result["marks"] = marks[0].marks
     else:
         from resgan.stages.evaluate import run
 
-        result = run(params, args.samples, args.data, args.classifier, None, args.out / "eval.json",
-                     args.out / "plots", registration_path=None)
-        result = {k: v for k, v in result.items() if k.startswith("time_") or k in ("n_generated", "n_real_reference",
-                                                                                       "n_real_test", "features")}
+        result = run(
+            params,
+            args.samples,
+            args.data,
+            args.classifier,
+            None,
+            args.out / "eval.json",
+            args.out / "plots",
+            registration_path=None,
+        )
+        result = {
+            k: v
+            for k, v in result.items()
+            if k.startswith("time_") or k in ("n_generated", "n_real_reference", "n_real_test", "features")
+        }
     stage_s = time.perf_counter() - start
-    print(RESULT_PREFIX + json.dumps({"max_rss_mib": peak_rss_mib(), "stage_s": stage_s, "result": result},
-                                     default=str), flush=True)
+    print(
+        RESULT_PREFIX + json.dumps({"max_rss_mib": peak_rss_mib(), "stage_s": stage_s, "result": result}, default=str),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

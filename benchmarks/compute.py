@@ -67,7 +67,7 @@ class Matmul:
             return a[0, 0]
 
         self.products = products
-        self.work = 2.0 * n ** 3 * chain
+        self.work = 2.0 * n**3 * chain
 
     def warm(self) -> None:
         for _ in range(2):
@@ -103,8 +103,7 @@ class OursTrain:
             self.gan = GAN(settled.model, settled.train, settled.shapes)
         self.iterator = iter(train_dataset(images, self.batch, params.train.seed))
         self.work = float(steps * self.batch)  # images per measure()
-        self.step_flops = train_step_flops(self.gan.generator, self.gan.discriminator, self.batch,
-                                           params.train.d_steps)
+        self.step_flops = train_step_flops(self.gan.generator, self.gan.discriminator, self.batch, params.train.d_steps)
 
     def _step(self) -> dict[str, float]:
         return {k: float(v) for k, v in self.gan.train_step(self.iterator).items()}
@@ -138,11 +137,12 @@ class Textbook:
         with policy("float32"):
             keras.utils.set_random_seed(params.train.seed)
             generator = build_generator(m.latent_dim, m.width, size, channels, m.blocks_per_resolution)
-            discriminator = build_discriminator(size, channels, m.d_width or m.width, m.blocks_per_resolution,
-                                                m.spectral_norm)
+            discriminator = build_discriminator(
+                size, channels, m.d_width or m.width, m.blocks_per_resolution, m.spectral_norm
+            )
             self.gan = make_textbook_gan(generator, discriminator, m.latent_dim, params.train.lr_d)
         reps = -(-steps * self.batch // len(images))
-        self.x = (np.concatenate([images] * reps)[: steps * self.batch].astype(np.float32) / 127.5 - 1.0)
+        self.x = np.concatenate([images] * reps)[: steps * self.batch].astype(np.float32) / 127.5 - 1.0
         self.work = float(steps * self.batch)
         self.epoch_s = 0.0
 
@@ -203,9 +203,17 @@ class FidMeasure:
 
         self.name = name
         score = FidScore(LearnedFeatures(classifier_path), reference, params.evaluate.batch_size)
-        self.tracker = FidTracker(gan, score, score.key, params.train.eval_every, params.train.eval_num,
-                                  params.train.seed, Path(classifier_path).parent, export_generator,
-                                  batch_size=params.sample.batch_size)
+        self.tracker = FidTracker(
+            gan,
+            score,
+            score.key,
+            params.train.eval_every,
+            params.train.eval_num,
+            params.train.seed,
+            Path(classifier_path).parent,
+            export_generator,
+            batch_size=params.sample.batch_size,
+        )
         self.tracker.best = {"step": 0, score.key: -1.0}  # never a new best: no export inside the timing
         self.work = float(params.train.eval_num)
 

@@ -46,15 +46,27 @@ import yaml
 from benchmarks.quality import RESULTS, ROOT, _command, _env, _git_commit, _shown, _value, log, train_run
 
 IMAGES, MINUTES, PER_PERSON = 48_000, 10.0, 10
-CASES = {"subset_labelled": ("subset", True), "subset_flat": ("subset", False),
-         "all_labelled": ("all", True), "all_flat": ("all", False)}
+CASES = {
+    "subset_labelled": ("subset", True),
+    "subset_flat": ("subset", False),
+    "all_labelled": ("all", True),
+    "all_flat": ("all", False),
+}
 SAMPLES, MEMORIZATION_SAMPLES, THRESHOLD, SAMPLE_SEED = 2_000, 1_000, 0.9, 1234
 # What every run shares: the budgets stop it, not a step count; rare logging and grids.
-BUDGET = {"steps": 10_000_000, "max_minutes": 0, "checkpoint_every": 1_000_000, "sample_every": 1_000_000,
-          "log_every": 100}
+BUDGET = {
+    "steps": 10_000_000,
+    "max_minutes": 0,
+    "checkpoint_every": 1_000_000,
+    "sample_every": 1_000_000,
+    "log_every": 100,
+}
 # --quick: a smoke run on tiny images, every stage cut to seconds.
-QUICK = {"classifier": {"epochs": 1, "ssl_epochs": 1, "ssl_min_steps": 0, "width": 8, "feature_dim": 16},
-         "model": {"width": 8, "latent_dim": 16}, "train": {"eval_every": 0, "precision": "float32", "batch_size": 8}}
+QUICK = {
+    "classifier": {"epochs": 1, "ssl_epochs": 1, "ssl_min_steps": 0, "width": 8, "feature_dim": 16},
+    "model": {"width": 8, "latent_dim": 16},
+    "train": {"eval_every": 0, "precision": "float32", "batch_size": 8},
+}
 DOCS_IMAGES = ROOT / "docs" / "images"
 
 
@@ -63,8 +75,13 @@ def split_people(faces: Path, work: Path, per_person: int, seed: int = 0) -> dic
     first ``per_person`` of each person's photographs in a seeded shuffle, a folder per person),
     ``subset_flat`` (the same, in one folder), ``heldout`` (every other photograph of theirs, flat), and
     ``all_flat`` (every photograph, in one folder); ``all`` is ``faces`` itself."""
-    folders = {"subset": work / "subset", "subset_flat": work / "subset_flat", "heldout": work / "heldout",
-               "all_flat": work / "all_flat", "all": faces}
+    folders = {
+        "subset": work / "subset",
+        "subset_flat": work / "subset_flat",
+        "heldout": work / "heldout",
+        "all_flat": work / "all_flat",
+        "all": faces,
+    }
     if (work / "split.done").exists():
         return folders
     for name in ("subset", "subset_flat", "heldout", "all_flat"):
@@ -108,8 +125,7 @@ def case_params(source: Path, size: int, minutes: float, quick: bool, overrides:
     from resgan.config import parse_params
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["prepare"].update({"source": "folder", "path": str(source), "image_size": size, "channels": 1,
-                           "fit": "resize"})
+    raw["prepare"].update({"source": "folder", "path": str(source), "image_size": size, "channels": 1, "fit": "resize"})
     raw["train"].update(BUDGET)
     for section, values in (QUICK if quick else {}).items():
         raw[section].update(values)
@@ -127,8 +143,9 @@ def memorization_noise(a: float, b: float, n_a: int, n_b: int) -> float:
     return math.sqrt(a * (1 - a) / max(n_a, 1) + b * (1 - b) / max(n_b, 1))
 
 
-def score_case(images: np.ndarray, train: np.ndarray, heldout: np.ndarray, extractor, real_feats: np.ndarray,
-               heldout_memo: dict) -> dict[str, Any]:
+def score_case(
+    images: np.ndarray, train: np.ndarray, heldout: np.ndarray, extractor, real_feats: np.ndarray, heldout_memo: dict
+) -> dict[str, Any]:
     """FID of ``images`` with ``extractor`` against the training photographs' features ``real_feats``,
     and their memorization (SSIM >= :data:`THRESHOLD` to the nearest training photograph) beside the
     held-out photographs' ``heldout_memo``."""
@@ -139,13 +156,25 @@ def score_case(images: np.ndarray, train: np.ndarray, heldout: np.ndarray, extra
     memo = memorization(images[:MEMORIZATION_SAMPLES], train, threshold=THRESHOLD)
     n = min(len(images), MEMORIZATION_SAMPLES)
     noise = memorization_noise(memo["fraction"], heldout_memo["fraction"], n, heldout_memo["n"])
-    return {f"fid_{extractor.name}": fid(real_feats, feats), "memorization_fraction": memo["fraction"],
-            "memorization_mean_ssim": memo["mean"], "memorization_noise": noise,
-            "memorization_above_real_by_more_than_noise": bool(memo["fraction"] - heldout_memo["fraction"] > 2 * noise)}
+    return {
+        f"fid_{extractor.name}": fid(real_feats, feats),
+        "memorization_fraction": memo["fraction"],
+        "memorization_mean_ssim": memo["mean"],
+        "memorization_noise": noise,
+        "memorization_above_real_by_more_than_noise": bool(memo["fraction"] - heldout_memo["fraction"] > 2 * noise),
+    }
 
 
-def run_case(name: str, folders: dict[str, Path], args, work: Path, env: dict[str, str], images_budget: int,
-             minutes: float, overrides: list[str]) -> dict[str, Any]:
+def run_case(
+    name: str,
+    folders: dict[str, Path],
+    args,
+    work: Path,
+    env: dict[str, str],
+    images_budget: int,
+    minutes: float,
+    overrides: list[str],
+) -> dict[str, Any]:
     """Prepare, train the feature extractor, train to both budgets and score one case."""
     from resgan.data.prepared import load_split
     from resgan.loading import load_generator
@@ -166,8 +195,22 @@ def run_case(name: str, folders: dict[str, Path], args, work: Path, env: dict[st
         _command(["resgan", "prepare", "--params", "params.yaml", "--out", str(data)], env, case_dir)
     if not extractor_path.exists():
         log(f"{name}: classifier stage (the domain classifier, else the self-supervised encoder)")
-        _command(["resgan", "classifier", "--params", "params.yaml", "--data", str(data), "--out",
-                  str(extractor_path), "--metrics", str(case_dir / "classifier_figures.json")], env, case_dir)
+        _command(
+            [
+                "resgan",
+                "classifier",
+                "--params",
+                "params.yaml",
+                "--data",
+                str(data),
+                "--out",
+                str(extractor_path),
+                "--metrics",
+                str(case_dir / "classifier_figures.json"),
+            ],
+            env,
+            case_dir,
+        )
     train, _ = load_split(data, "train")
     heldout = load_photos(folders["heldout"], args.image_size) if data_name == "subset" else load_split(data, "test")[0]
     seen = {image.tobytes() for image in train}
@@ -176,35 +219,65 @@ def run_case(name: str, folders: dict[str, Path], args, work: Path, env: dict[st
     real_feats, _ = extractor(train)
     heldout_feats, _ = extractor(heldout)
     n_memo = min(MEMORIZATION_SAMPLES, len(heldout))
-    heldout_memo = {"n": n_memo, **{k: v for k, v in memorization(heldout[:n_memo], train, threshold=THRESHOLD).items()
-                                    if k in ("fraction", "mean")}}
+    heldout_memo = {
+        "n": n_memo,
+        **{
+            k: v
+            for k, v in memorization(heldout[:n_memo], train, threshold=THRESHOLD).items()
+            if k in ("fraction", "mean")
+        },
+    }
     summary = json.loads((data / "summary.json").read_text())
     case: dict[str, Any] = {
-        "data": {"photographs": data_name, "labelled": labelled, "n_train": len(train),
-                 "n_heldout": len(heldout), "classes": len(summary.get("class_names") or []),
-                 "image_size": args.image_size},
-        "extractor": {"kind": extractor.kind, "name": extractor.name, "trusted": extractor.trusted,
-                      "fitness": extractor.fitness},
+        "data": {
+            "photographs": data_name,
+            "labelled": labelled,
+            "n_train": len(train),
+            "n_heldout": len(heldout),
+            "classes": len(summary.get("class_names") or []),
+            "image_size": args.image_size,
+        },
+        "extractor": {
+            "kind": extractor.kind,
+            "name": extractor.name,
+            "trusted": extractor.trusted,
+            "fitness": extractor.fitness,
+        },
         "floor": {f"fid_{extractor.name}_heldout_vs_train": fid(real_feats, heldout_feats), "n_heldout": len(heldout)},
         "heldout_memorization": heldout_memo,
-        "params": {s: params[s] for s in ("model", "train")}, "overrides": overrides,
-        "load_average_before": [round(x, 2) for x in os.getloadavg()]}
-    log(f"{name}: {len(train)} training photographs, {len(heldout)} held out; extractor {extractor.name} "
-        f"({extractor.fitness}); training to {images_budget:,} images and {minutes:g} minutes")
+        "params": {s: params[s] for s in ("model", "train")},
+        "overrides": overrides,
+        "load_average_before": [round(x, 2) for x in os.getloadavg()],
+    }
+    log(
+        f"{name}: {len(train)} training photographs, {len(heldout)} held out; extractor {extractor.name} "
+        f"({extractor.fitness}); training to {images_budget:,} images and {minutes:g} minutes"
+    )
     run_dir, child = train_run(name, params, data, case_dir, env, (images_budget, minutes), extractor_path)
     trained = child["result"]
-    case.update({"steps": trained["steps"], "img_per_s": trained["img_per_s"], "train_wall_s": trained["wall_s"],
-                 "load_average_after": [round(x, 2) for x in os.getloadavg()]})
+    case.update(
+        {
+            "steps": trained["steps"],
+            "img_per_s": trained["img_per_s"],
+            "train_wall_s": trained["wall_s"],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        }
+    )
     num = 200 if args.quick else SAMPLES
     for mark in ("at_images", "at_minutes"):
         drawn, labels = draw(load_generator(run_dir / f"{mark}.keras"), num, seed=SAMPLE_SEED, batch_size=250)
-        case[mark] = {**trained["marks"][mark], **score_case(drawn, train, heldout, extractor, real_feats, heldout_memo)}
+        case[mark] = {
+            **trained["marks"][mark],
+            **score_case(drawn, train, heldout, extractor, real_feats, heldout_memo),
+        }
         if mark == "at_minutes":
             case["grid"] = _grid(name, drawn, labels, args)
         at = case[mark]
-        log(f"{name} at {at['images']:,} images, {at['wall_s'] / 60:.1f} min: step {at['step']}, "
+        log(
+            f"{name} at {at['images']:,} images, {at['wall_s'] / 60:.1f} min: step {at['step']}, "
             f"FID {at[f'fid_{extractor.name}']:.2f} (floor {case['floor'][f'fid_{extractor.name}_heldout_vs_train']:.2f}), "
-            f"memorized {at['memorization_fraction']:.3f} (held-out photographs {heldout_memo['fraction']:.3f})")
+            f"memorized {at['memorization_fraction']:.3f} (held-out photographs {heldout_memo['fraction']:.3f})"
+        )
     return case
 
 
@@ -212,8 +285,11 @@ def _grid(name: str, images: np.ndarray, labels: np.ndarray | None, args) -> str
     """The docs' picture of a case: 64 samples, a block per person when labelled (resgan.grids)."""
     from resgan import grids
 
-    path = (args.results / f"faces_quick_{name}.png") if args.quick or args.results != RESULTS else (
-        DOCS_IMAGES / f"faces_{name}.png")
+    path = (
+        (args.results / f"faces_quick_{name}.png")
+        if args.quick or args.results != RESULTS
+        else (DOCS_IMAGES / f"faces_{name}.png")
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     grids.save(path, grids.sample_grid(images, labels, 64))
     return _shown(path)
@@ -221,22 +297,36 @@ def _grid(name: str, images: np.ndarray, labels: np.ndarray | None, args) -> str
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.faces", description=__doc__.split("\n")[0])
-    parser.add_argument("--faces", type=Path, default=os.environ.get("RESGAN_FACES"),
-                        help="the Yale B faces: a folder of one sub-folder of PNGs per person (or RESGAN_FACES)")
+    parser.add_argument(
+        "--faces",
+        type=Path,
+        default=os.environ.get("RESGAN_FACES"),
+        help="the Yale B faces: a folder of one sub-folder of PNGs per person (or RESGAN_FACES)",
+    )
     parser.add_argument("--only", choices=list(CASES), action="append", help="run only these cases (repeatable)")
     parser.add_argument("--images", type=int, help=f"image budget (default {IMAGES:,}; quick 640)")
     parser.add_argument("--minutes", type=float, help=f"wall-time budget (default {MINUTES:g}; quick 0.2)")
     parser.add_argument("--per-person", type=int, default=PER_PERSON, help="photographs a person in the subset")
     parser.add_argument("--image-size", type=int, default=64, help="prepare.image_size (quick: the test's 16)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="CASE:KEY=VALUE",
-                        help="change one param of one case, e.g. subset_flat:train.lr_d=2e-4")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="CASE:KEY=VALUE",
+        help="change one param of one case, e.g. subset_flat:train.lr_d=2e-4",
+    )
     parser.add_argument("--quick", action="store_true", help="0.2-minute budgets, tiny model, 200 samples")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="folder for faces.json (default benchmarks/results)")
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="folder for faces.json (default benchmarks/results)"
+    )
     parser.add_argument("--work", type=Path, help="keep the folders, data and runs here (default: a temp dir)")
     args = parser.parse_args(argv)
     if args.faces is None or not Path(args.faces).is_dir():
-        sys.exit(f"no faces folder ({args.faces or 'none given'}): pass --faces DIR or set RESGAN_FACES to the "
-                 "Yale B faces, a sub-folder of PNGs per person")
+        sys.exit(
+            f"no faces folder ({args.faces or 'none given'}): pass --faces DIR or set RESGAN_FACES to the "
+            "Yale B faces, a sub-folder of PNGs per person"
+        )
     args.faces, args.results = Path(args.faces).resolve(), args.results.resolve()
     overrides: dict[str, list[str]] = {name: [] for name in CASES}
     for item in args.overrides:
@@ -265,8 +355,13 @@ def main(argv: list[str] | None = None) -> None:
         results.setdefault("cases", {})
         for name in args.only or CASES:
             results["cases"][name] = run_case(name, folders, args, work, env, images_budget, minutes, overrides[name])
-            results["meta"] = {"budgets": {"images": images_budget, "minutes": minutes}, "per_person": args.per_person,
-                               "commit": _git_commit(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M")}
+            results["meta"] = {
+                "budgets": {"images": images_budget, "minutes": minutes},
+                "per_person": args.per_person,
+                "commit": _git_commit(),
+                "cpus": os.cpu_count(),
+                "date": time.strftime("%Y-%m-%d %H:%M"),
+            }
             tmp = out_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(results, indent=2, default=float) + "\n")
             os.replace(tmp, out_path)  # after each case: a long run keeps what it measured
@@ -282,17 +377,39 @@ def print_table(results: dict) -> None:
     from rich.table import Table
 
     table = Table(title="Faces: Yale B photographs at two budgets (the pipeline's own features)")
-    for column in ("case", "train", "extractor", "budget", "step", "min", "img/s", "FID", "floor", "memorized",
-                   "held-out", "noise"):
+    for column in (
+        "case",
+        "train",
+        "extractor",
+        "budget",
+        "step",
+        "min",
+        "img/s",
+        "FID",
+        "floor",
+        "memorized",
+        "held-out",
+        "noise",
+    ):
         table.add_column(column, justify="right")
     for name, case in results.get("cases", {}).items():
         key = f"fid_{case['extractor']['name']}"
         for mark, budget in (("at_images", "images"), ("at_minutes", "wall")):
             at = case[mark]
-            table.add_row(name, str(case["data"]["n_train"]), case["extractor"]["name"], budget, str(at["step"]),
-                          f"{at['wall_s'] / 60:.1f}", f"{case['img_per_s']:.0f}", f"{at[key]:.2f}",
-                          f"{case['floor'][f'{key}_heldout_vs_train']:.2f}", f"{at['memorization_fraction']:.3f}",
-                          f"{case['heldout_memorization']['fraction']:.3f}", f"{at['memorization_noise']:.3f}")
+            table.add_row(
+                name,
+                str(case["data"]["n_train"]),
+                case["extractor"]["name"],
+                budget,
+                str(at["step"]),
+                f"{at['wall_s'] / 60:.1f}",
+                f"{case['img_per_s']:.0f}",
+                f"{at[key]:.2f}",
+                f"{case['floor'][f'{key}_heldout_vs_train']:.2f}",
+                f"{at['memorization_fraction']:.3f}",
+                f"{case['heldout_memorization']['fraction']:.3f}",
+                f"{at['memorization_noise']:.3f}",
+            )
     Console(width=140).print(table)
 
 

@@ -26,8 +26,9 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--distribute", default="mirrored", choices=["none", "mirrored"])
-    parser.add_argument("--precision", default="mixed_float16",
-                        choices=["float32", "mixed_float16", "mixed_bfloat16", "auto"])
+    parser.add_argument(
+        "--precision", default="mixed_float16", choices=["float32", "mixed_float16", "mixed_bfloat16", "auto"]
+    )
     parser.add_argument("--steps", type=int, default=300, help="timed steps (after --warmup)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed steps (tracing, autotuning)")
     parser.add_argument("--batch-size", type=int, default=256, help="global batch size")
@@ -60,10 +61,12 @@ def main() -> None:
     strategy = make_strategy(args.distribute)
     model = ModelParams(latent_dim=args.latent_dim, width=args.width, conditional=False)
     train = TrainParams(batch_size=args.batch_size, precision=precision, diffaugment=args.diffaugment)
-    gan = GAN(model, train, Shapes(args.image_size, args.channels), strategy=strategy,
-              global_batch_size=args.batch_size)
+    gan = GAN(
+        model, train, Shapes(args.image_size, args.channels), strategy=strategy, global_batch_size=args.batch_size
+    )
     images = np.random.default_rng(0).integers(
-        0, 256, size=(max(4 * args.batch_size, 1024), args.image_size, args.image_size, args.channels), dtype=np.uint8)
+        0, 256, size=(max(4 * args.batch_size, 1024), args.image_size, args.image_size, args.channels), dtype=np.uint8
+    )
     iterator = iter(strategy.experimental_distribute_dataset(train_dataset(images, args.batch_size, seed=0)))
 
     for _ in range(args.warmup):
@@ -78,12 +81,24 @@ def main() -> None:
         devices = [(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU"))[0].name]
     else:
         devices = list(strategy.extended.worker_devices)
-    print(json.dumps({
-        "img_per_s": round(args.steps * args.batch_size / seconds, 1),
-        "steps": args.steps, "seconds": round(seconds, 2), "global_batch": args.batch_size,
-        "replicas": strategy.num_replicas_in_sync, "devices": devices, "precision": precision,
-        "distribute": args.distribute, "image_size": args.image_size, "width": args.width,
-        "tensorflow": tf.__version__, "final": losses}))
+    print(
+        json.dumps(
+            {
+                "img_per_s": round(args.steps * args.batch_size / seconds, 1),
+                "steps": args.steps,
+                "seconds": round(seconds, 2),
+                "global_batch": args.batch_size,
+                "replicas": strategy.num_replicas_in_sync,
+                "devices": devices,
+                "precision": precision,
+                "distribute": args.distribute,
+                "image_size": args.image_size,
+                "width": args.width,
+                "tensorflow": tf.__version__,
+                "final": losses,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -66,12 +66,21 @@ IMAGES_DIR = ROOT / "docs" / "images"
 DATA = {"source": "folder", "image_size": 32, "channels": 3, "fit": "resize", "test_fraction": 0.02, "seed": 0}
 # The scorer: a width-32 domain classifier sees a fresh flipped and translated view of every photograph
 # each epoch; without them it learns the 49,000 images by heart and judges new ones worse.
-SCORER = {"kind": "classifier", "width": 32, "epochs": 15, "augment": "flip,translation", "batch_size": 128,
-          "lr": 0.001, "seed": 0}
+SCORER = {
+    "kind": "classifier",
+    "width": 32,
+    "epochs": 15,
+    "augment": "flip,translation",
+    "batch_size": 128,
+    "lr": 0.001,
+    "seed": 0,
+}
 # resgan's recommended preset for colour photographs: the digits' tuned conditional preset
 # (benchmarks/quality.py), its rates decaying to 0 over the last quarter of the image budget.
-PRESET = {"model": {**TUNED["model"], "conditional": True},
-          "train": {**TUNED["train"], "export": "last", "eval_every": 0}}
+PRESET = {
+    "model": {**TUNED["model"], "conditional": True},
+    "train": {**TUNED["train"], "export": "last", "eval_every": 0},
+}
 RUNS = ("resgan", "textbook")
 SAMPLES, SAMPLE_SEED, GRID_COLUMNS = 10_000, 1234, 10
 IMAGES = 200_000
@@ -87,9 +96,11 @@ def _timed(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, float]:
     if done.returncode:
         sys.exit(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"wall_s": round(wall, 2),
-            "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2),
-            "peak_rss_mib_largest_process": round(after.ru_maxrss / 1024, 1)}
+    return {
+        "wall_s": round(wall, 2),
+        "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2),
+        "peak_rss_mib_largest_process": round(after.ru_maxrss / 1024, 1),
+    }
 
 
 def prepare(folder: Path, out: Path, env: dict[str, str], work: Path) -> dict[str, Any]:
@@ -101,9 +112,15 @@ def prepare(folder: Path, out: Path, env: dict[str, str], work: Path) -> dict[st
     load = os.getloadavg()
     figures = _timed(["resgan", "prepare", "--params", str(params_file), "--out", str(out)], env, work)
     summary = json.loads((out / "summary.json").read_text())
-    figures.update({"inputs": summary["inputs"], "img_per_s": round(summary["inputs"] / figures["wall_s"], 1),
-                    "workers": available_cpus(), "load_average_before": [round(x, 2) for x in load],
-                    "load_average_after": [round(x, 2) for x in os.getloadavg()]})
+    figures.update(
+        {
+            "inputs": summary["inputs"],
+            "img_per_s": round(summary["inputs"] / figures["wall_s"], 1),
+            "workers": available_cpus(),
+            "load_average_before": [round(x, 2) for x in load],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        }
+    )
     return {"figures": figures, "summary": summary}
 
 
@@ -113,8 +130,9 @@ def scorer_name(data_hash: str, scorer: dict[str, Any]) -> str:
     return f"cifar10_scorer_{data_hash[:12]}_{digest}"
 
 
-def train_scorer(data: Path, data_hash: str, scorer: dict[str, Any], cache: Path, env: dict[str, str],
-                 work: Path) -> tuple[Path, dict]:
+def train_scorer(
+    data: Path, data_hash: str, scorer: dict[str, Any], cache: Path, env: dict[str, str], work: Path
+) -> tuple[Path, dict]:
     """The cached scorer for ``data`` (trained by ``resgan classifier`` when missing); its path and
     the classifier stage's figures."""
     name = scorer_name(data_hash, scorer)
@@ -125,8 +143,22 @@ def train_scorer(data: Path, data_hash: str, scorer: dict[str, Any], cache: Path
         raw["classifier"].update(scorer)
         (work / "scorer.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
         log(f"scorer: the domain classifier ({scorer['epochs']} epochs, {scorer['augment'] or 'no augmentation'})")
-        timed = _timed(["resgan", "classifier", "--params", "scorer.yaml", "--data", str(data), "--out", str(model),
-                        "--metrics", str(figures)], env, work)
+        timed = _timed(
+            [
+                "resgan",
+                "classifier",
+                "--params",
+                "scorer.yaml",
+                "--data",
+                str(data),
+                "--out",
+                str(model),
+                "--metrics",
+                str(figures),
+            ],
+            env,
+            work,
+        )
         log(f"scorer: trained in {timed['wall_s'] / 60:.1f} min")
     return model, json.loads(figures.read_text())
 
@@ -156,23 +188,41 @@ def draw_run(name: str, generator, num: int) -> tuple[np.ndarray, np.ndarray]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.photos", description=__doc__.split("\n")[0])
-    parser.add_argument("--cifar", type=Path, default=os.environ.get("RESGAN_CIFAR10"),
-                        help="CIFAR-10 as JPEG files: train/<class>/*.jpg and test/<class>/*.jpg (or RESGAN_CIFAR10)")
+    parser.add_argument(
+        "--cifar",
+        type=Path,
+        default=os.environ.get("RESGAN_CIFAR10"),
+        help="CIFAR-10 as JPEG files: train/<class>/*.jpg and test/<class>/*.jpg (or RESGAN_CIFAR10)",
+    )
     parser.add_argument("--images", type=int, help=f"image budget of each run (default {IMAGES:,}; quick 640)")
     parser.add_argument("--only", choices=RUNS, action="append", help="run only these (repeatable); default: both")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="resgan:KEY=VALUE",
-                        help="change one param of the resgan run, e.g. resgan:model.width=64")
-    parser.add_argument("--quick", action="store_true", help="640 images, 500 samples, a 1-epoch scorer: checks the script")
-    parser.add_argument("--results", type=Path, default=RESULTS,
-                        help="folder for photos.json and the samples (default benchmarks/results); the picture "
-                             "goes to docs/images only with the default")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="resgan:KEY=VALUE",
+        help="change one param of the resgan run, e.g. resgan:model.width=64",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="640 images, 500 samples, a 1-epoch scorer: checks the script"
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="folder for photos.json and the samples (default benchmarks/results); the picture "
+        "goes to docs/images only with the default",
+    )
     parser.add_argument("--cache", type=Path, default=CACHE, help="folder of trained scorers, by data hash")
     parser.add_argument("--work", type=Path, help="keep the prepared data and the runs here (default: a temp dir)")
     args = parser.parse_args(argv)
 
     if args.cifar is None or not (Path(args.cifar) / "train").is_dir() or not (Path(args.cifar) / "test").is_dir():
-        sys.exit(f"no CIFAR-10 folder{f' at {args.cifar}' if args.cifar else ''}: pass --cifar DIR (or set "
-                 "RESGAN_CIFAR10) to a folder holding train/<class>/*.jpg and test/<class>/*.jpg")
+        sys.exit(
+            f"no CIFAR-10 folder{f' at {args.cifar}' if args.cifar else ''}: pass --cifar DIR (or set "
+            "RESGAN_CIFAR10) to a folder holding train/<class>/*.jpg and test/<class>/*.jpg"
+        )
     cifar = Path(args.cifar).resolve()
     images = args.images or (640 if args.quick else IMAGES)
     num = 500 if args.quick else SAMPLES
@@ -187,8 +237,13 @@ def main(argv: list[str] | None = None) -> None:
     from resgan.errors import ResganError
 
     try:
-        preset = params_for(PRESET, cifar / "train", 0.0, [f"train.steps={max(1, images // PRESET['train']['batch_size'])}",
-                                                           *BUDGET_OVERRIDES, *overrides], DATA)
+        preset = params_for(
+            PRESET,
+            cifar / "train",
+            0.0,
+            [f"train.steps={max(1, images // PRESET['train']['batch_size'])}", *BUDGET_OVERRIDES, *overrides],
+            DATA,
+        )
     except ResganError as error:
         sys.exit(f"error: {error}")
 
@@ -205,8 +260,10 @@ def main(argv: list[str] | None = None) -> None:
         data, real_dir = work / "data", work / "real_test"
         log(f"prepare: {cifar / 'train'} -> 32x32x3")
         results["prepare"] = prepare(cifar / "train", data, env, work)["figures"]
-        log(f"prepare: {results['prepare']['inputs']:,} files in {results['prepare']['wall_s']:.1f} s "
-            f"({results['prepare']['img_per_s']:.0f} images/s, peak {results['prepare']['peak_rss_mib_largest_process']:.0f} MiB)")
+        log(
+            f"prepare: {results['prepare']['inputs']:,} files in {results['prepare']['wall_s']:.1f} s "
+            f"({results['prepare']['img_per_s']:.0f} images/s, peak {results['prepare']['peak_rss_mib_largest_process']:.0f} MiB)"
+        )
         prepared_test = prepare(cifar / "test", real_dir, env, work)
         data_hash = json.loads((data / "summary.json").read_text())["data_hash"]
         scorer_path, scorer_figures = train_scorer(data, data_hash, scorer, args.cache.resolve(), env, work)
@@ -227,30 +284,49 @@ def main(argv: list[str] | None = None) -> None:
         extractor = LearnedFeatures(scorer_path)
         real_feats, real_probs = extractor(real)
         train_images, _ = load_split(data, "train")
-        pick = np.sort(np.random.default_rng(0).choice(len(train_images), size=min(len(real), len(train_images)),
-                                                       replace=False))
+        pick = np.sort(
+            np.random.default_rng(0).choice(len(train_images), size=min(len(real), len(train_images)), replace=False)
+        )
         train_feats, _ = extractor(train_images[pick])
         shuffled = np.random.default_rng(0).permutation(len(real))
-        half_a, half_b = real_feats[shuffled[: len(real) // 2]], real_feats[shuffled[len(real) // 2:]]
+        half_a, half_b = real_feats[shuffled[: len(real) // 2]], real_feats[shuffled[len(real) // 2 :]]
         accuracy = float(np.mean(real_probs.argmax(axis=1) == real_labels))
-        results["scorer"] = {"params": scorer, "data_hash": data_hash, "file": _shown(scorer_path),
-                             "accuracy_real_test": accuracy, "n_real_test": len(real),
-                             "held_out_accuracy": scorer_figures.get("accuracy"), "time_s": scorer_figures.get("time_s")}
+        results["scorer"] = {
+            "params": scorer,
+            "data_hash": data_hash,
+            "file": _shown(scorer_path),
+            "accuracy_real_test": accuracy,
+            "n_real_test": len(real),
+            "held_out_accuracy": scorer_figures.get("accuracy"),
+            "time_s": scorer_figures.get("time_s"),
+        }
         real_pr = precision_recall(real_feats, train_feats, k=3)
         results["real"] = {
             # The score's 10 splits must each hold every class, as the samples' do: the real images
             # are in class order, so shuffled first (in order, each split is one class: score about 1.7).
-            "n": len(real), "classifier_score_mean": inception_score(real_probs[shuffled], splits=10)[0],
-            "fid_train_vs_test": fid(real_feats, train_feats), "fid_halves": fid(half_a, half_b),
-            "kid_train_vs_test": kid(real_feats, train_feats, subsets=100, subset_size=1000,
-                                     rng=np.random.default_rng(0))[0],
-            "precision_train_vs_test": real_pr[0], "recall_train_vs_test": real_pr[1],
-            "class_names": class_names, "test_prepare": prepared_test["figures"]}
-        log(f"scorer: {accuracy:.3f} on {len(real):,} real test images; real train vs test FID "
-            f"{results['real']['fid_train_vs_test']:.3f}")
+            "n": len(real),
+            "classifier_score_mean": inception_score(real_probs[shuffled], splits=10)[0],
+            "fid_train_vs_test": fid(real_feats, train_feats),
+            "fid_halves": fid(half_a, half_b),
+            "kid_train_vs_test": kid(
+                real_feats, train_feats, subsets=100, subset_size=1000, rng=np.random.default_rng(0)
+            )[0],
+            "precision_train_vs_test": real_pr[0],
+            "recall_train_vs_test": real_pr[1],
+            "class_names": class_names,
+            "test_prepare": prepared_test["figures"],
+        }
+        log(
+            f"scorer: {accuracy:.3f} on {len(real):,} real test images; real train vs test FID "
+            f"{results['real']['fid_train_vs_test']:.3f}"
+        )
 
-        results["meta"] = {"commit": _git_commit(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"),
-                           "data": {**DATA, "n_train": len(train_images), "n_real_test": len(real)}}
+        results["meta"] = {
+            "commit": _git_commit(),
+            "cpus": os.cpu_count(),
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "data": {**DATA, "n_train": len(train_images), "n_real_test": len(real)},
+        }
         budget = results.setdefault("budgets", {}).setdefault(tag, {})
         grids = {"real": rows_per_class(real, real_labels, len(class_names))}
         titles = {"real": "real test photographs, a row per class"}  # classes in sorted folder order
@@ -264,17 +340,35 @@ def main(argv: list[str] | None = None) -> None:
                 run: dict[str, Any] = {"params": {s: preset[s] for s in ("model", "train")}}
             else:
                 run_dir = work / name
-                out = subprocess.run([sys.executable, "-m", "benchmarks.textbook_cgan", "--data", str(data), "--out",
-                                      str(run_dir), "--images", str(images)], env=env, cwd=ROOT,
-                                     check=False, capture_output=True, text=True)
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "benchmarks.textbook_cgan",
+                        "--data",
+                        str(data),
+                        "--out",
+                        str(run_dir),
+                        "--images",
+                        str(images),
+                    ],
+                    env=env,
+                    cwd=ROOT,
+                    check=False,
+                    capture_output=True,
+                    text=True,
+                )
                 if out.returncode:
                     sys.exit(f"textbook run failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
                 child = json.loads(out.stdout.strip().splitlines()[-1].removeprefix("BENCH_RESULT "))
                 trained, generator_path = child["result"], run_dir / "generator.keras"
                 run = {"params": "benchmarks/textbook_cgan.py"}
             # The peer's generator has no class embedding, which resgan's loader checks for: plain Keras loads it.
-            generator = (load_generator(generator_path) if name == "resgan"
-                         else keras.saving.load_model(generator_path, safe_mode=True))
+            generator = (
+                load_generator(generator_path)
+                if name == "resgan"
+                else keras.saving.load_model(generator_path, safe_mode=True)
+            )
             drawn, labels = draw_run(name, generator, num)
             npz = results_dir / (f"quick_cifar10_{tag}_{name}.npz" if args.quick else f"cifar10_{tag}_{name}.npz")
             tmp = npz.with_suffix(".tmp.npz")
@@ -283,24 +377,36 @@ def main(argv: list[str] | None = None) -> None:
             scores = score(drawn, (real_feats, real_probs), (half_a, half_b), extractor, labels)
             feats, _ = extractor(drawn)
             precision, recall = precision_recall(real_feats, feats, k=3)
-            run.update({"steps": trained["steps"], "images": trained["steps"] * (
-                preset["train"]["batch_size"] if name == "resgan" else 64), "wall_s": trained["wall_s"],
-                "img_per_s": trained["img_per_s"], "precision_mode": trained.get("precision"),
-                "peak_rss_mib": round(child["max_rss_mib"], 1), "samples": _shown(npz), "n_samples": num,
-                **scores, "precision": precision, "recall": recall,
-                "class_accuracy_over_scorer": scores["class_accuracy"] / accuracy,
-                "load_average_before": [round(x, 2) for x in load_before],
-                "load_average_after": [round(x, 2) for x in os.getloadavg()]})
+            run.update(
+                {
+                    "steps": trained["steps"],
+                    "images": trained["steps"] * (preset["train"]["batch_size"] if name == "resgan" else 64),
+                    "wall_s": trained["wall_s"],
+                    "img_per_s": trained["img_per_s"],
+                    "precision_mode": trained.get("precision"),
+                    "peak_rss_mib": round(child["max_rss_mib"], 1),
+                    "samples": _shown(npz),
+                    "n_samples": num,
+                    **scores,
+                    "precision": precision,
+                    "recall": recall,
+                    "class_accuracy_over_scorer": scores["class_accuracy"] / accuracy,
+                    "load_average_before": [round(x, 2) for x in load_before],
+                    "load_average_after": [round(x, 2) for x in os.getloadavg()],
+                }
+            )
             budget[name] = run
             grids[name] = rows_per_class(drawn, labels, len(class_names))
             titles[name] = f"{name}: {run['images'] // 1000}k images, FID {run['fid_classifier']:.2f}"
             save(results, out_path)  # what each finished run measured survives a later one's end
             if not args.quick and results_dir == RESULTS:
                 picture(grids, titles, IMAGES_DIR / f"cifar10_{tag}.png")
-            log(f"{name} at {run['images']:,} images ({run['wall_s'] / 60:.1f} min, {run['img_per_s']:.0f} img/s): "
+            log(
+                f"{name} at {run['images']:,} images ({run['wall_s'] / 60:.1f} min, {run['img_per_s']:.0f} img/s): "
                 f"FID {run['fid_classifier']:.2f}, KID {run['kid_classifier_mean']:.4f}, score "
                 f"{run['classifier_score_mean']:.2f}, class accuracy {run['class_accuracy']:.3f}, precision "
-                f"{precision:.3f}, recall {recall:.3f}")
+                f"{precision:.3f}, recall {recall:.3f}"
+            )
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -331,8 +437,11 @@ def targets(results: dict) -> dict[str, Any]:
         runs = results.get("budgets", {}).get(tag, {})
         if "resgan" in runs:
             ratio = runs["resgan"]["class_accuracy_over_scorer"]
-            met[f"class_accuracy_over_scorer_{tag}"] = {"value": round(ratio, 4), "target": f">= {share}",
-                                                        "met": ratio >= share}
+            met[f"class_accuracy_over_scorer_{tag}"] = {
+                "value": round(ratio, 4),
+                "target": f">= {share}",
+                "met": ratio >= share,
+            }
         if {"resgan", "textbook"} <= set(runs):
             ratio = runs["resgan"]["fid_classifier"] / runs["textbook"]["fid_classifier"]
             met[f"fid_over_textbook_{tag}"] = {"value": round(ratio, 4), "target": "<= 1/3", "met": ratio <= 1 / 3}
@@ -344,27 +453,61 @@ def print_table(results: dict) -> None:
     from rich.table import Table
 
     table = Table(title="CIFAR-10, 32x32 RGB, class-conditional (the scorer's features, against the real test images)")
-    for column in ("budget", "run", "steps", "minutes", "img/s", "FID", "KID", "score", "precision", "recall",
-                   "class acc.", "/ scorer"):
+    for column in (
+        "budget",
+        "run",
+        "steps",
+        "minutes",
+        "img/s",
+        "FID",
+        "KID",
+        "score",
+        "precision",
+        "recall",
+        "class acc.",
+        "/ scorer",
+    ):
         table.add_column(column, justify="right")
     for tag, runs in results.get("budgets", {}).items():
         for name, at in runs.items():
-            table.add_row(tag, name, str(at["steps"]), f"{at['wall_s'] / 60:.1f}", f"{at['img_per_s']:.0f}",
-                          f"{at['fid_classifier']:.2f}", f"{at['kid_classifier_mean']:.4f}",
-                          f"{at['classifier_score_mean']:.2f}", f"{at['precision']:.3f}", f"{at['recall']:.3f}",
-                          f"{at['class_accuracy']:.3f}", f"{at['class_accuracy_over_scorer']:.2f}")
+            table.add_row(
+                tag,
+                name,
+                str(at["steps"]),
+                f"{at['wall_s'] / 60:.1f}",
+                f"{at['img_per_s']:.0f}",
+                f"{at['fid_classifier']:.2f}",
+                f"{at['kid_classifier_mean']:.4f}",
+                f"{at['classifier_score_mean']:.2f}",
+                f"{at['precision']:.3f}",
+                f"{at['recall']:.3f}",
+                f"{at['class_accuracy']:.3f}",
+                f"{at['class_accuracy_over_scorer']:.2f}",
+            )
     real, scorer = results.get("real", {}), results.get("scorer", {})
     if real:
-        table.add_row("", "real train vs test", "", "", "", f"{real['fid_train_vs_test']:.2f}",
-                      f"{real['kid_train_vs_test']:.4f}", f"{real['classifier_score_mean']:.2f}",
-                      f"{real['precision_train_vs_test']:.3f}", f"{real['recall_train_vs_test']:.3f}",
-                      f"{scorer.get('accuracy_real_test', 0):.3f}", "1.00")
+        table.add_row(
+            "",
+            "real train vs test",
+            "",
+            "",
+            "",
+            f"{real['fid_train_vs_test']:.2f}",
+            f"{real['kid_train_vs_test']:.4f}",
+            f"{real['classifier_score_mean']:.2f}",
+            f"{real['precision_train_vs_test']:.3f}",
+            f"{real['recall_train_vs_test']:.3f}",
+            f"{scorer.get('accuracy_real_test', 0):.3f}",
+            "1.00",
+        )
     Console(width=140).print(table)
     prep = results.get("prepare")
     if prep:
-        print(f"prepare: {prep['inputs']:,} files in {prep['wall_s']:.1f} s ({prep['img_per_s']:.0f} images/s, "
-              f"CPU {prep['cpu_s']:.1f} s, largest process {prep['peak_rss_mib_largest_process']:.0f} MiB, "
-              f"load {prep['load_average_before'][0]:.1f})")
+        print(
+            f"prepare: {prep['inputs']:,} files in {prep['wall_s']:.1f} s ({prep['img_per_s']:.0f} images/s, "
+            f"CPU {prep['cpu_s']:.1f} s, largest process {prep['peak_rss_mib_largest_process']:.0f} MiB, "
+            f"load {prep['load_average_before'][0]:.1f})"
+        )
     for key, target in results.get("targets", {}).items():
         print(f"{key}: {target['value']} (target {target['target']}): {'met' if target['met'] else 'NOT met'}")
 

@@ -40,9 +40,13 @@ class BenchError(RuntimeError):
 
 
 def command_env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
-           "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+    }
     env.update(extra)
     return env
 
@@ -53,19 +57,21 @@ def timed(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 900)
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     seconds = time.perf_counter() - start
     if result.returncode != 0:
-        raise BenchError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-2000:]}\n"
-                         f"{result.stderr[-3000:]}")
+        raise BenchError(
+            f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+        )
     return seconds, result.stdout
 
 
 def child_result(stdout: str) -> dict[str, Any]:
     for line in reversed(stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX):])
+            return json.loads(line[len(RESULT_PREFIX) :])
     raise BenchError(f"no {RESULT_PREFIX.strip()} line in:\n{stdout[-2000:]}")
 
 
 # ---------------------------------------------------------------- inputs
+
 
 def mnist_like(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``n`` uint8 (n, size, size, 1) digit images of MNIST's make-up (a 24 px digit on a black canvas,
@@ -84,7 +90,7 @@ def mnist_like(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.nd
     for dy in np.unique(shifts[:, 0]):
         for dx in np.unique(shifts[:, 1]):
             rows = np.flatnonzero((shifts[:, 0] == dy) & (shifts[:, 1] == dx))
-            images[rows, margin + dy:margin + dy + side, margin + dx:margin + dx + side] = glyphs[rows]
+            images[rows, margin + dy : margin + dy + side, margin + dx : margin + dx + side] = glyphs[rows]
     images = np.clip(images * 255 + rng.normal(0, 8, images.shape), 0, 255)
     return images.astype(np.uint8)[..., None], digits.target[pick].astype(np.int64)
 
@@ -97,9 +103,15 @@ def write_prepared(folder: Path, n_train: int, n_test: int, size: int = 32) -> P
     test, test_labels = mnist_like(n_test, size, seed=1)
     files.save_npz(folder / "train.npz", images=train, labels=train_labels)
     files.save_npz(folder / "test.npz", images=test, labels=test_labels)
-    files.write_json(folder / "summary.json", {"data_hash": f"bench-mnist-like-{n_train}-{n_test}-{size}",
-                                            "channels": 1, "image_size": size,
-                                            "counts": {"train": n_train, "test": n_test}})
+    files.write_json(
+        folder / "summary.json",
+        {
+            "data_hash": f"bench-mnist-like-{n_train}-{n_test}-{size}",
+            "channels": 1,
+            "image_size": size,
+            "counts": {"train": n_train, "test": n_test},
+        },
+    )
     return folder
 
 
@@ -123,6 +135,7 @@ def write_classifier(path: Path, image_shape: tuple[int, int, int], params) -> P
 
 # ---------------------------------------------------------------- figures
 
+
 def startup(runs: int) -> dict[str, Any]:
     """``resgan --help`` wall time beside a bare ``python -c pass`` of the same interpreter."""
     env = command_env()
@@ -145,8 +158,12 @@ def dvc_noop(work: Path, runs: int) -> dict[str, Any]:
     write_params(repo / "params.yaml", TINY_PROJECT)
     shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copytree(ROOT / "data" / "raw", repo / "data" / "raw")
-    env = command_env(GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@example.com",
-                      GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@example.com")
+    env = command_env(
+        GIT_AUTHOR_NAME="bench",
+        GIT_AUTHOR_EMAIL="bench@example.com",
+        GIT_COMMITTER_NAME="bench",
+        GIT_COMMITTER_EMAIL="bench@example.com",
+    )
     env.pop("MLFLOW_TRACKING_URI", None)  # the project's own mlflow.db, as a user gets it
     for args in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):
         timed(args, repo, env)
@@ -165,8 +182,21 @@ def dvc_noop(work: Path, runs: int) -> dict[str, Any]:
 
 def generate(generator_path: Path, out: Path, num: int) -> float:
     """One ``resgan generate --num N`` into an .npz; seconds. Checks that N images came out."""
-    seconds, _ = timed([str(BIN / "resgan"), "generate", "--model", str(generator_path), "--num", str(num),
-                        "--out", str(out), "--force"], out.parent, command_env())
+    seconds, _ = timed(
+        [
+            str(BIN / "resgan"),
+            "generate",
+            "--model",
+            str(generator_path),
+            "--num",
+            str(num),
+            "--out",
+            str(out),
+            "--force",
+        ],
+        out.parent,
+        command_env(),
+    )
     with np.load(out) as data:
         if data["images"].shape[0] != num:
             raise BenchError(f"resgan generate wrote {data['images'].shape[0]} images, not {num}")
@@ -182,5 +212,8 @@ def stage_child(stage: str, work: Path, args: list[str]) -> tuple[float, dict[st
 
 def warm_imports() -> None:
     """Load the heavy libraries once in a throwaway process (file cache, .pyc) before timed children."""
-    timed([sys.executable, "-c", "import tensorflow, keras, mlflow, scipy.linalg, skimage.metrics, sklearn"],
-          ROOT, command_env())
+    timed(
+        [sys.executable, "-c", "import tensorflow, keras, mlflow, scipy.linalg, skimage.metrics, sklearn"],
+        ROOT,
+        command_env(),
+    )

@@ -32,9 +32,14 @@ KINDS = [
     ("pooling and resizing", re.compile(r"Pool|Resize|Upsample")),
     ("optimizer", re.compile(r"^Resource(Apply|Scatter)|^Assign|ReadVariable")),
     ("reductions", re.compile(r"^(Sum|Mean|Max|Min|Prod|All|Any|ArgMax|L2Loss)$")),
-    ("element-wise", re.compile(r"Relu|Elu|Tanh|Sigmoid|Add|Sub|Mul|Div|Neg|Square|Sqrt|Rsqrt|Exp|Log|Cast|"
-                                r"Maximum|Minimum|Select|Greater|Less|Equal|Abs|Sign|Pow|BiasAdd|Identity|"
-                                r"Fill|ZerosLike|OnesLike|Tile|Pad|Reshape|Transpose|ConcatV2|Split|Slice|Pack")),
+    (
+        "element-wise",
+        re.compile(
+            r"Relu|Elu|Tanh|Sigmoid|Add|Sub|Mul|Div|Neg|Square|Sqrt|Rsqrt|Exp|Log|Cast|"
+            r"Maximum|Minimum|Select|Greater|Less|Equal|Abs|Sign|Pow|BiasAdd|Identity|"
+            r"Fill|ZerosLike|OnesLike|Tile|Pad|Reshape|Transpose|ConcatV2|Split|Slice|Pack"
+        ),
+    ),
 ]
 
 
@@ -112,8 +117,10 @@ def main(argv: list[str] | None = None) -> None:
     total = sum(times.values())
     if not total:
         sys.exit("the profiler's trace holds no TensorFlow ops on the compute threads")
-    print(f"{args.model} model, {args.precision}, {args.steps} steps: {wall:.2f} s wall, "
-          f"{total:.2f} s in ops on the compute threads (load {os.getloadavg()[0]:.1f})")
+    print(
+        f"{args.model} model, {args.precision}, {args.steps} steps: {wall:.2f} s wall, "
+        f"{total:.2f} s in ops on the compute threads (load {os.getloadavg()[0]:.1f})"
+    )
     kinds: collections.Counter = collections.Counter()
     for op_type, seconds in times.items():
         kinds[kind_of(op_type)] += seconds

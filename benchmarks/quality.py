@@ -66,38 +66,79 @@ DATA = {"source": "idx", "image_size": 32, "channels": 1, "fit": "pad", "test_fr
 # The scorer stays the one the published figures used (8 epochs), whatever params.yaml's default.
 CLASSIFIER = {"epochs": 8}
 # What every run shares: the budgets stop it, not a step count; rare logging, no grids.
-BUDGET = {"steps": 10_000_000, "checkpoint_every": 1_000_000, "sample_every": 1_000_000, "log_every": 200,
-          "seed": 0}
+BUDGET = {"steps": 10_000_000, "checkpoint_every": 1_000_000, "sample_every": 1_000_000, "log_every": 200, "seed": 0}
 IMAGES, MINUTES = 200_000, 10.0  # the two budgets (--images, --minutes)
 
 # The issue's straightforward ResNet-GAN.
 PLAIN = {
-    "model": {"latent_dim": 128, "width": 64, "d_width": 0, "blocks_per_resolution": 1, "spectral_norm": True,
-              "conditional": False},
-    "train": {"loss": "hinge", "lr_g": 2e-4, "lr_d": 2e-4, "beta1_g": 0.0, "beta2_g": 0.9, "beta1_d": 0.0,
-              "beta2_d": 0.9, "d_steps": 1, "batch_size": 64, "ema_decay": 0.999, "ema_start": 0, "ema_rampup": 0.0,
-              "precision": "mixed_bfloat16", "diffaugment": ""},
+    "model": {
+        "latent_dim": 128,
+        "width": 64,
+        "d_width": 0,
+        "blocks_per_resolution": 1,
+        "spectral_norm": True,
+        "conditional": False,
+    },
+    "train": {
+        "loss": "hinge",
+        "lr_g": 2e-4,
+        "lr_d": 2e-4,
+        "beta1_g": 0.0,
+        "beta2_g": 0.9,
+        "beta1_d": 0.0,
+        "beta2_d": 0.9,
+        "d_steps": 1,
+        "batch_size": 64,
+        "ema_decay": 0.999,
+        "ema_start": 0,
+        "ema_rampup": 0.0,
+        "precision": "mixed_bfloat16",
+        "diffaugment": "",
+    },
 }
 # Our best for this budget: the recommended MNIST preset (README, "Performance").
 TUNED = {
-    "model": {"latent_dim": 64, "width": 48, "d_width": 0, "blocks_per_resolution": 1, "spectral_norm": True,
-              # D's minibatch standard deviation in groups of 2 (the decay pilots: 1.24 / 9.74 and 1.08 / 9.76
-              # over two seeds, against 1.20 / 9.62 with groups of 4, whose in-between 7s and 4s cost score).
-              "conditional": True, "minibatch_std": 2},
-    "train": {"loss": "hinge", "lr_g": 4e-4, "lr_d": 4e-4, "beta1_g": 0.0, "beta2_g": 0.9, "beta1_d": 0.0,
-              "beta2_d": 0.9, "d_steps": 1, "batch_size": 32, "ema_decay": 0.999, "ema_start": 1000, "ema_rampup": 0.0,
-              "precision": "auto", "diffaugment": "",
-              # Both rates decay linearly to 0 over the last quarter of the image budget (the decay pilots
-              # in docs/performance.md): a decaying run's train.steps is the image budget's (budget_steps).
-              "lr_decay": "linear", "lr_decay_start": 0.75},
+    "model": {
+        "latent_dim": 64,
+        "width": 48,
+        "d_width": 0,
+        "blocks_per_resolution": 1,
+        "spectral_norm": True,
+        # D's minibatch standard deviation in groups of 2 (the decay pilots: 1.24 / 9.74 and 1.08 / 9.76
+        # over two seeds, against 1.20 / 9.62 with groups of 4, whose in-between 7s and 4s cost score).
+        "conditional": True,
+        "minibatch_std": 2,
+    },
+    "train": {
+        "loss": "hinge",
+        "lr_g": 4e-4,
+        "lr_d": 4e-4,
+        "beta1_g": 0.0,
+        "beta2_g": 0.9,
+        "beta1_d": 0.0,
+        "beta2_d": 0.9,
+        "d_steps": 1,
+        "batch_size": 32,
+        "ema_decay": 0.999,
+        "ema_start": 1000,
+        "ema_rampup": 0.0,
+        "precision": "auto",
+        "diffaugment": "",
+        # Both rates decay linearly to 0 over the last quarter of the image budget (the decay pilots
+        # in docs/performance.md): a decaying run's train.steps is the image budget's (budget_steps).
+        "lr_decay": "linear",
+        "lr_decay_start": 0.75,
+    },
 }
 # The same preset for unlabelled digits, self-conditioned on clusters of the self-supervised features (what
 # params.yaml's defaults do without labels, with 10; the pilots behind it: docs/performance.md's tuning
 # diary): 30 clusters for 10 digits (92% pure, against 77% with 10: score 9.52 against 9.14-9.19), the
 # decay from half the budget (FID 0.98 and 0.95 over two seeds with 10 clusters). D's minibatch standard
 # deviation helps with labels only (the conditional pilots), so it is off here.
-TUNED_UNCOND = {"model": {**TUNED["model"], "conditional": "auto", "self_condition": 30, "minibatch_std": 0},
-                "train": {**TUNED["train"], "lr_decay_start": 0.5}}
+TUNED_UNCOND = {
+    "model": {**TUNED["model"], "conditional": "auto", "self_condition": 30, "minibatch_std": 0},
+    "train": {**TUNED["train"], "lr_decay_start": 0.5},
+}
 UNLABELLED = {"tuned_uncond"}  # trained on the digits with their labels removed, as a user's unlabelled folder
 CONFIGS = {"plain": PLAIN, "tuned": TUNED, "tuned_uncond": TUNED_UNCOND}
 BUDGET_NAMES = {"at_images": "images", "at_minutes": "wall"}
@@ -105,7 +146,11 @@ SAMPLES, SAMPLE_SEED = 10_000, 1234
 
 # The small-data case: the first 445 real digits at 64x64 (400 train + 45 test), params.yaml's defaults.
 SMALL_DATA = {**DATA, "image_size": 64, "fit": "resize", "max_images": 445}  # 28 px digits upscaled to 64
-SCORER_DATA = {**DATA, "image_size": 64, "fit": "resize"}  # all 10,000 digits: the scorer is trained on those not trained on
+SCORER_DATA = {
+    **DATA,
+    "image_size": 64,
+    "fit": "resize",
+}  # all 10,000 digits: the scorer is trained on those not trained on
 SMALL_CONFIGS = {
     "small_plain": {"train": {"diffaugment": ""}},
     "small_default": {"train": {"diffaugment": "auto"}},
@@ -124,8 +169,13 @@ def log(message: str) -> None:
 
 
 def _env(store: Path) -> dict[str, str]:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "TF_CPP_MIN_LOG_LEVEL": "2",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{store}", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{store}",
+        "PYTHONPATH": str(ROOT),
+    }
     env.pop("DVC_ROOT", None)
     return env
 
@@ -137,8 +187,9 @@ def _command(args: list[str], env: dict[str, str], cwd: Path) -> str:
     return done.stdout
 
 
-def params_for(config: dict[str, dict], mnist: Path, minutes: float, overrides: list[str],
-               data: dict[str, Any] = DATA) -> dict[str, Any]:
+def params_for(
+    config: dict[str, dict], mnist: Path, minutes: float, overrides: list[str], data: dict[str, Any] = DATA
+) -> dict[str, Any]:
     """A whole params.yaml: the defaults, the data and budget settings, ``config``, then ``overrides``."""
     from resgan.config import parse_params
 
@@ -181,13 +232,34 @@ def unlabelled(data: Path, work: Path, env: dict[str, str]) -> tuple[Path, Path]
         (copy / "summary.json").write_text(json.dumps({**summary, "class_names": None}))
     if not encoder.exists():
         log("classifier (no labels): the self-supervised encoder, params.yaml's defaults")
-        _command(["resgan", "classifier", "--params", "params.yaml", "--data", str(copy), "--out", str(encoder),
-                  "--metrics", str(work / "ssl_figures.json")], env, work)
+        _command(
+            [
+                "resgan",
+                "classifier",
+                "--params",
+                "params.yaml",
+                "--data",
+                str(copy),
+                "--out",
+                str(encoder),
+                "--metrics",
+                str(work / "ssl_figures.json"),
+            ],
+            env,
+            work,
+        )
     return copy, encoder
 
 
-def train_run(name: str, params: dict[str, Any], data: Path, work: Path, env: dict[str, str],
-              budgets: tuple[int, float] | None = None, classifier: Path | None = None) -> tuple[Path, dict]:
+def train_run(
+    name: str,
+    params: dict[str, Any],
+    data: Path,
+    work: Path,
+    env: dict[str, str],
+    budgets: tuple[int, float] | None = None,
+    classifier: Path | None = None,
+) -> tuple[Path, dict]:
     """Train ``params`` on ``data`` in a process of its own, in a fresh ``work/name``; returns that
     folder and what the child reported (its peak RSS and the train stage's result). ``budgets``
     (images, minutes): snapshots at both, training stops after both (see :class:`benchmarks.child.Marks`)."""
@@ -197,8 +269,24 @@ def train_run(name: str, params: dict[str, Any], data: Path, work: Path, env: di
     (run_dir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     marks = ["--images", str(budgets[0]), "--minutes", str(budgets[1])] if budgets else []
     features = ["--classifier", str(classifier)] if classifier else []
-    out = _command([sys.executable, "-m", "benchmarks.child", "train", "--params", str(run_dir / "params.yaml"),
-                    "--data", str(data), "--out", str(run_dir), *features, *marks], env, ROOT)
+    out = _command(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.child",
+            "train",
+            "--params",
+            str(run_dir / "params.yaml"),
+            "--data",
+            str(data),
+            "--out",
+            str(run_dir),
+            *features,
+            *marks,
+        ],
+        env,
+        ROOT,
+    )
     return run_dir, json.loads(out.strip().splitlines()[-1].removeprefix("BENCH_RESULT "))
 
 
@@ -213,8 +301,13 @@ def _value(text: str) -> Any:
     return value
 
 
-def score(images: np.ndarray, real: np.ndarray, real_halves: tuple[np.ndarray, np.ndarray], extractor,
-          labels: np.ndarray | None = None) -> dict:
+def score(
+    images: np.ndarray,
+    real: np.ndarray,
+    real_halves: tuple[np.ndarray, np.ndarray],
+    extractor,
+    labels: np.ndarray | None = None,
+) -> dict:
     """Classifier FID, KID and score of ``images`` (uint8 NHWC) against ``real``; class mix; with the
     ``labels`` a conditional generator drew for, the share the classifier puts in that class."""
     from resgan.metrics.distances import fid, kid
@@ -226,12 +319,17 @@ def score(images: np.ndarray, real: np.ndarray, real_halves: tuple[np.ndarray, n
     kid_mean, kid_std = kid(real_feats, feats, subsets=100, subset_size=1000, rng=np.random.default_rng(0))
     counts = np.bincount(probs.argmax(axis=1), minlength=probs.shape[1])
     is_mean, is_std = inception_score(probs, splits=10)
-    return {"fid_classifier": fid(real_feats, feats), "fid_classifier_5k_vs_half": fid(half_b, feats[: len(half_b)]),
-            "kid_classifier_mean": kid_mean, "kid_classifier_std": kid_std,
-            "classifier_score_mean": is_mean, "classifier_score_std": is_std,
-            "class_fractions": [round(float(c) / len(images), 4) for c in counts],
-            "max_class_fraction": float(counts.max() / len(images)),
-            "class_accuracy": None if labels is None else float(np.mean(probs.argmax(axis=1) == labels))}
+    return {
+        "fid_classifier": fid(real_feats, feats),
+        "fid_classifier_5k_vs_half": fid(half_b, feats[: len(half_b)]),
+        "kid_classifier_mean": kid_mean,
+        "kid_classifier_std": kid_std,
+        "classifier_score_mean": is_mean,
+        "classifier_score_std": is_std,
+        "class_fractions": [round(float(c) / len(images), 4) for c in counts],
+        "max_class_fraction": float(counts.max() / len(images)),
+        "class_accuracy": None if labels is None else float(np.mean(probs.argmax(axis=1) == labels)),
+    }
 
 
 def picture(grids: dict[str, np.ndarray], titles: dict[str, str], path: Path = PICTURE) -> None:
@@ -271,27 +369,46 @@ def summary_picture(runs: dict[str, dict], path: Path = PICTURE, root: Path = RO
         with np.load(root / mark["samples"]) as saved:
             images = saved["images"]
         grids[name] = image_grid((images if images.ndim == 4 else images[..., None])[:64], columns=8)
-        titles[name] = (f"{name}: {mark['images'] // 1000}k images ({mark['wall_s'] / 60:.1f} min), "
-                        f"FID {mark['fid_classifier']:.2f}")
+        titles[name] = (
+            f"{name}: {mark['images'] // 1000}k images ({mark['wall_s'] / 60:.1f} min), "
+            f"FID {mark['fid_classifier']:.2f}"
+        )
     picture(grids, titles, path)
     return []
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n")[0])
-    parser.add_argument("--mnist", type=Path, default=Path(os.environ.get("RESGAN_MNIST", ROOT / "data" / "raw" / "mnist")))
+    parser.add_argument(
+        "--mnist", type=Path, default=Path(os.environ.get("RESGAN_MNIST", ROOT / "data" / "raw" / "mnist"))
+    )
     parser.add_argument("--images", type=int, help=f"image budget of the MNIST runs (default {IMAGES:,}; quick 3,200)")
     parser.add_argument("--minutes", type=float, help="wall-time budget per run (default 10; quick 0.2)")
-    parser.add_argument("--only", choices=sorted([*CONFIGS, *SMALL_CONFIGS]), action="append",
-                        help="run only these (repeatable); default: plain, tuned, tuned_uncond, small_plain, "
-                             "small_default")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME:KEY=VALUE",
-                        help="change one param of one configuration, e.g. tuned:train.lr_d=4e-4")
+    parser.add_argument(
+        "--only",
+        choices=sorted([*CONFIGS, *SMALL_CONFIGS]),
+        action="append",
+        help="run only these (repeatable); default: plain, tuned, tuned_uncond, small_plain, small_default",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE",
+        help="change one param of one configuration, e.g. tuned:train.lr_d=4e-4",
+    )
     parser.add_argument("--quick", action="store_true", help="0.2-minute budgets and 500 samples: checks the script")
-    parser.add_argument("--results", type=Path, default=RESULTS,
-                        help="folder for quality.json and the samples (default benchmarks/results); the picture "
-                             "goes to docs/images only with the default")
-    parser.add_argument("--work", type=Path, help="keep the prepared data, classifier and runs here (default: a temp dir)")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="folder for quality.json and the samples (default benchmarks/results); the picture "
+        "goes to docs/images only with the default",
+    )
+    parser.add_argument(
+        "--work", type=Path, help="keep the prepared data, classifier and runs here (default: a temp dir)"
+    )
     args = parser.parse_args(argv)
 
     minutes = args.minutes or (0.2 if args.quick else MINUTES)
@@ -301,8 +418,10 @@ def main(argv: list[str] | None = None) -> None:
     names = [name for name in chosen if name in CONFIGS]
     small_names = [name for name in chosen if name in SMALL_CONFIGS]
     if not any(args.mnist.glob("*images*idx3*")):
-        sys.exit(f"no MNIST IDX images in {args.mnist}: pass --mnist DIR (or set RESGAN_MNIST) to a folder "
-                 "holding t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz")
+        sys.exit(
+            f"no MNIST IDX images in {args.mnist}: pass --mnist DIR (or set RESGAN_MNIST) to a folder "
+            "holding t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz"
+        )
     overrides: dict[str, list[str]] = {name: [] for name in [*CONFIGS, *SMALL_CONFIGS]}
     for item in args.overrides:
         name, _, change = item.partition(":")
@@ -312,10 +431,16 @@ def main(argv: list[str] | None = None) -> None:
     from resgan.errors import ResganError
 
     try:
-        all_params = {name: params_for(CONFIGS[name], args.mnist.resolve(), 0.0,
-                                       [*budget_steps(CONFIGS[name], images), *overrides[name]]) for name in names}
-        small_params = {name: params_for(SMALL_CONFIGS[name], args.mnist.resolve(), minutes, overrides[name],
-                                         SMALL_DATA) for name in small_names}
+        all_params = {
+            name: params_for(
+                CONFIGS[name], args.mnist.resolve(), 0.0, [*budget_steps(CONFIGS[name], images), *overrides[name]]
+            )
+            for name in names
+        }
+        small_params = {
+            name: params_for(SMALL_CONFIGS[name], args.mnist.resolve(), minutes, overrides[name], SMALL_DATA)
+            for name in small_names
+        }
     except ResganError as error:
         sys.exit(f"error: {error}")
 
@@ -338,8 +463,22 @@ def main(argv: list[str] | None = None) -> None:
                 _command(["resgan", "prepare", "--params", "params.yaml", "--out", str(data)], env, work)
             if not classifier.exists():
                 log("classifier: the domain classifier for the scores")
-                _command(["resgan", "classifier", "--params", "params.yaml", "--data", str(data), "--out", str(classifier),
-                          "--metrics", str(work / "classifier.json")], env, work)
+                _command(
+                    [
+                        "resgan",
+                        "classifier",
+                        "--params",
+                        "params.yaml",
+                        "--data",
+                        str(data),
+                        "--out",
+                        str(classifier),
+                        "--metrics",
+                        str(work / "classifier.json"),
+                    ],
+                    env,
+                    work,
+                )
 
             from resgan.data.prepared import load_split
             from resgan.loading import load_generator
@@ -351,24 +490,34 @@ def main(argv: list[str] | None = None) -> None:
             train_images, _ = load_split(data, "train")
             test_images, _ = load_split(data, "test")
             real_images = np.concatenate([train_images, test_images])
-            results.setdefault("meta", {})["data"] = {**DATA, "n_train": int(len(train_images)),
-                                                      "n_test": int(len(test_images))}
+            results.setdefault("meta", {})["data"] = {
+                **DATA,
+                "n_train": int(len(train_images)),
+                "n_test": int(len(test_images)),
+            }
             extractor = LearnedFeatures(classifier)
             real_feats, real_probs = extractor(real_images)
             order = np.random.default_rng(0).permutation(len(real_images))
-            half_a, half_b = (real_feats[order[: len(order) // 2]], real_feats[order[len(order) // 2:]])
+            half_a, half_b = (real_feats[order[: len(order) // 2]], real_feats[order[len(order) // 2 :]])
             floor_kid = kid(half_a, half_b, subsets=100, subset_size=1000, rng=np.random.default_rng(0))
             real_score = inception_score(real_probs, splits=10)
             real_counts = np.bincount(real_probs.argmax(axis=1), minlength=real_probs.shape[1])
             results["real"] = {
-                "n": int(len(real_images)), "fid_classifier_floor_halves": fid(half_a, half_b),
-                "kid_classifier_floor_mean": floor_kid[0], "kid_classifier_floor_std": floor_kid[1],
-                "classifier_score_mean": real_score[0], "classifier_score_std": real_score[1],
+                "n": int(len(real_images)),
+                "fid_classifier_floor_halves": fid(half_a, half_b),
+                "kid_classifier_floor_mean": floor_kid[0],
+                "kid_classifier_floor_std": floor_kid[1],
+                "classifier_score_mean": real_score[0],
+                "classifier_score_std": real_score[1],
                 "max_class_fraction": float(real_counts.max() / len(real_images)),
                 "classifier_accuracy": json.loads((work / "classifier.json").read_text())["accuracy"]
-                if (work / "classifier.json").exists() else None}
-            log(f"real digits: floor FID {results['real']['fid_classifier_floor_halves']:.3f}, "
-                f"score {real_score[0]:.3f}")
+                if (work / "classifier.json").exists()
+                else None,
+            }
+            log(
+                f"real digits: floor FID {results['real']['fid_classifier_floor_halves']:.3f}, "
+                f"score {real_score[0]:.3f}"
+            )
 
             for name, params in all_params.items():
                 load_before = os.getloadavg()
@@ -376,12 +525,19 @@ def main(argv: list[str] | None = None) -> None:
                 where_data, features = unlabelled(data, work, env) if name in UNLABELLED else (data, None)
                 run_dir, child = train_run(name, params, where_data, work, env, (images, minutes), features)
                 trained = child["result"]
-                run = {"params": {s: params[s] for s in ("model", "train")}, "img_per_s": trained["img_per_s"],
-                       "precision": trained["precision"], "peak_rss_mib": round(child["max_rss_mib"], 1),
-                       "load_average_before": [round(x, 2) for x in load_before]}
+                run = {
+                    "params": {s: params[s] for s in ("model", "train")},
+                    "img_per_s": trained["img_per_s"],
+                    "precision": trained["precision"],
+                    "peak_rss_mib": round(child["max_rss_mib"], 1),
+                    "load_average_before": [round(x, 2) for x in load_before],
+                }
                 if features:  # the self-supervised encoder behind the clusters
-                    run["features"] = {"kind": "ssl", **json.loads(features.with_suffix(".json").read_text()),
-                                       "figures": json.loads((work / "ssl_figures.json").read_text())}
+                    run["features"] = {
+                        "kind": "ssl",
+                        **json.loads(features.with_suffix(".json").read_text()),
+                        "figures": json.loads((work / "ssl_figures.json").read_text()),
+                    }
                 for mark, budget in BUDGET_NAMES.items():
                     where = trained["marks"][mark]
                     generator = load_generator(run_dir / f"{mark}.keras")
@@ -393,38 +549,66 @@ def main(argv: list[str] | None = None) -> None:
                     np.savez_compressed(tmp, images=drawn[..., 0], **({} if labels is None else {"labels": labels}))
                     os.replace(tmp, npz)
                     scores = score(drawn, (real_feats, real_probs), (half_a, half_b), extractor, labels)
-                    log(f"{name} at {where['images']:,} images, {where['wall_s'] / 60:.1f} min ({budget} budget): "
+                    log(
+                        f"{name} at {where['images']:,} images, {where['wall_s'] / 60:.1f} min ({budget} budget): "
                         f"step {where['step']}, FID {scores['fid_classifier']:.3f}, "
                         f"score {scores['classifier_score_mean']:.3f}, max class {scores['max_class_fraction']:.3f}"
-                        f"{'; train.steps ended the run before this budget' if where.get('ended') else ''}")
+                        f"{'; train.steps ended the run before this budget' if where.get('ended') else ''}"
+                    )
                     run[mark] = {**where, "samples": _shown(npz), "samples_shape": list(drawn[..., 0].shape), **scores}
-                run.update({"budgets": {"images": images, "minutes": minutes},
-                            "load_average_after": [round(x, 2) for x in os.getloadavg()]})
+                run.update(
+                    {
+                        "budgets": {"images": images, "minutes": minutes},
+                        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+                    }
+                )
                 results["runs"][name] = run
         if small_params:
-            results["small"] = small_case(small_params, args.mnist.resolve(), work, env, results_dir, minutes,
-                                          args.quick, results.get("small", {}))
+            results["small"] = small_case(
+                small_params,
+                args.mnist.resolve(),
+                work,
+                env,
+                results_dir,
+                minutes,
+                args.quick,
+                results.get("small", {}),
+            )
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
 
     results["targets"] = targets(results)
-    results["meta"] = {**results.get("meta", {}), "commit": _git_commit(), "cpus": os.cpu_count(),
-                       "date": time.strftime("%Y-%m-%d %H:%M")}
+    results["meta"] = {
+        **results.get("meta", {}),
+        "commit": _git_commit(),
+        "cpus": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
     tmp = out_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=2, default=float) + "\n")
     os.replace(tmp, out_path)
     if not args.quick and results_dir == RESULTS and all_params:
         left_out = summary_picture(results["runs"])
         if left_out:
-            log(f"{PICTURE.name} not redrawn: the samples of {', '.join(left_out)} are not on disk "
-                "(git-ignored, kept by the call that trained them); train them in this call to redraw it")
+            log(
+                f"{PICTURE.name} not redrawn: the samples of {', '.join(left_out)} are not on disk "
+                "(git-ignored, kept by the call that trained them); train them in this call to redraw it"
+            )
     print_table(results)
     print(f"results -> {_shown(out_path)}")
 
 
-def small_case(all_params: dict[str, dict], mnist: Path, work: Path, env: dict[str, str], results_dir: Path,
-               minutes: float, quick: bool, previous: dict) -> dict[str, Any]:
+def small_case(
+    all_params: dict[str, dict],
+    mnist: Path,
+    work: Path,
+    env: dict[str, str],
+    results_dir: Path,
+    minutes: float,
+    quick: bool,
+    previous: dict,
+) -> dict[str, Any]:
     """The small-data case: each of ``all_params`` trained on 400 digits at 64x64, scored by a domain
     classifier trained on the 9,000-digit train split at 64x64, with memorization against the 400."""
     from resgan.config import resolve_diffaugment
@@ -451,8 +635,22 @@ def small_case(all_params: dict[str, dict], mnist: Path, work: Path, env: dict[s
         _command(["resgan", "prepare", "--params", "params.yaml", "--out", "data"], env, small_dir)
     if not scorer.exists():
         log("small data: the scorer (domain classifier at 64x64)")
-        _command(["resgan", "classifier", "--params", "params.yaml", "--data", "data", "--out", str(scorer),
-                  "--metrics", "classifier.json"], env, scorer_dir)
+        _command(
+            [
+                "resgan",
+                "classifier",
+                "--params",
+                "params.yaml",
+                "--data",
+                "data",
+                "--out",
+                str(scorer),
+                "--metrics",
+                "classifier.json",
+            ],
+            env,
+            scorer_dir,
+        )
     train_images, _ = load_split(small_dir / "data", "train")
     scorer_test, _ = load_split(scorer_dir / "data", "test")
     real = np.concatenate([load_split(scorer_dir / "data", "train")[0], scorer_test])
@@ -465,19 +663,28 @@ def small_case(all_params: dict[str, dict], mnist: Path, work: Path, env: dict[s
     scorer_accuracy = json.loads((scorer_dir / "classifier.json").read_text()).get("accuracy")
     summary: dict[str, Any] = {
         "data": {**SMALL_DATA, "n_train": int(len(train_images))},
-        "scorer": {"data": {**SCORER_DATA, "n_real": int(len(real))}, "held_out_accuracy": scorer_accuracy,
-                   "real_score_mean": inception_score(real_probs, splits=10)[0]},
-        "real_unseen_memorization": {"n": count, "fraction": real_memo["fraction"], "mean": real_memo["mean"],
-                                     "threshold": MEMORIZATION_THRESHOLD},
-        "runs": dict(previous.get("runs", {}))}
+        "scorer": {
+            "data": {**SCORER_DATA, "n_real": int(len(real))},
+            "held_out_accuracy": scorer_accuracy,
+            "real_score_mean": inception_score(real_probs, splits=10)[0],
+        },
+        "real_unseen_memorization": {
+            "n": count,
+            "fraction": real_memo["fraction"],
+            "mean": real_memo["mean"],
+            "threshold": MEMORIZATION_THRESHOLD,
+        },
+        "runs": dict(previous.get("runs", {})),
+    }
     num = 500 if quick else SMALL_SAMPLES
     for name, params in all_params.items():
         load_before = os.getloadavg()
         log(f"{name}: training on {len(train_images)} images at 64x64 for {minutes:g} minutes")
         run_dir, child = train_run(name, params, small_dir / "data", work, env)
         trained = child["result"]
-        images, labels = draw(load_generator(run_dir / "models" / "generator.keras"), num, seed=SAMPLE_SEED,
-                              batch_size=250)
+        images, labels = draw(
+            load_generator(run_dir / "models" / "generator.keras"), num, seed=SAMPLE_SEED, batch_size=250
+        )
         feats, probs = extractor(images)
         counts = np.bincount(probs.argmax(axis=1), minlength=probs.shape[1])
         memo = memorization(images[:MEMORIZATION_SAMPLES], train_images, threshold=MEMORIZATION_THRESHOLD)
@@ -486,25 +693,39 @@ def small_case(all_params: dict[str, dict], mnist: Path, work: Path, env: dict[s
         kept = slice(0, MEMORIZATION_SAMPLES)  # the samples the memorization figure is about
         np.savez_compressed(tmp, images=images[kept, ..., 0], **({} if labels is None else {"labels": labels[kept]}))
         os.replace(tmp, npz)
-        run = {"params": {s: params[s] for s in ("model", "train")}, "steps": trained["steps"],
-               "img_per_s": trained["img_per_s"], "train_wall_s": trained["wall_s"], "minutes": minutes,
-               "diffaugment": resolve_diffaugment(params["train"]["diffaugment"], len(train_images),
-                                                  adaptive=bool(params["train"]["ada_target"])), "samples": _shown(npz), "n_scored": num,
-               "fid_classifier": fid(real_feats, feats), "classifier_score_mean": inception_score(probs, splits=10)[0],
-               "max_class_fraction": float(counts.max() / len(images)),
-               "class_accuracy": None if labels is None else float(np.mean(probs.argmax(axis=1) == labels)),
-               "memorization_fraction": memo["fraction"], "memorization_mean": memo["mean"],
-               "load_average_before": [round(x, 2) for x in load_before],
-               "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+        run = {
+            "params": {s: params[s] for s in ("model", "train")},
+            "steps": trained["steps"],
+            "img_per_s": trained["img_per_s"],
+            "train_wall_s": trained["wall_s"],
+            "minutes": minutes,
+            "diffaugment": resolve_diffaugment(
+                params["train"]["diffaugment"], len(train_images), adaptive=bool(params["train"]["ada_target"])
+            ),
+            "samples": _shown(npz),
+            "n_scored": num,
+            "fid_classifier": fid(real_feats, feats),
+            "classifier_score_mean": inception_score(probs, splits=10)[0],
+            "max_class_fraction": float(counts.max() / len(images)),
+            "class_accuracy": None if labels is None else float(np.mean(probs.argmax(axis=1) == labels)),
+            "memorization_fraction": memo["fraction"],
+            "memorization_mean": memo["mean"],
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        }
         summary["runs"][name] = run
-        log(f"{name}: {run['steps']} steps; FID {run['fid_classifier']:.2f}, score {run['classifier_score_mean']:.2f}, "
-            f"memorization {run['memorization_fraction']:.3f} (real unseen digits {real_memo['fraction']:.3f})")
+        log(
+            f"{name}: {run['steps']} steps; FID {run['fid_classifier']:.2f}, score {run['classifier_score_mean']:.2f}, "
+            f"memorization {run['memorization_fraction']:.3f} (real unseen digits {real_memo['fraction']:.3f})"
+        )
     # The picture is the docs' one: redrawn when this call trained the default pair (the samples of
     # earlier calls' runs are not kept in git), with whatever else it trained beside them.
     pictured = [*SMALL_DEFAULT_RUNS, *[n for n in all_params if n not in SMALL_DEFAULT_RUNS]]
     if not quick and results_dir == RESULTS and not set(SMALL_DEFAULT_RUNS) <= set(all_params):
-        log(f"small data: {SMALL_PICTURE.name} not redrawn (it shows {', '.join(SMALL_DEFAULT_RUNS)}, "
-            "and this call did not train both)")
+        log(
+            f"small data: {SMALL_PICTURE.name} not redrawn (it shows {', '.join(SMALL_DEFAULT_RUNS)}, "
+            "and this call did not train both)"
+        )
     elif not quick and results_dir == RESULTS:
         from resgan.files import image_grid
 
@@ -512,9 +733,13 @@ def small_case(all_params: dict[str, dict], mnist: Path, work: Path, env: dict[s
         for name, run in {n: summary["runs"][n] for n in pictured}.items():
             with np.load(ROOT / run["samples"]) as saved:
                 grids[name] = image_grid(saved["images"][:64, ..., None], columns=8)
-        titles = {"real (train)": f"{len(train_images)} real training digits",
-                  **{n: f"{n}: {summary['runs'][n]['steps']} steps, FID {summary['runs'][n]['fid_classifier']:.1f}"
-                     for n in pictured}}
+        titles = {
+            "real (train)": f"{len(train_images)} real training digits",
+            **{
+                n: f"{n}: {summary['runs'][n]['steps']} steps, FID {summary['runs'][n]['fid_classifier']:.1f}"
+                for n in pictured
+            },
+        }
         picture(grids, titles, SMALL_PICTURE)
     return summary
 
@@ -532,8 +757,12 @@ def targets(results: dict) -> dict[str, Any]:
         if name in runs:
             at = runs[name]["at_images"]
             target(f"{name}_fid_at_images", at["fid_classifier"], "<= 1.5", at["fid_classifier"] <= 1.5)
-            target(f"{name}_score_at_images", at["classifier_score_mean"], f">= {score_target}",
-                   at["classifier_score_mean"] >= score_target)
+            target(
+                f"{name}_score_at_images",
+                at["classifier_score_mean"],
+                f">= {score_target}",
+                at["classifier_score_mean"] >= score_target,
+            )
     if "tuned_uncond" in runs:
         fraction = runs["tuned_uncond"]["at_images"]["max_class_fraction"]
         target("tuned_uncond_max_class_at_images", fraction, "<= 0.12", fraction <= 0.12)
@@ -543,7 +772,9 @@ def targets(results: dict) -> dict[str, Any]:
         score_ratio = tuned["classifier_score_mean"] / real["classifier_score_mean"]
         target("tuned_fid_over_plain_at_minutes", ratio, "<= 1/3", ratio <= 1 / 3)
         target("tuned_score_over_real_at_minutes", score_ratio, ">= 0.9", score_ratio >= 0.9)
-        target("tuned_max_class_at_minutes", tuned["max_class_fraction"], "<= 0.15", tuned["max_class_fraction"] <= 0.15)
+        target(
+            "tuned_max_class_at_minutes", tuned["max_class_fraction"], "<= 0.15", tuned["max_class_fraction"] <= 0.15
+        )
     return met
 
 
@@ -552,23 +783,56 @@ def print_table(results: dict) -> None:
     from rich.table import Table
 
     real, console = results.get("real", {}), Console(width=140)
-    table = Table(title="MNIST at two budgets: a fixed number of training images, a fixed wall time "
-                        "(classifier features)")
-    for column in ("run", "budget", "step", "images", "minutes", "img/s", "FID", "FID 5k vs half", "KID", "score",
-                   "max class", "class acc."):
+    table = Table(
+        title="MNIST at two budgets: a fixed number of training images, a fixed wall time (classifier features)"
+    )
+    for column in (
+        "run",
+        "budget",
+        "step",
+        "images",
+        "minutes",
+        "img/s",
+        "FID",
+        "FID 5k vs half",
+        "KID",
+        "score",
+        "max class",
+        "class acc.",
+    ):
         table.add_column(column, justify="right")
     for name, run in results["runs"].items():
         for mark, budget in BUDGET_NAMES.items():
             at = run[mark]
-            table.add_row(name, budget, str(at["step"]), f"{at['images']:,}", f"{at['wall_s'] / 60:.1f}",
-                          f"{run['img_per_s']:.0f}", f"{at['fid_classifier']:.3f}",
-                          f"{at['fid_classifier_5k_vs_half']:.3f}", f"{at['kid_classifier_mean']:.4f}",
-                          f"{at['classifier_score_mean']:.3f}", f"{at['max_class_fraction']:.3f}",
-                          "" if at.get("class_accuracy") is None else f"{at['class_accuracy']:.3f}")
+            table.add_row(
+                name,
+                budget,
+                str(at["step"]),
+                f"{at['images']:,}",
+                f"{at['wall_s'] / 60:.1f}",
+                f"{run['img_per_s']:.0f}",
+                f"{at['fid_classifier']:.3f}",
+                f"{at['fid_classifier_5k_vs_half']:.3f}",
+                f"{at['kid_classifier_mean']:.4f}",
+                f"{at['classifier_score_mean']:.3f}",
+                f"{at['max_class_fraction']:.3f}",
+                "" if at.get("class_accuracy") is None else f"{at['class_accuracy']:.3f}",
+            )
     if real:
-        table.add_row("real (halves)", "", "", "", "", "", "", f"{real['fid_classifier_floor_halves']:.3f}",
-                      f"{real['kid_classifier_floor_mean']:.4f}", f"{real['classifier_score_mean']:.3f}",
-                      f"{real['max_class_fraction']:.3f}", f"{real.get('classifier_accuracy') or 0:.3f}")
+        table.add_row(
+            "real (halves)",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            f"{real['fid_classifier_floor_halves']:.3f}",
+            f"{real['kid_classifier_floor_mean']:.4f}",
+            f"{real['classifier_score_mean']:.3f}",
+            f"{real['max_class_fraction']:.3f}",
+            f"{real.get('classifier_accuracy') or 0:.3f}",
+        )
     if results["runs"]:
         console.print(table)
     small = results.get("small")
@@ -577,14 +841,29 @@ def print_table(results: dict) -> None:
         for column in ("run", "DiffAugment", "steps", "img/s", "FID", "score", "max class", "class acc.", "memorized"):
             table.add_column(column, justify="right")
         for name, run in small["runs"].items():
-            table.add_row(name, run["diffaugment"] or "off", str(run["steps"]), f"{run['img_per_s']:.0f}",
-                          f"{run['fid_classifier']:.2f}", f"{run['classifier_score_mean']:.2f}",
-                          f"{run['max_class_fraction']:.3f}",
-                          "" if run.get("class_accuracy") is None else f"{run['class_accuracy']:.3f}",
-                          f"{run['memorization_fraction']:.3f}")
+            table.add_row(
+                name,
+                run["diffaugment"] or "off",
+                str(run["steps"]),
+                f"{run['img_per_s']:.0f}",
+                f"{run['fid_classifier']:.2f}",
+                f"{run['classifier_score_mean']:.2f}",
+                f"{run['max_class_fraction']:.3f}",
+                "" if run.get("class_accuracy") is None else f"{run['class_accuracy']:.3f}",
+                f"{run['memorization_fraction']:.3f}",
+            )
         memo = small["real_unseen_memorization"]
-        table.add_row("real, not trained on", "", "", "", "", f"{small['scorer']['real_score_mean']:.2f}", "",
-                      f"{small['scorer']['held_out_accuracy'] or 0:.3f}", f"{memo['fraction']:.3f}")
+        table.add_row(
+            "real, not trained on",
+            "",
+            "",
+            "",
+            "",
+            f"{small['scorer']['real_score_mean']:.2f}",
+            "",
+            f"{small['scorer']['held_out_accuracy'] or 0:.3f}",
+            f"{memo['fraction']:.3f}",
+        )
         console.print(table)
     for key, target in results.get("targets", {}).items():
         print(f"{key}: {target['value']} (target {target['target']}): {'met' if target['met'] else 'NOT met'}")

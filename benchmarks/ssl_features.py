@@ -39,8 +39,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "ssl_features.json"
 BIN = Path(sys.executable).parent
-DATA = {"source": "idx", "path": str(ROOT / "data" / "raw" / "mnist"), "image_size": 32, "channels": 1,
-        "fit": "pad", "test_fraction": 0.1, "seed": 0}
+DATA = {
+    "source": "idx",
+    "path": str(ROOT / "data" / "raw" / "mnist"),
+    "image_size": 32,
+    "channels": 1,
+    "fit": "pad",
+    "test_fraction": 0.1,
+    "seed": 0,
+}
 
 
 def log(message: str) -> None:
@@ -106,13 +113,19 @@ def _ema_images(checkpoint: Path, params_path: Path, num: int, seed: int) -> np.
     from resgan.nn.networks import build_generator
 
     p = load_params(params_path)
-    generator = build_generator(p.model.latent_dim, p.model.width, p.prepare.image_size, p.prepare.channels,
-                                p.model.blocks_per_resolution, width_growth=p.model.width_growth,
-                                max_width=p.model.max_width)
+    generator = build_generator(
+        p.model.latent_dim,
+        p.model.width,
+        p.prepare.image_size,
+        p.prepare.channels,
+        p.model.blocks_per_resolution,
+        width_growth=p.model.width_growth,
+        max_width=p.model.max_width,
+    )
     with np.load(checkpoint) as ckpt:
         generator.set_weights([ckpt[f"ema_generator/{i}"] for i in range(len(generator.weights))])
     z = np.random.default_rng(seed).standard_normal((num, p.model.latent_dim)).astype(np.float32)
-    images = np.concatenate([generator(z[i:i + 500], training=False).numpy() for i in range(0, num, 500)])
+    images = np.concatenate([generator(z[i : i + 500], training=False).numpy() for i in range(0, num, 500)])
     return np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
@@ -130,8 +143,13 @@ def main(argv: list[str] | None = None) -> None:
     from resgan.metrics.features import LearnedFeatures
 
     work = Path(tempfile.mkdtemp(prefix="resgan-bench-ssl-"))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "TF_CPP_MIN_LOG_LEVEL": "2",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "PYTHONPATH": str(ROOT),
+    }
     env.pop("DVC_ROOT", None)
     started = time.perf_counter()
     base = _params(work, {})
@@ -142,10 +160,26 @@ def main(argv: list[str] | None = None) -> None:
         log(f"train the {kind} extractor")
         path = _params(work, {"classifier": {"kind": kind, **extra}})
         model = work / kind / "classifier.keras"
-        _run(["resgan", "classifier", "--params", str(path), "--data", str(work / "data"), "--out", str(model),
-              "--metrics", str(work / kind / "figures.json")], env, work)
-        fitness[kind] = {**json.loads((work / kind / "figures.json").read_text()),
-                         **json.loads(model.with_suffix(".json").read_text())}
+        _run(
+            [
+                "resgan",
+                "classifier",
+                "--params",
+                str(path),
+                "--data",
+                str(work / "data"),
+                "--out",
+                str(model),
+                "--metrics",
+                str(work / kind / "figures.json"),
+            ],
+            env,
+            work,
+        )
+        fitness[kind] = {
+            **json.loads((work / kind / "figures.json").read_text()),
+            **json.loads(model.with_suffix(".json").read_text()),
+        }
         extractors[kind] = LearnedFeatures(model)
         log(f"{kind} ({extractors[kind].kind}, {extractors[kind].name}): {fitness[kind]['fitness']}")
 
@@ -160,40 +194,83 @@ def main(argv: list[str] | None = None) -> None:
     ordered = {kind: all(a[kind] < b[kind] for a, b in zip(ranking, ranking[1:])) for kind in extractors}
 
     log(f"train an unconditional GAN for {steps} steps, a checkpoint every {every}")
-    gan_params = _params(work, {"model": {"conditional": False},
-                                "train": {"steps": steps, "checkpoint_every": every, "sample_every": 10 ** 6,
-                                          "eval_every": 0, "log_every": 50}})
+    gan_params = _params(
+        work,
+        {
+            "model": {"conditional": False},
+            "train": {
+                "steps": steps,
+                "checkpoint_every": every,
+                "sample_every": 10**6,
+                "eval_every": 0,
+                "log_every": 50,
+            },
+        },
+    )
     stop, kept = threading.Event(), work / "kept"
     watcher = threading.Thread(target=_watch_checkpoints, args=(work / "checkpoints", kept, stop), daemon=True)
     watcher.start()
-    _run(["resgan", "train", "--params", str(gan_params), "--data", str(work / "data"), "--models",
-          str(work / "models"), "--checkpoints", str(work / "checkpoints"), "--metrics", str(work / "train.json"),
-          "--plots", str(work / "train.csv"), "--classifier", str(work / "classifier" / "classifier.keras"),
-          "--fid", str(work / "fid.csv")], env, work)
+    _run(
+        [
+            "resgan",
+            "train",
+            "--params",
+            str(gan_params),
+            "--data",
+            str(work / "data"),
+            "--models",
+            str(work / "models"),
+            "--checkpoints",
+            str(work / "checkpoints"),
+            "--metrics",
+            str(work / "train.json"),
+            "--plots",
+            str(work / "train.csv"),
+            "--classifier",
+            str(work / "classifier" / "classifier.keras"),
+            "--fid",
+            str(work / "fid.csv"),
+        ],
+        env,
+        work,
+    )
     time.sleep(1.5)
     stop.set()
     watcher.join()
     snapshots = []
     for checkpoint in sorted(kept.glob("ckpt-*.npz")):
         images = _ema_images(checkpoint, gan_params, 2000, seed=7)
-        row = {"step": int(checkpoint.stem.split("-")[1]),
-               **{kind: fid(reference[kind], e(images)[0]) for kind, e in extractors.items()}}
+        row = {
+            "step": int(checkpoint.stem.split("-")[1]),
+            **{kind: fid(reference[kind], e(images)[0]) for kind, e in extractors.items()},
+        }
         snapshots.append(row)
         log(f"step {row['step']}: SSL FD {row['ssl']:.3f}, classifier FID {row['classifier']:.3f}")
     rho = spearman([r["ssl"] for r in snapshots], [r["classifier"] for r in snapshots]) if len(snapshots) > 2 else None
 
-    results = {"ranking": ranking, "ranking_in_order": ordered, "snapshots": snapshots, "spearman": rho,
-               "fitness": fitness, "steps": steps, "every": every, "quick": args.quick,
-               "minutes": round((time.perf_counter() - started) / 60, 1), "load_average": os.getloadavg()[0]}
+    results = {
+        "ranking": ranking,
+        "ranking_in_order": ordered,
+        "snapshots": snapshots,
+        "spearman": rho,
+        "fitness": fitness,
+        "steps": steps,
+        "every": every,
+        "quick": args.quick,
+        "minutes": round((time.perf_counter() - started) / 60, 1),
+        "load_average": os.getloadavg()[0],
+    }
     if not args.quick:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print("\n| image set | SSL FD | classifier FID |\n|---|---:|---:|")
     for row in ranking:
         print(f"| {row['set']} | {row['ssl']:.3f} | {row['classifier']:.3f} |")
-    print(f"\nin the right order: SSL {ordered['ssl']}, classifier {ordered['classifier']}; "
-          f"Spearman over {len(snapshots)} checkpoints: {rho if rho is None else round(rho, 3)}; "
-          f"SSL k-NN probe accuracy {fitness['ssl'].get('knn_accuracy')}; {results['minutes']} min")
+    print(
+        f"\nin the right order: SSL {ordered['ssl']}, classifier {ordered['classifier']}; "
+        f"Spearman over {len(snapshots)} checkpoints: {rho if rho is None else round(rho, 3)}; "
+        f"SSL k-NN probe accuracy {fitness['ssl'].get('knn_accuracy')}; {results['minutes']} min"
+    )
     shutil.rmtree(work, ignore_errors=True)
 
 

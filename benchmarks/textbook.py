@@ -55,9 +55,12 @@ class TextbookGAN(keras.Model):
         self.built = True
 
 
-def make_textbook_gan(generator: keras.Model, discriminator: keras.Model, latent_dim: int,
-                      lr: float = 2e-4) -> TextbookGAN:
+def make_textbook_gan(
+    generator: keras.Model, discriminator: keras.Model, latent_dim: int, lr: float = 2e-4
+) -> TextbookGAN:
     gan = TextbookGAN(generator, discriminator, latent_dim)
-    gan.compile(d_optimizer=keras.optimizers.Adam(lr, beta_1=0.0, beta_2=0.9),
-                g_optimizer=keras.optimizers.Adam(lr, beta_1=0.0, beta_2=0.9))
+    gan.compile(
+        d_optimizer=keras.optimizers.Adam(lr, beta_1=0.0, beta_2=0.9),
+        g_optimizer=keras.optimizers.Adam(lr, beta_1=0.0, beta_2=0.9),
+    )
     return gan

@@ -108,8 +108,9 @@ def make_gan(num_classes: int, size: int = 32, channels: int = 3, seed: int = 0)
             return {"d_loss": self.d_loss_tracker.result(), "g_loss": self.g_loss_tracker.result()}
 
     keras.utils.set_random_seed(seed)
-    gan = ConditionalGAN(build_generator(num_classes, size=size, channels=channels),
-                         build_discriminator(num_classes, size, channels))
+    gan = ConditionalGAN(
+        build_generator(num_classes, size=size, channels=channels), build_discriminator(num_classes, size, channels)
+    )
     gan.compile()
     gan.d_optimizer = keras.optimizers.Adam(LR)
     gan.g_optimizer = keras.optimizers.Adam(LR)
@@ -128,20 +129,29 @@ def train(data: Path, out: Path, images: int, seed: int = 0) -> dict:
     keep = labels >= 0
     real, labels = real[keep], labels[keep].astype(np.int32)
     steps = max(1, images // BATCH_SIZE)
-    pipeline = (tf.data.Dataset.from_tensor_slices((real, labels))
-                .shuffle(len(real), seed=seed, reshuffle_each_iteration=True).repeat()
-                .batch(BATCH_SIZE, drop_remainder=True)
-                .map(lambda x, y: (tf.cast(x, tf.float32) / 127.5 - 1.0, y))
-                .prefetch(tf.data.AUTOTUNE))
+    pipeline = (
+        tf.data.Dataset.from_tensor_slices((real, labels))
+        .shuffle(len(real), seed=seed, reshuffle_each_iteration=True)
+        .repeat()
+        .batch(BATCH_SIZE, drop_remainder=True)
+        .map(lambda x, y: (tf.cast(x, tf.float32) / 127.5 - 1.0, y))
+        .prefetch(tf.data.AUTOTUNE)
+    )
     gan = make_gan(int(labels.max()) + 1, real.shape[1], real.shape[3], seed)
     start = time.perf_counter()
     history = gan.fit(pipeline, steps_per_epoch=steps, epochs=1, verbose=2)
     wall = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     gan.generator.save(out / "generator.keras")
-    return {"steps": steps, "images": steps * BATCH_SIZE, "wall_s": round(wall, 1),
-            "img_per_s": round(steps * BATCH_SIZE / wall, 1), "precision": "float32",
-            "loss_d": float(history.history["d_loss"][-1]), "loss_g": float(history.history["g_loss"][-1])}
+    return {
+        "steps": steps,
+        "images": steps * BATCH_SIZE,
+        "wall_s": round(wall, 1),
+        "img_per_s": round(steps * BATCH_SIZE / wall, 1),
+        "precision": "float32",
+        "loss_d": float(history.history["d_loss"][-1]),
+        "loss_g": float(history.history["g_loss"][-1]),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

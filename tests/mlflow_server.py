@@ -24,19 +24,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(args: list[str], probe: str, log: Path, cwd: Path, env: dict[str, str] | None = None,
-                 timeout: float = 180) -> subprocess.Popen:
+def start_server(
+    args: list[str], probe: str, log: Path, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.Popen:
     """Start a server in its own process group, its output appended to ``log``; wait until ``probe``
     answers 200, or fail the test with the end of the log."""
     with open(log, "ab") as handle:
-        process = subprocess.Popen(args, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            args, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None or time.monotonic() > deadline:
             stop_server(process)
-            pytest.fail(f"{' '.join(args[:4])} did not come up within {timeout} s:\n"
-                        f"{log.read_text(errors='replace')[-3000:]}")
+            pytest.fail(
+                f"{' '.join(args[:4])} did not come up within {timeout} s:\n{log.read_text(errors='replace')[-3000:]}"
+            )
         try:
             with urllib.request.urlopen(probe, timeout=2) as response:
                 if response.status == 200:
@@ -70,10 +73,28 @@ class MlflowServer:
     def start(self, timeout: float = 180) -> MlflowServer:
         """Start it and wait until ``/health`` answers; fail the test with the server's log otherwise."""
         self.process = start_server(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-             "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-             "--artifacts-destination", str(self.root / "artifacts"), "--workers", "1"],
-            probe=f"{self.uri}/health", log=self.root / "server.log", cwd=self.root, env=self.env, timeout=timeout)
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--backend-store-uri",
+                f"sqlite:///{self.root / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(self.root / "artifacts"),
+                "--workers",
+                "1",
+            ],
+            probe=f"{self.uri}/health",
+            log=self.root / "server.log",
+            cwd=self.root,
+            env=self.env,
+            timeout=timeout,
+        )
         return self
 
     def stop(self) -> None:

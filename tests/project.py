@@ -24,9 +24,16 @@ def run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Completed
 
 def project_env(**extra: str) -> dict[str, str]:
     """The environment a user's shell gives: the venv's tools first, a git identity, no DVC_ROOT."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com", **extra}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+        **extra,
+    }
     env.pop("DVC_ROOT", None)
     return env
 
@@ -43,6 +50,11 @@ def make_project(repo: Path, overrides: dict[str, dict], env: dict[str, str]) ->
     for section, values in overrides.items():
         params[section].update(values)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for args in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "project"]):
+    for args in (
+        ["git", "init", "-q"],
+        ["dvc", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "project"],
+    ):
         run(args, repo, env)
     return repo

@@ -34,10 +34,14 @@ def free_port() -> int:
 
     return free_port()
 
+
 BUCKET = "resgan-team"
 # moto accepts any key pair; MLflow's server and DVC sign their S3 requests with these.
-S3_KEYS = {"AWS_ACCESS_KEY_ID": "team-test-key", "AWS_SECRET_ACCESS_KEY": "team-test-secret",
-           "AWS_DEFAULT_REGION": "us-east-1"}
+S3_KEYS = {
+    "AWS_ACCESS_KEY_ID": "team-test-key",
+    "AWS_SECRET_ACCESS_KEY": "team-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 PG_USER, PG_DB = "postgres", "mlflow"
 ADMIN, ADMIN_PASSWORD = "admin", "admin-pass-8c1f"  # the basic-auth server's first admin (a test password)
 
@@ -79,8 +83,9 @@ class Postgres:
         return f"host=127.0.0.1 port={self.port} user={PG_USER} dbname={database}"
 
     def _run(self, *args: str) -> None:
-        result = subprocess.run(_as_postgres([str(self.bin / args[0]), *args[1:]]), capture_output=True,
-                                text=True, timeout=120)
+        result = subprocess.run(
+            _as_postgres([str(self.bin / args[0]), *args[1:]]), capture_output=True, text=True, timeout=120
+        )
         if result.returncode != 0:
             raise RuntimeError(f"{args[0]} failed: {result.stdout[-2000:]}{result.stderr[-2000:]}")
 
@@ -112,8 +117,19 @@ class Postgres:
         """Start (or restart) the cluster on the same port and data; returns once it accepts connections."""
         # -k: the Unix socket in our folder (not /var/run/postgresql); fsync off: a throwaway cluster.
         options = f"-h 127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off"
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.folder / "server.log"),
-                  "-w", "-t", "60", "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.folder / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
 
     def stop(self) -> None:
         """Stop the postmaster that ``postmaster.pid`` names (fast: open connections are cut)."""
@@ -140,8 +156,12 @@ class Postgres:
 
     def dump(self, database: str = PG_DB) -> str:
         """A whole database as SQL text (``pg_dump``): what a grep for a secret reads."""
-        result = subprocess.run(_as_postgres([str(self.bin / "pg_dump"), "-h", "127.0.0.1", "-p", str(self.port),
-                                              "-U", PG_USER, database]), capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            _as_postgres([str(self.bin / "pg_dump"), "-h", "127.0.0.1", "-p", str(self.port), "-U", PG_USER, database]),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 0, result.stderr
         return result.stdout
 
@@ -164,9 +184,13 @@ class S3Server:
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
-                            region_name=S3_KEYS["AWS_DEFAULT_REGION"])
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
+            region_name=S3_KEYS["AWS_DEFAULT_REGION"],
+        )
 
     def keys(self, prefix: str = "") -> list[str]:
         """Every object key under ``prefix`` in the bucket."""
@@ -190,8 +214,17 @@ class TeamServer:
     """``mlflow server`` with a PostgreSQL backend and artifacts proxied to ``s3://BUCKET/<prefix>``;
     ``auth=True`` runs MLflow's basic-auth app (its user table in the same PostgreSQL database)."""
 
-    def __init__(self, postgres: Postgres, s3: S3Server, folder: Path, prefix: str = "mlflow", auth: bool = False,
-                 port: int | None = None, s3_endpoint: str | None = None, database: str = PG_DB):
+    def __init__(
+        self,
+        postgres: Postgres,
+        s3: S3Server,
+        folder: Path,
+        prefix: str = "mlflow",
+        auth: bool = False,
+        port: int | None = None,
+        s3_endpoint: str | None = None,
+        database: str = PG_DB,
+    ):
         self.postgres, self.s3, self.folder, self.prefix, self.auth = postgres, s3, Path(folder), prefix, auth
         self.database = database
         self.port = port or free_port()
@@ -202,32 +235,60 @@ class TeamServer:
         self.started_in = 0.0
 
     def command(self) -> list[str]:
-        args = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-                "--backend-store-uri", self.postgres.uri(self.database),
-                "--artifacts-destination", f"s3://{BUCKET}/{self.prefix}", "--workers", "1"]
+        args = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--backend-store-uri",
+            self.postgres.uri(self.database),
+            "--artifacts-destination",
+            f"s3://{BUCKET}/{self.prefix}",
+            "--workers",
+            "1",
+        ]
         return args + (["--app-name", "basic-auth"] if self.auth else [])
 
     def env(self) -> dict[str, str]:
-        env = {**os.environ, **self.s3.env, "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint,
-               # No background job runner: the tests need none, and it doubles the server's start-up.
-               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        env = {
+            **os.environ,
+            **self.s3.env,
+            "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint,
+            # No background job runner: the tests need none, and it doubles the server's start-up.
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        }
         for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
             env.pop(name, None)
         if self.auth:
             config = self.folder / "basic_auth.ini"
-            config.write_text("[mlflow]\ndefault_permission = READ\n"
-                              f"database_uri = {self.postgres.uri(self.database)}\nadmin_username = {ADMIN}\n"
-                              "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-            env.update(MLFLOW_AUTH_CONFIG_PATH=str(config), MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN_PASSWORD,
-                       MLFLOW_FLASK_SERVER_SECRET_KEY="team-test-flask-secret")
+            config.write_text(
+                "[mlflow]\ndefault_permission = READ\n"
+                f"database_uri = {self.postgres.uri(self.database)}\nadmin_username = {ADMIN}\n"
+                "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            )
+            env.update(
+                MLFLOW_AUTH_CONFIG_PATH=str(config),
+                MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN_PASSWORD,
+                MLFLOW_FLASK_SERVER_SECRET_KEY="team-test-flask-secret",
+            )
         return env
 
     def start(self, timeout: float = 180) -> TeamServer:
         from mlflow_server import start_server
 
         began = time.monotonic()
-        self.process = start_server(self.command(), probe=f"{self.uri}/health", log=self.folder / "server.log",
-                                    cwd=self.folder, env=self.env(), timeout=timeout)
+        self.process = start_server(
+            self.command(),
+            probe=f"{self.uri}/health",
+            log=self.folder / "server.log",
+            cwd=self.folder,
+            env=self.env(),
+            timeout=timeout,
+        )
         self.started_in = time.monotonic() - began
         return self
 
@@ -249,6 +310,7 @@ class TeamServer:
 
 
 # ---------------------------------------------------------------- session fixtures
+
 
 def _report(what: str, seconds: float) -> None:
     # Shown with pytest -s, and in the -ra summary's captured output: each fixture's start-up time.
@@ -311,14 +373,17 @@ def up() -> None:
     try:
         server.start()
         (STATE / "pids").write_text(f"{os.getpid()}\n")
-        print(f"PostgreSQL {cluster.uri()}\nS3 {s3.endpoint} (bucket {BUCKET})\nmlflow server {server.uri}\n\n"
-              "# in the shell you run the pipeline from (the dvc lines in the project):\n"
-              f"export MLFLOW_TRACKING_URI={server.uri}\n"
-              f"dvc remote add -d team s3://{BUCKET}/dvc\n"
-              f"dvc remote modify team endpointurl {s3.endpoint}\n"
-              f"dvc remote modify --local team access_key_id {S3_KEYS['AWS_ACCESS_KEY_ID']}\n"
-              f"dvc remote modify --local team secret_access_key {S3_KEYS['AWS_SECRET_ACCESS_KEY']}\n"
-              "\n(Ctrl-C or `make team-down` stops all three)", flush=True)
+        print(
+            f"PostgreSQL {cluster.uri()}\nS3 {s3.endpoint} (bucket {BUCKET})\nmlflow server {server.uri}\n\n"
+            "# in the shell you run the pipeline from (the dvc lines in the project):\n"
+            f"export MLFLOW_TRACKING_URI={server.uri}\n"
+            f"dvc remote add -d team s3://{BUCKET}/dvc\n"
+            f"dvc remote modify team endpointurl {s3.endpoint}\n"
+            f"dvc remote modify --local team access_key_id {S3_KEYS['AWS_ACCESS_KEY_ID']}\n"
+            f"dvc remote modify --local team secret_access_key {S3_KEYS['AWS_SECRET_ACCESS_KEY']}\n"
+            "\n(Ctrl-C or `make team-down` stops all three)",
+            flush=True,
+        )
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while server.process.poll() is None:
             time.sleep(1)

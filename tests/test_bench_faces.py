@@ -46,8 +46,9 @@ def test_the_subset_holds_n_a_person_and_the_rest_is_held_out(tmp_path):
     # The same pixels as the source: a photograph is copied, not redrawn.
     name = min(heldout)
     person, _, file = name.partition("_")
-    np.testing.assert_array_equal(np.asarray(Image.open(folders["heldout"] / name)),
-                                  np.asarray(Image.open(tmp_path / "faces" / person / file)))
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(folders["heldout"] / name)), np.asarray(Image.open(tmp_path / "faces" / person / file))
+    )
 
 
 def test_memorization_noise_is_the_binomial_spread_of_a_difference():
@@ -66,8 +67,25 @@ def test_a_missing_faces_folder_is_one_line(tmp_path, capsys):
 def test_quick_run_on_made_up_faces_scores_and_draws_each_case(tmp_path):
     make_faces(tmp_path / "faces", people=4, photos=10)
     results = tmp_path / "results"
-    faces.main(["--faces", str(tmp_path / "faces"), "--quick", "--image-size", "16", "--per-person", "6",
-                "--images", "64", "--only", "subset_labelled", "--only", "subset_flat", "--results", str(results)])
+    faces.main(
+        [
+            "--faces",
+            str(tmp_path / "faces"),
+            "--quick",
+            "--image-size",
+            "16",
+            "--per-person",
+            "6",
+            "--images",
+            "64",
+            "--only",
+            "subset_labelled",
+            "--only",
+            "subset_flat",
+            "--results",
+            str(results),
+        ]
+    )
     saved = json.loads((results / "faces_quick.json").read_text())
     assert sorted(saved["cases"]) == ["subset_flat", "subset_labelled"]
     for name, case in saved["cases"].items():

@@ -13,8 +13,14 @@ def _run(root, name: str, images: np.ndarray) -> dict:
     path = root / "results" / f"mnist_200k_{name}.npz"
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, images=images)
-    return {"at_images": {"samples": f"results/mnist_200k_{name}.npz", "images": 200_000,
-                          "wall_s": 600.0, "fid_classifier": 1.5}}
+    return {
+        "at_images": {
+            "samples": f"results/mnist_200k_{name}.npz",
+            "images": 200_000,
+            "wall_s": 600.0,
+            "fid_classifier": 1.5,
+        }
+    }
 
 
 def test_summary_picture_shows_each_run_and_leaves_out_none(tmp_path):
@@ -35,8 +41,11 @@ def test_summary_picture_shows_each_run_and_leaves_out_none(tmp_path):
 
 def test_summary_picture_is_left_alone_when_a_run_has_no_samples_on_disk(tmp_path):
     grey = np.full((64, 8, 8), 128, np.uint8)
-    runs = {"plain": _run(tmp_path, "plain", grey), "tuned": _run(tmp_path, "tuned", grey),
-            "tuned_uncond": _run(tmp_path, "tuned_uncond", grey)}
+    runs = {
+        "plain": _run(tmp_path, "plain", grey),
+        "tuned": _run(tmp_path, "tuned", grey),
+        "tuned_uncond": _run(tmp_path, "tuned_uncond", grey),
+    }
     picture = tmp_path / "picture.png"
     picture.write_bytes(b"the published picture")
     (tmp_path / runs["plain"]["at_images"]["samples"]).unlink()  # an earlier call's run: git-ignored, not here

@@ -47,8 +47,9 @@ def use_store(store, monkeypatch):
 def resgan(*args: str, cwd: Path, tracking_uri: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     env.pop("DVC_ROOT", None)
-    return subprocess.run([str(BIN / "resgan"), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [str(BIN / "resgan"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def shrink(picture: np.ndarray, factor: int) -> np.ndarray:
@@ -60,8 +61,13 @@ def shrink(picture: np.ndarray, factor: int) -> np.ndarray:
 
 def tiles(grid: np.ndarray, rows: int, columns: int) -> np.ndarray:
     """Cut a files.image_grid at true size back into its (rows * columns, SIZE, SIZE) tiles."""
-    return np.stack([grid[1 + r * CELL:1 + r * CELL + SIZE, 1 + c * CELL:1 + c * CELL + SIZE]
-                     for r in range(rows) for c in range(columns)])
+    return np.stack(
+        [
+            grid[1 + r * CELL : 1 + r * CELL + SIZE, 1 + c * CELL : 1 + c * CELL + SIZE]
+            for r in range(rows)
+            for c in range(columns)
+        ]
+    )
 
 
 def draw(store: Store, out: Path, **options):
@@ -76,6 +82,7 @@ def npz_images(path: Path) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- generate: formats and pixels
+
 
 def test_npz_holds_uint8_nhwc_images_and_the_seed(store, tmp_path):
     result = draw(store, tmp_path / "a.npz", num=10, seed=3, batch_size=4)
@@ -199,6 +206,7 @@ def test_a_failed_folder_write_leaves_nothing_and_keeps_the_old_output(tmp_path)
 
 # ---------------------------------------------------------------- interpolate
 
+
 def test_slerp_follows_the_great_circle():
     from scipy.spatial import geometric_slerp
 
@@ -238,8 +246,7 @@ def test_interpolate_grid_rows_are_pairs_and_ends_are_the_seeds_images(store, tm
 def test_interpolate_gif_is_one_continuous_walk(store, tmp_path):
     from resgan.generate import interpolate
 
-    result = interpolate(str(store.trained_file), tmp_path / "walk.gif", [1, 5, 9], steps=4, scale=3,
-                         duration_ms=50)
+    result = interpolate(str(store.trained_file), tmp_path / "walk.gif", [1, 5, 9], steps=4, scale=3, duration_ms=50)
     gif = Image.open(tmp_path / "walk.gif")
     assert gif.format == "GIF" and gif.n_frames == 7 == result.count  # 4 + 3: the shared end is not repeated
     assert gif.size == (3 * SIZE, 3 * SIZE) and gif.info["loop"] == 0 and gif.info["duration"] == 50
@@ -254,9 +261,21 @@ def test_interpolate_gif_is_one_continuous_walk(store, tmp_path):
 
 # ---------------------------------------------------------------- the command line: success
 
+
 def test_cli_generate_by_alias_matches_the_library(store, tmp_path):
-    done = resgan("generate", "--model", "models:/resgan@champion", "--num", "10", "--seed", "3",
-                  "--out", "x.npz", cwd=tmp_path, tracking_uri=store.uri)
+    done = resgan(
+        "generate",
+        "--model",
+        "models:/resgan@champion",
+        "--num",
+        "10",
+        "--seed",
+        "3",
+        "--out",
+        "x.npz",
+        cwd=tmp_path,
+        tracking_uri=store.uri,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"wrote 10 images (10x{SIZE}x{SIZE}x1) -> x.npz" and done.stderr == ""
     draw(store, tmp_path / "ref.npz", num=10, seed=3)
@@ -264,8 +283,19 @@ def test_cli_generate_by_alias_matches_the_library(store, tmp_path):
 
 
 def test_cli_interpolate_writes_a_gif(store, tmp_path):
-    done = resgan("interpolate", "--model", store.trained_id, "--seeds", "1,5", "--steps", "3", "--out", "w.gif",
-                  cwd=tmp_path, tracking_uri=store.uri)
+    done = resgan(
+        "interpolate",
+        "--model",
+        store.trained_id,
+        "--seeds",
+        "1,5",
+        "--steps",
+        "3",
+        "--out",
+        "w.gif",
+        cwd=tmp_path,
+        tracking_uri=store.uri,
+    )
     assert done.returncode == 0, done.stderr
     assert Image.open(tmp_path / "w.gif").n_frames == 3
 
@@ -295,8 +325,13 @@ def test_cli_models_list_show_promote(store, tmp_path):
 
 def test_help_does_not_import_tensorflow_or_mlflow(tmp_path):
     for args in (["--help"], ["generate", "--help"], ["models", "list", "--help"]):
-        done = subprocess.run([sys.executable, "-X", "importtime", "-m", "resgan", *args], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "resgan", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0
         imported = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines() if "|" in line}
         assert not imported & {"tensorflow", "keras", "mlflow"}, args
@@ -305,9 +340,26 @@ def test_help_does_not_import_tensorflow_or_mlflow(tmp_path):
 def test_generate_from_a_model_file_does_not_import_mlflow(store, tmp_path):
     """A local .keras file needs no tracking store: MLflow's import (1.6 s in one run under load) is left out.
     (TensorFlow starts with stderr silenced, so its imports are not in the list.)"""
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "resgan", "generate", "--model",
-                           str(store.trained_file), "--num", "5", "--out", "five.npz"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "resgan",
+            "generate",
+            "--model",
+            str(store.trained_file),
+            "--num",
+            "5",
+            "--out",
+            "five.npz",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     imported = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines() if "|" in line}
     assert {"resgan", "numpy", "rich"} <= imported and "mlflow" not in imported
@@ -317,6 +369,7 @@ def test_generate_from_a_model_file_does_not_import_mlflow(store, tmp_path):
 
 # ---------------------------------------------------------------- the command line: errors
 
+
 def _error_cases(store: Store, tmp: Path) -> list[tuple[str, list[str], int, str]]:
     (tmp / "exists.png").write_bytes(b"x")
     (tmp / "a-file").write_text("x")
@@ -325,19 +378,47 @@ def _error_cases(store: Store, tmp: Path) -> list[tuple[str, list[str], int, str
     return [
         ("num 0", ["generate", *model, "--num", "0", "--out", "o.png"], 2, "--num must be from 1 to 1,000,000, got 0"),
         ("num absurd", ["generate", *model, "--num", "5000000", "--out", "o.png"], 2, "--num must be from 1"),
-        ("truncation 0", ["generate", *model, "--truncation", "0", "--out", "o.png"], 2, "--truncation must be a positive"),
+        (
+            "truncation 0",
+            ["generate", *model, "--truncation", "0", "--out", "o.png"],
+            2,
+            "--truncation must be a positive",
+        ),
         ("unknown suffix", ["generate", *model, "--out", "o.jpg"], 2, "cannot tell the output format of o.jpg"),
         ("format clash", ["generate", *model, "--format", "npz", "--out", "o.png"], 2, "--format npz writes a .npz"),
         ("exists", ["generate", *model, "--out", "exists.png"], 1, "exists.png exists; pass --force to replace it"),
-        ("unwritable", ["generate", *model, "--out", "a-file/o.png"], 1, "cannot write a-file/o.png: a-file is not a folder"),
+        (
+            "unwritable",
+            ["generate", *model, "--out", "a-file/o.png"],
+            1,
+            "cannot write a-file/o.png: a-file is not a folder",
+        ),
         ("missing file", ["generate", "--model", "missing.keras", "--out", "o.png"], 1, "missing.keras not found"),
-        ("random file", ["generate", "--model", "junk.keras", "--out", "o.png"], 1, "junk.keras is not a Keras model file"),
-        ("classifier", ["generate", "--model", str(store.classifier), "--out", "o.png"], 1, "is not a generator: it maps"),
-        ("unknown model", ["generate", "--model", "models:/nomodel@champion", "--out", "o.png"], 1,
-         "cannot resolve model models:/nomodel@champion"),
+        (
+            "random file",
+            ["generate", "--model", "junk.keras", "--out", "o.png"],
+            1,
+            "junk.keras is not a Keras model file",
+        ),
+        (
+            "classifier",
+            ["generate", "--model", str(store.classifier), "--out", "o.png"],
+            1,
+            "is not a generator: it maps",
+        ),
+        (
+            "unknown model",
+            ["generate", "--model", "models:/nomodel@champion", "--out", "o.png"],
+            1,
+            "cannot resolve model models:/nomodel@champion",
+        ),
         ("missing alias", ["generate", "--model", "models:/resgan@nope", "--out", "o.png"], 1, "alias nope not found"),
-        ("missing version", ["generate", "--model", "models:/resgan/99", "--out", "o.png"], 1,
-         "cannot resolve model models:/resgan/99"),
+        (
+            "missing version",
+            ["generate", "--model", "models:/resgan/99", "--out", "o.png"],
+            1,
+            "cannot resolve model models:/resgan/99",
+        ),
         ("one seed", ["interpolate", *model, "--seeds", "3", "--out", "o.gif"], 2, "--seeds needs at least two seeds"),
         ("bad seeds", ["interpolate", *model, "--seeds", "1,x", "--out", "o.gif"], 2, "--seeds must be integers"),
         ("models show", ["models", "show", "99"], 1, "resgan has no version 99 (versions 1 to 2)"),
@@ -346,9 +427,26 @@ def _error_cases(store: Store, tmp: Path) -> list[tuple[str, list[str], int, str
     ]
 
 
-CASES = ["num 0", "num absurd", "truncation 0", "unknown suffix", "format clash", "exists", "unwritable",
-         "missing file", "random file", "classifier", "unknown model", "missing alias", "missing version", "one seed",
-         "bad seeds", "models show", "models promote", "models unknown"]
+CASES = [
+    "num 0",
+    "num absurd",
+    "truncation 0",
+    "unknown suffix",
+    "format clash",
+    "exists",
+    "unwritable",
+    "missing file",
+    "random file",
+    "classifier",
+    "unknown model",
+    "missing alias",
+    "missing version",
+    "one seed",
+    "bad seeds",
+    "models show",
+    "models promote",
+    "models unknown",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -365,8 +463,9 @@ def test_errors_are_one_line_with_an_exit_code(store, tmp_path, case):
     assert (tmp_path / "exists.png").read_bytes() == b"x"
 
 
-@pytest.mark.parametrize("args", [["generate", "--model", "models:/resgan@champion", "--out", "o.png"],
-                                  ["models", "list"]])
+@pytest.mark.parametrize(
+    "args", [["generate", "--model", "models:/resgan@champion", "--out", "o.png"], ["models", "list"]]
+)
 def test_an_unreachable_tracking_server_is_one_line(tmp_path, args):
     done = resgan(*args, cwd=tmp_path, tracking_uri=f"http://127.0.0.1:{free_port()}")
     assert done.returncode == 1
@@ -411,21 +510,34 @@ def test_generate_against_a_tracking_server(store, tracking_server, tmp_path, mo
         experiment_id = mlflow.MlflowClient().create_experiment("resgan")
         with mlflow.start_run(experiment_id=experiment_id) as run:
             uri = serving.log_model(load_generator(store.trained_file), name="generator").model_uri
-        outcome = model_registry.register(uri, "resgan", "fid", "fid_classifier", {"fid_classifier": 5.0}, {},
-                                    run_id=run.info.run_id)
+        outcome = model_registry.register(
+            uri, "resgan", "fid", "fid_classifier", {"fid_classifier": 5.0}, {}, run_id=run.info.run_id
+        )
         assert outcome.aliases == ("candidate", "champion")
     finally:
         mlflow.set_tracking_uri(None)
 
-    done = resgan("generate", "--model", "models:/resgan@champion", "--num", "6", "--seed", "11", "--out", "s.npz",
-                  cwd=tmp_path, tracking_uri=tracking_server)
+    done = resgan(
+        "generate",
+        "--model",
+        "models:/resgan@champion",
+        "--num",
+        "6",
+        "--seed",
+        "11",
+        "--out",
+        "s.npz",
+        cwd=tmp_path,
+        tracking_uri=tracking_server,
+    )
     assert done.returncode == 0, done.stderr
     draw(store, tmp_path / "ref.npz", num=6, seed=11)
     np.testing.assert_array_equal(npz_images(tmp_path / "s.npz"), npz_images(tmp_path / "ref.npz"))
     listed = resgan("models", "show", "champion", "--json", cwd=tmp_path, tracking_uri=tracking_server)
     assert json.loads(listed.stdout)["source"] == uri
-    missing = resgan("generate", "--model", "models:/resgan@nope", "--out", "n.png", cwd=tmp_path,
-                     tracking_uri=tracking_server)
+    missing = resgan(
+        "generate", "--model", "models:/resgan@nope", "--out", "n.png", cwd=tmp_path, tracking_uri=tracking_server
+    )
     assert missing.returncode == 1 and "alias nope not found" in missing.stderr
     assert "Traceback" not in missing.stderr and not (tmp_path / "n.png").exists()
 
@@ -443,10 +555,24 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
 def test_mlflow_models_serve_answers_seeds_with_the_images_generate_draws(store, tmp_path):
     port = free_port()
     process = start_server(
-        [str(BIN / "mlflow"), "models", "serve", "-m", "models:/resgan@champion", "--env-manager", "local",
-         "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tmp_path, env=_env(MLFLOW_TRACKING_URI=store.uri), probe=f"http://127.0.0.1:{port}/ping",
-        log=tmp_path / "serve.log")
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            "models:/resgan@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=tmp_path,
+        env=_env(MLFLOW_TRACKING_URI=store.uri),
+        probe=f"http://127.0.0.1:{port}/ping",
+        log=tmp_path / "serve.log",
+    )
     try:
         url = f"http://127.0.0.1:{port}/invocations"
         status, answer = _post(url, {"dataframe_split": {"columns": ["seed"], "data": [[1], [2]]}})

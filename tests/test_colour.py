@@ -31,7 +31,7 @@ SIZE = 16  # the files are 16x16 and so is the run: no resampling between file a
 def _square_rgb(top: int = 4, left: int = 4) -> np.ndarray:
     pixels = np.empty((SIZE, SIZE, 3), np.uint8)
     pixels[:] = BACKGROUND
-    pixels[top:top + 8, left:left + 8] = SQUARE  # an 8x8 square, in the middle by default
+    pixels[top : top + 8, left : left + 8] = SQUARE  # an 8x8 square, in the middle by default
     return pixels
 
 
@@ -55,8 +55,16 @@ def _files(root: Path) -> None:
 def _prepared(tmp_path: Path) -> dict[str, np.ndarray]:
     """Each file's pixels as ``prepare`` wrote them (channels 3), by file name."""
     _files(tmp_path / "raw")
-    params = tiny_params(prepare={"source": "folder", "path": str(tmp_path / "raw"), "image_size": SIZE,
-                                  "channels": 3, "fit": "resize", "test_fraction": 0.2}).prepare
+    params = tiny_params(
+        prepare={
+            "source": "folder",
+            "path": str(tmp_path / "raw"),
+            "image_size": SIZE,
+            "channels": 3,
+            "fit": "resize",
+            "test_fraction": 0.2,
+        }
+    ).prepare
     summary = prepare.run(params, tmp_path / "prepared")
     assert summary["skipped"] == [] and summary["counts"]["total"] == 5
     import pandas as pd
@@ -125,13 +133,28 @@ def test_the_colour_comes_out_of_the_export_generate_grids_and_served_model(tmp_
     grid = save_grid(tmp_path / "grid.png", images, columns=3)
     saved = np.asarray(Image.open(tmp_path / "grid.png").convert("RGB"))
     np.testing.assert_array_equal(saved, grid)
-    assert saved[1:1 + SIZE, 1:1 + SIZE].reshape(-1, 3).tolist() == [list(SQUARE)] * SIZE * SIZE
+    assert saved[1 : 1 + SIZE, 1 : 1 + SIZE].reshape(-1, 3).tolist() == [list(SQUARE)] * SIZE * SIZE
     assert saved[0, 0].tolist() == [0, 0, 0]
 
     # resgan generate: a PNG grid and an npz, from the model file.
     for out in ("g.png", "g.npz"):
-        done = subprocess.run([sys.executable, "-m", "resgan", "generate", "--model", str(path), "--num", "4",
-                               "--out", str(tmp_path / out)], check=False, capture_output=True, text=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "resgan",
+                "generate",
+                "--model",
+                str(path),
+                "--num",
+                "4",
+                "--out",
+                str(tmp_path / out),
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
     with np.load(tmp_path / "g.npz") as saved_npz:
         assert saved_npz["images"].dtype == np.uint8 and (saved_npz["images"] == colour).all()

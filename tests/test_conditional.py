@@ -63,6 +63,7 @@ def shapes_dataset(n: int = 48, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 # ---- the networks --------------------------------------------------------------------------------
 
+
 def test_the_generator_draws_another_image_for_another_label_and_the_same_for_the_same():
     g = build_generator(latent_dim=8, width=8, image_size=16, channels=1, num_classes=CLASSES)
     assert [tuple(i.shape) for i in g.inputs] == [(None, 8), (None,)]
@@ -99,9 +100,9 @@ def test_spectral_norm_wraps_the_class_embedding_too():
 
 # ---- the train step ------------------------------------------------------------------------------
 
+
 def make_gan(**train) -> GAN:
-    p = tiny_params(model={"conditional": True, "spectral_norm": False},
-                    train={"diffaugment": "", "seed": 0, **train})
+    p = tiny_params(model={"conditional": True, "spectral_norm": False}, train={"diffaugment": "", "seed": 0, **train})
     keras.utils.set_random_seed(0)
     return GAN(p.model, p.train, Shapes(image_size=16, channels=1, num_classes=CLASSES))
 
@@ -178,6 +179,7 @@ def test_conditional_auto_follows_the_labels_and_true_keeps_its_errors():
 
 # ---- labels for sampling --------------------------------------------------------------------------
 
+
 def test_class_labels_cycle_through_every_class_and_keep_the_row_property():
     np.testing.assert_array_equal(class_labels(7, 3, seed=0), [0, 1, 2, 0, 1, 2, 0])
     np.testing.assert_array_equal(class_labels(4, 3, seed=5), [2, 0, 1, 2])
@@ -193,6 +195,7 @@ def test_class_labels_cycle_through_every_class_and_keep_the_row_property():
 
 
 # ---- the stages, the CLI and the served model -----------------------------------------------------
+
 
 def make_project(root: Path, params) -> dict[str, Path]:
     data = root / "data" / "prepared"
@@ -212,9 +215,15 @@ def train_in(root: Path, params, monkeypatch) -> dict[str, Path]:
     paths = make_project(root, params)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
     monkeypatch.chdir(root)
-    train.run(params, params_path=paths["params"], data_dir=paths["data"], models_dir=paths["models"],
-              checkpoint_dir=root / "checkpoints", metrics_path=root / "metrics" / "train.json",
-              plots_path=root / "plots" / "train.csv")
+    train.run(
+        params,
+        params_path=paths["params"],
+        data_dir=paths["data"],
+        models_dir=paths["models"],
+        checkpoint_dir=root / "checkpoints",
+        metrics_path=root / "metrics" / "train.json",
+        plots_path=root / "plots" / "train.csv",
+    )
     return paths
 
 
@@ -263,7 +272,9 @@ def test_generate_label_draws_one_class_and_refuses_a_class_the_model_lacks(cond
     _, paths, _ = conditional_run
     model = str(paths["models"] / "generator.keras")
     runner = CliRunner()
-    one = runner.invoke(app, ["generate", "--model", model, "--num", "6", "--label", "2", "--out", str(tmp_path / "a.npz")])
+    one = runner.invoke(
+        app, ["generate", "--model", model, "--num", "6", "--label", "2", "--out", str(tmp_path / "a.npz")]
+    )
     assert one.exit_code == 0, one.output
     every = runner.invoke(app, ["generate", "--model", model, "--num", "6", "--out", str(tmp_path / "b.npz")])
     assert every.exit_code == 0, every.output
@@ -275,8 +286,12 @@ def test_generate_label_draws_one_class_and_refuses_a_class_the_model_lacks(cond
         assert not np.array_equal(a["images"][0], b["images"][0])
     # The console entry point, as users meet it: one line, a non-zero exit, nothing written.
     resgan = Path(sys.executable).parent / "resgan"
-    bad = subprocess.run([str(resgan), "generate", "--model", model, "--num", "2", "--label", "3",
-                          "--out", str(tmp_path / "c.npz")], capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [str(resgan), "generate", "--model", model, "--num", "2", "--label", "3", "--out", str(tmp_path / "c.npz")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode != 0
     assert bad.stderr.strip().splitlines()[-1] == "error: the label must be a class from 0 to 2, got 3", bad.stderr
     assert "Traceback" not in bad.stderr
@@ -317,8 +332,15 @@ def test_training_conditional_on_unlabelled_data_fails_before_mlflow_is_touched(
     np.savez(paths["data"] / "train.npz", images=images)  # no labels
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     with pytest.raises(ResganError, match="no labels"):
-        train.run(params, params_path=paths["params"], data_dir=paths["data"], models_dir=paths["models"],
-                  checkpoint_dir=tmp_path / "checkpoints", metrics_path=tmp_path / "m.json", plots_path=tmp_path / "p.csv")
+        train.run(
+            params,
+            params_path=paths["params"],
+            data_dir=paths["data"],
+            models_dir=paths["models"],
+            checkpoint_dir=tmp_path / "checkpoints",
+            metrics_path=tmp_path / "m.json",
+            plots_path=tmp_path / "p.csv",
+        )
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "checkpoints").exists()
 
 
@@ -354,7 +376,13 @@ def test_the_train_stage_resolves_conditional_auto_from_the_labels(tmp_path, mon
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
     monkeypatch.chdir(root)
-    train.run(params, params_path=paths["params"], data_dir=paths["data"], models_dir=paths["models"],
-              checkpoint_dir=root / "checkpoints", metrics_path=root / "metrics" / "train.json",
-              plots_path=root / "plots" / "train.csv")
+    train.run(
+        params,
+        params_path=paths["params"],
+        data_dir=paths["data"],
+        models_dir=paths["models"],
+        checkpoint_dir=root / "checkpoints",
+        metrics_path=root / "metrics" / "train.json",
+        plots_path=root / "plots" / "train.csv",
+    )
     assert num_classes(load_generator(paths["models"] / "generator.keras")) == 0

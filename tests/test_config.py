@@ -24,14 +24,26 @@ def test_the_mlflow_section_alone_is_enough_and_absent_keys_take_defaults(tmp_pa
     assert load_mlflow_params(ROOT / "params.yaml") == load_params(ROOT / "params.yaml").mlflow
 
 
-@pytest.mark.parametrize("section, key, value, message", [
-    ("train", "ema_decya", 0.99, "params: unknown key 'train.ema_decya' (did you mean 'train.ema_decay'?)"),
-    ("mlflow", "champion_metrc", "fid", "params: unknown key 'mlflow.champion_metrc' "
-                                        "(did you mean 'mlflow.champion_metric'?)"),
-    ("mlflow", "champion_metric", "ssim", "params: mlflow.champion_metric: Input should be 'fid', 'kid', 'is', "
-                                          "'pr_precision' or 'pr_recall' (got 'ssim')"),
-    ("mlflow", "registered_model", 3, "params: mlflow.registered_model: Input should be a valid string (got 3)"),
-])
+@pytest.mark.parametrize(
+    "section, key, value, message",
+    [
+        ("train", "ema_decya", 0.99, "params: unknown key 'train.ema_decya' (did you mean 'train.ema_decay'?)"),
+        (
+            "mlflow",
+            "champion_metrc",
+            "fid",
+            "params: unknown key 'mlflow.champion_metrc' (did you mean 'mlflow.champion_metric'?)",
+        ),
+        (
+            "mlflow",
+            "champion_metric",
+            "ssim",
+            "params: mlflow.champion_metric: Input should be 'fid', 'kid', 'is', "
+            "'pr_precision' or 'pr_recall' (got 'ssim')",
+        ),
+        ("mlflow", "registered_model", 3, "params: mlflow.registered_model: Input should be a valid string (got 3)"),
+    ],
+)
 def test_a_mistake_anywhere_is_the_same_error_as_for_the_stages(tmp_path, section, key, value, message):
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw[section][key] = value

@@ -35,8 +35,9 @@ def test_every_stage_module_reads_what_dvc_yaml_declares_for_it():
     assert set(stages) == {"prepare", "classifier", "train", "sample", "evaluate"}
     for name, entries in stages.items():
         module = importlib.import_module(f"resgan.stages.{name}")
-        assert set(module.PARAMS) == entries, f"stage {name}: dvc.yaml declares {sorted(entries)}, " \
-                                              f"the stage reads {sorted(module.PARAMS)}"
+        assert set(module.PARAMS) == entries, (
+            f"stage {name}: dvc.yaml declares {sorted(entries)}, the stage reads {sorted(module.PARAMS)}"
+        )
 
 
 def test_the_drift_once_found_stays_fixed():
@@ -51,8 +52,9 @@ def test_a_view_refuses_what_is_not_declared_and_records_what_is_read():
     params = tiny_params()
     view = params.view(("train", "sample.grid", "mlflow"), "train")
     assert view.train is params.train and view.sample.grid == 16
-    with pytest.raises(UndeclaredParamError, match="the train stage reads params 'sample.batch_size', which "
-                                                   "dvc.yaml does not give it"):
+    with pytest.raises(
+        UndeclaredParamError, match="the train stage reads params 'sample.batch_size', which dvc.yaml does not give it"
+    ):
         _ = view.sample.batch_size
     with pytest.raises(UndeclaredParamError, match="the train stage reads params 'evaluate'"):
         _ = view.evaluate
@@ -75,22 +77,39 @@ def test_each_stage_reads_every_param_it_declares_and_no_other(tmp_path, monkeyp
     from resgan.stages import classifier, evaluate, prepare, sample, train
 
     stages = declared()
-    params = tiny_params(train={"steps": 2, "eval_every": 2, "eval_num": 20, "checkpoint_every": 2},
-                         evaluate={"features": "classifier", "metrics": ["fid", "ssim"], "ssim_pairs": 10},
-                         sample={"num": 40}, classifier={"kind": "classifier"})
+    params = tiny_params(
+        train={"steps": 2, "eval_every": 2, "eval_num": 20, "checkpoint_every": 2},
+        evaluate={"features": "classifier", "metrics": ["fid", "ssim"], "ssim_pairs": 10},
+        sample={"num": 40},
+        classifier={"kind": "classifier"},
+    )
     monkeypatch.chdir(tmp_path)
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     views = {name: params.view(tuple(entries), name) for name, entries in stages.items()}
     data, models = tmp_path / "data", tmp_path / "models"
     prepare.run(views["prepare"].prepare, data)
     classifier.run(views["classifier"].classifier, data, models / "classifier.keras", tmp_path / "classifier.json")
-    train.run(views["train"], params_path=tmp_path / "params.yaml", data_dir=data, models_dir=models,
-              checkpoint_dir=tmp_path / "checkpoints", metrics_path=tmp_path / "train.json",
-              plots_path=tmp_path / "train.csv", classifier_path=models / "classifier.keras",
-              fid_path=tmp_path / "fid.csv")
+    train.run(
+        views["train"],
+        params_path=tmp_path / "params.yaml",
+        data_dir=data,
+        models_dir=models,
+        checkpoint_dir=tmp_path / "checkpoints",
+        metrics_path=tmp_path / "train.json",
+        plots_path=tmp_path / "train.csv",
+        classifier_path=models / "classifier.keras",
+        fid_path=tmp_path / "fid.csv",
+    )
     sample.run(views["sample"], models / "generator.keras", tmp_path / "samples")
-    evaluate.run(views["evaluate"], tmp_path / "samples" / "samples.npz", data, models / "classifier.keras",
-                 models / "mlflow_run.json", tmp_path / "eval.json", tmp_path / "plots")
+    evaluate.run(
+        views["evaluate"],
+        tmp_path / "samples" / "samples.npz",
+        data,
+        models / "classifier.keras",
+        models / "mlflow_run.json",
+        tmp_path / "eval.json",
+        tmp_path / "plots",
+    )
     for name, entries in stages.items():
         assert views[name].read == entries, f"stage {name} declares {sorted(entries)}, read {sorted(views[name].read)}"
     assert os.path.exists(tmp_path / "eval.json")

@@ -53,6 +53,7 @@ def write_idx(path: Path, array: np.ndarray, compress: bool) -> Path:
 
 # ------------------------------------------------------------------------------ image conversion
 
+
 def test_cmyk_jpeg_black_and_white(tmp_path):
     black = png(tmp_path / "black.jpg", Image.new("CMYK", (16, 16), (0, 0, 0, 255)))
     white = png(tmp_path / "white.jpg", Image.new("CMYK", (16, 16), (0, 0, 0, 0)))
@@ -144,10 +145,13 @@ def test_channels_three_replicates_grey_and_one_uses_luma():
     assert convert(from_array(red), EXACT)[0, 0, 0] == 76  # ITU-R 601-2: 255 * 299/1000
 
 
-@pytest.mark.parametrize("name, content, reason", [
-    ("empty.png", b"", "zero-byte file"),
-    ("notes.txt", b"not an image at all\n", "not an image (cannot identify)"),
-])
+@pytest.mark.parametrize(
+    "name, content, reason",
+    [
+        ("empty.png", b"", "zero-byte file"),
+        ("notes.txt", b"not an image at all\n", "not an image (cannot identify)"),
+    ],
+)
 def test_bad_files_give_reasons(tmp_path, name, content, reason):
     path = tmp_path / name
     path.write_bytes(content)
@@ -195,6 +199,7 @@ def test_unreadable_file_and_folder(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- sources
+
 
 def test_digits_source_scales_0_16_to_0_255():
     from sklearn.datasets import load_digits
@@ -274,8 +279,11 @@ def test_idx_rejects_bad_magic_and_size_mismatch(tmp_path):
     with pytest.raises(ResganError, match="bad magic number 0803"):
         sources.read_idx(tmp_path / "magic")
     (tmp_path / "short").write_bytes(good[:-5])
-    with pytest.raises(ResganError, match=r"size mismatch: header says \(2, 4, 4\) x 1 bytes = 32 bytes of data, "
-                                          r"the file has 27"):
+    with pytest.raises(
+        ResganError,
+        match=r"size mismatch: header says \(2, 4, 4\) x 1 bytes = 32 bytes of data, "
+        r"the file has 27",
+    ):
         sources.read_idx(tmp_path / "short")
     write_idx(tmp_path / "x-labels-idx1-ubyte", np.zeros(3, np.uint8), False)
     with pytest.raises(ResganError, match="3 labels .* for 2 images"):
@@ -341,6 +349,7 @@ def test_missing_path_is_a_clear_error(tmp_path):
 
 # ------------------------------------------------------------------------------------------- split
 
+
 def test_split_is_deterministic_stratified_and_respects_the_fraction():
     labels = np.repeat(np.arange(4), [40, 30, 20, 10])
     train, test, stratified = split_indices(labels, 100, 0.2, seed=3)
@@ -365,6 +374,7 @@ def test_split_edge_cases():
 
 
 # ----------------------------------------------------------------------------------------- prepare
+
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
     with np.load(path) as archive:
@@ -453,8 +463,10 @@ def test_prepare_folder_skips_bad_files_with_reasons(tmp_path):
     assert summary["class_names"] == ["ink", "paint"]
 
     manifest = pd.read_csv(tmp_path / "out" / "manifest.csv", keep_default_na=False)
-    by_name = {Path(s).name: (split, int(i)) for s, split, i in
-               zip(manifest["source"], manifest["split"], manifest["split_index"])}
+    by_name = {
+        Path(s).name: (split, int(i))
+        for s, split, i in zip(manifest["source"], manifest["split"], manifest["split_index"])
+    }
     assert "pal_copy.gif" not in by_name and manifest.set_index("source")["label"][f"{root}/whole.png"] == ""
     arrays = {s: load_npz(tmp_path / "out" / f"{s}.npz") for s in ("train", "test")}
 
@@ -480,8 +492,10 @@ def test_parallel_prepare_gives_the_serial_data_hash_manifest_and_skips(tmp_path
     rng = np.random.default_rng(1)
     for i in range(20):  # colour JPEGs and PNGs in two more classes, enough for many tasks
         pixels = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
-        png(tmp_path / "raw" / ("photo" if i % 2 else "scan") / f"{i:02d}.{'jpg' if i % 3 else 'png'}",
-            Image.fromarray(pixels, "RGB"))
+        png(
+            tmp_path / "raw" / ("photo" if i % 2 else "scan") / f"{i:02d}.{'jpg' if i % 3 else 'png'}",
+            Image.fromarray(pixels, "RGB"),
+        )
     pools = []
 
     class CountedPool(collect_module.ProcessPoolExecutor):
@@ -500,7 +514,9 @@ def test_parallel_prepare_gives_the_serial_data_hash_manifest_and_skips(tmp_path
         pools.clear()
         assert parallel == serial  # data hash, skips (with reasons), duplicates, inputs, counts
         for file in ("train.npz", "test.npz", "manifest.csv"):
-            assert (tmp_path / f"{name}_parallel" / file).read_bytes() == (tmp_path / f"{name}_serial" / file).read_bytes()
+            assert (tmp_path / f"{name}_parallel" / file).read_bytes() == (
+                tmp_path / f"{name}_serial" / file
+            ).read_bytes()
     # cmyk, corrupt, deep, zero, alpha, notes, pal, pal_copy (a copy), photo/01, 03, 05: the 7th kept
     assert serial["counts"]["total"] == 7 and serial["inputs"] == 11
     everything = json.loads((tmp_path / "all_parallel" / "summary.json").read_text())
@@ -535,8 +551,9 @@ def test_prepare_errors_for_empty_and_too_small_inputs(tmp_path):
 def test_prepare_npz_rgb_without_labels(tmp_path):
     images = np.random.default_rng(3).integers(0, 256, (12, 16, 16, 3), dtype=np.uint8)
     np.savez(tmp_path / "rgb.npz", images=images)
-    summary = prepare.run(prep(source="npz", path=str(tmp_path / "rgb.npz"), channels=3, test_fraction=0.25),
-                          tmp_path / "out")
+    summary = prepare.run(
+        prep(source="npz", path=str(tmp_path / "rgb.npz"), channels=3, test_fraction=0.25), tmp_path / "out"
+    )
     train, test = load_npz(tmp_path / "out" / "train.npz"), load_npz(tmp_path / "out" / "test.npz")
     assert set(train) == {"images"} and test["images"].shape == (3, 16, 16, 3)
     assert summary["class_names"] is None and summary["class_counts"] is None
@@ -545,6 +562,7 @@ def test_prepare_npz_rgb_without_labels(tmp_path):
 
 
 # ------------------------------------------------------------------------------ prepared-data files
+
 
 def test_load_split_round_trip_with_and_without_labels(tmp_path):
     images = np.random.default_rng(5).integers(0, 256, (6, 16, 16, 1), dtype=np.uint8)
@@ -585,10 +603,16 @@ def test_data_hasher_is_the_documented_formula():
     test_images = np.full((1, 2, 2, 1), 9, dtype=np.uint8)
     test_labels = np.array([0], dtype=np.int64)
     by_hand = hashlib.sha256(
-        b"train/images:|u1:(2, 2, 2, 1);" + bytes(range(8))
-        + b"train/labels:<i8:(2,);" + (3).to_bytes(8, "little") + (1).to_bytes(8, "little")
-        + b"test/images:|u1:(1, 2, 2, 1);" + bytes([9] * 4)
-        + b"test/labels:<i8:(1,);" + (0).to_bytes(8, "little")).hexdigest()
+        b"train/images:|u1:(2, 2, 2, 1);"
+        + bytes(range(8))
+        + b"train/labels:<i8:(2,);"
+        + (3).to_bytes(8, "little")
+        + (1).to_bytes(8, "little")
+        + b"test/images:|u1:(1, 2, 2, 1);"
+        + bytes([9] * 4)
+        + b"test/labels:<i8:(1,);"
+        + (0).to_bytes(8, "little")
+    ).hexdigest()
     hasher = DataHasher()
     hasher.add("train", "images", train_images)
     hasher.add("train", "labels", train_labels)
@@ -612,15 +636,19 @@ def test_data_hasher_blocks_equal_one_update_and_any_change_shows():
         hasher = DataHasher()
         hasher.begin("train", "images", np.uint8, images.shape)
         for start in range(0, len(images), block):
-            hasher.update(images[start:start + block])
+            hasher.update(images[start : start + block])
         hasher.add("train", "labels", labels)
         assert hasher.hexdigest() == whole
 
     other_label, other_pixel = labels.copy(), images.copy()
     other_label[4] = 2 if labels[4] != 2 else 1
     other_pixel[7, 3, 5, 0] ^= 1
-    assert len({whole, _hash(images, other_label), _hash(other_pixel, labels),
-                _hash(images.reshape(10, 8, 32, 1), labels)}) == 4  # the shape counts too
+    assert (
+        len(
+            {whole, _hash(images, other_label), _hash(other_pixel, labels), _hash(images.reshape(10, 8, 32, 1), labels)}
+        )
+        == 4
+    )  # the shape counts too
 
     short = DataHasher()
     short.begin("train", "images", np.uint8, images.shape)

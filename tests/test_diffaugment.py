@@ -24,8 +24,9 @@ def shifted(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """x moved down by dy and right by dx pixels, zeros where nothing moved in."""
     out = np.zeros_like(x)
     h, w = x.shape[:2]
-    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = x[max(-dy, 0):h + min(-dy, 0),
-                                                                  max(-dx, 0):w + min(-dx, 0)]
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = x[
+        max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
     return out
 
 
@@ -66,8 +67,11 @@ def test_translation_is_a_zero_filled_shifted_copy():
     shifts = set()
     for image, result in zip(x, out):
         # 16 * 1/8 = 2 pixels at most per axis
-        matches = [(dy, dx) for dy, dx in itertools.product(range(-2, 3), repeat=2)
-                   if np.array_equal(result, shifted(image, dy, dx))]
+        matches = [
+            (dy, dx)
+            for dy, dx in itertools.product(range(-2, 3), repeat=2)
+            if np.array_equal(result, shifted(image, dy, dx))
+        ]
         assert len(matches) == 1
         shifts.add(matches[0])
     assert len(shifts) == 25  # every shift in [-2, 2]^2 occurs among 256 images
@@ -87,8 +91,8 @@ def test_cutout_zeros_one_square_of_half_the_size():
             assert (height, width) == (8, 8)  # fully inside: exactly (16 / 2)^2 = 64 pixels
             inside += 1
         else:  # a square clipped by the border is smaller only along the clipped axis
-            assert (height == 8 or rows.min() == 0 or rows.max() == 15)
-            assert (width == 8 or cols.min() == 0 or cols.max() == 15)
+            assert height == 8 or rows.min() == 0 or rows.max() == 15
+            assert width == 8 or cols.min() == 0 or cols.max() == 15
     assert inside > 25  # centres are uniform on 17 positions per axis; 7 of them are strictly inside
 
 
@@ -153,8 +157,9 @@ def test_seeded_runs_repeat_and_unseeded_calls_differ():
 
 
 def test_works_inside_tf_function_with_unknown_batch_size():
-    augment = tf.function(lambda x: diff_augment(x, FULL),
-                          input_signature=[tf.TensorSpec([None, 16, 16, 3], tf.bfloat16)])
+    augment = tf.function(
+        lambda x: diff_augment(x, FULL), input_signature=[tf.TensorSpec([None, 16, 16, 3], tf.bfloat16)]
+    )
     for n in (1, 5):
         out = augment(tf.cast(images(n=n), tf.bfloat16))
         assert out.shape == (n, 16, 16, 3) and out.dtype == tf.bfloat16

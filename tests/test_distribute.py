@@ -33,7 +33,7 @@ CLASSES = 3  # the conditional GAN's
 LR, BETA2 = 2e-4, 0.9  # tiny_params' learning rates and Adam's beta2 (beta1 = 0)
 # Adam with beta1 = 0 moves a weight at step t by lr * g_t / sqrt(v_t / (1 - beta2^t)), and
 # v_t >= (1 - beta2) g_t^2, so by at most lr * sqrt((1 - beta2^t) / (1 - beta2)): lr, then 1.38 lr.
-MAX_MOVE = LR * sum(((1 - BETA2 ** t) / (1 - BETA2)) ** 0.5 for t in range(1, STEPS + 1)) * 1.001
+MAX_MOVE = LR * sum(((1 - BETA2**t) / (1 - BETA2)) ** 0.5 for t in range(1, STEPS + 1)) * 1.001
 # Measured on this machine: after 2 steps the weights of 1x8 and 2x4 differ by at most 2e-6 (the
 # batch-norm moving means; everything else by ~1e-7, float32 round-off and all-reduce order); losses
 # and gradient norms by ~2e-7 relative. The tolerances leave a margin of 5x and 100x.
@@ -46,8 +46,15 @@ FIGURE_ATOL = 1e-6
 # lr * g / (|g| + eps)) turns round-off into steps of up to lr in either direction. They are
 # checked against that bound instead.
 ZERO_GRADIENT = re.compile(r"up_\d+(_\d+)?/(conv1|conv2|shortcut_conv)/bias$")
-TRAIN = {"diffaugment": "", "loss": "hinge", "ema_start": 0, "ema_decay": 0.9, "batch_size": BATCH,
-         "seed": SEED, "precision": "float32"}
+TRAIN = {
+    "diffaugment": "",
+    "loss": "hinge",
+    "ema_start": 0,
+    "ema_decay": 0.9,
+    "batch_size": BATCH,
+    "seed": SEED,
+    "precision": "float32",
+}
 
 
 def _images(count: int = BATCH * STEPS) -> np.ndarray:
@@ -80,8 +87,9 @@ def train_steps(strategy, gan_class=None, steps: int = STEPS, classes: int = 0, 
 
     params = _params(conditional=bool(classes), **train)
     keras.utils.set_random_seed(SEED)
-    gan = (gan_class or GAN)(params.model, params.train, Shapes(16, 1, classes), strategy=strategy,
-                             global_batch_size=BATCH)
+    gan = (gan_class or GAN)(
+        params.model, params.train, Shapes(16, 1, classes), strategy=strategy, global_batch_size=BATCH
+    )
     images = _images()
     labels = (np.arange(len(images)) % classes).astype(np.int32) if classes else None
     dataset = tf.data.Dataset.from_tensor_slices(images if labels is None else (images, labels)).batch(BATCH)
@@ -91,6 +99,7 @@ def train_steps(strategy, gan_class=None, steps: int = STEPS, classes: int = 0, 
 
 
 # ---- the child processes ----------------------------------------------------------------------------
+
 
 def _child_mirrored(out: Path) -> None:
     import tensorflow as tf
@@ -107,8 +116,12 @@ def _child_mirrored(out: Path) -> None:
         """The control: the generator's batch norm per replica (Keras' default)."""
 
         def _build_generator(self, name="generator"):
-            g = build_generator(latent_dim=self.model_params.latent_dim, width=self.model_params.width,
-                                image_size=self.shapes.image_size, channels=self.shapes.channels)
+            g = build_generator(
+                latent_dim=self.model_params.latent_dim,
+                width=self.model_params.width,
+                image_size=self.shapes.image_size,
+                channels=self.shapes.channels,
+            )
             g.name = name
             return g
 
@@ -122,18 +135,34 @@ def _child_mirrored(out: Path) -> None:
 
     # DiffAugment inside strategy.run: the two replicas must not draw the same numbers.
     same = tf.constant(_images(4))
-    augmented = tf.function(lambda x: mirrored.run(lambda y: diff_augment(y, "color,translation,cutout"),
-                                                   args=(x,)))(same)
+    augmented = tf.function(lambda x: mirrored.run(lambda y: diff_augment(y, "color,translation,cutout"), args=(x,)))(
+        same
+    )
     per_replica = [np.asarray(t) for t in mirrored.experimental_local_results(augmented)]
 
-    np.savez(out, **{f"one/{k}": v for k, v in one.items()}, **{f"two/{k}": v for k, v in two.items()},
-             **{f"control/{k}": v for k, v in control.items()},
-             **{f"cond_one/{k}": v for k, v in cond_one.items()}, **{f"cond_two/{k}": v for k, v in cond_two.items()},
-             augment_0=per_replica[0], augment_1=per_replica[1])
-    out.with_suffix(".json").write_text(json.dumps({
-        "replicas": mirrored.num_replicas_in_sync, "devices": list(mirrored.extended.worker_devices),
-        "one": one_figures, "two": two_figures, "control": control_figures,
-        "cond_one": cond_one_figures, "cond_two": cond_two_figures}))
+    np.savez(
+        out,
+        **{f"one/{k}": v for k, v in one.items()},
+        **{f"two/{k}": v for k, v in two.items()},
+        **{f"control/{k}": v for k, v in control.items()},
+        **{f"cond_one/{k}": v for k, v in cond_one.items()},
+        **{f"cond_two/{k}": v for k, v in cond_two.items()},
+        augment_0=per_replica[0],
+        augment_1=per_replica[1],
+    )
+    out.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "replicas": mirrored.num_replicas_in_sync,
+                "devices": list(mirrored.extended.worker_devices),
+                "one": one_figures,
+                "two": two_figures,
+                "control": control_figures,
+                "cond_one": cond_one_figures,
+                "cond_two": cond_two_figures,
+            }
+        )
+    )
 
 
 def _child_worker(out: Path) -> None:
@@ -162,12 +191,20 @@ def _child_worker(out: Path) -> None:
         return diff_augment(x, "color,translation,cutout")
 
     np.savez(out, augment=np.asarray(draw(tf.constant(_images(4)))), **state)
-    out.with_suffix(".json").write_text(json.dumps({
-        "replicas": strategy.num_replicas_in_sync, "chief": is_chief(strategy),
-        "chief_from_tf_config": chief_from_tf_config("multi_worker"), "figures": figures}))
+    out.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "replicas": strategy.num_replicas_in_sync,
+                "chief": is_chief(strategy),
+                "chief_from_tf_config": chief_from_tf_config("multi_worker"),
+                "figures": figures,
+            }
+        )
+    )
 
 
 # ---- the tests --------------------------------------------------------------------------------------
+
 
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
@@ -177,8 +214,9 @@ def _env() -> dict[str, str]:
 
 def _child(mode: str, out: Path, env: dict[str, str]) -> subprocess.Popen:
     log = open(out.with_suffix(".log"), "wb")
-    return subprocess.Popen([sys.executable, str(Path(__file__)), mode, str(out)], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__)), mode, str(out)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
 
 
 def _wait(child: subprocess.Popen, out: Path, timeout: float = 600) -> None:
@@ -208,8 +246,9 @@ def _zero_gradient_keys(classes: int = 0) -> set[str]:
     return {f"{group}/{i}" for group in ("g", "ema") for i, path in enumerate(paths) if ZERO_GRADIENT.search(path)}
 
 
-def _assert_same_update(got: dict, want: dict, got_figures: list[dict], want_figures: list[dict],
-                        initial: dict, classes: int = 0) -> None:
+def _assert_same_update(
+    got: dict, want: dict, got_figures: list[dict], want_figures: list[dict], initial: dict, classes: int = 0
+) -> None:
     assert got.keys() == want.keys() == initial.keys()
     zero = _zero_gradient_keys(classes)
     assert len(zero) == 2 * 6  # 3 conv biases in each of the 2 UpBlocks, in G and in the EMA
@@ -222,16 +261,20 @@ def _assert_same_update(got: dict, want: dict, got_figures: list[dict], want_fig
     for step, (g, w) in enumerate(zip(got_figures, want_figures)):
         assert g.keys() == w.keys()
         for key in w:
-            np.testing.assert_allclose(g[key], w[key], rtol=FIGURE_RTOL, atol=FIGURE_ATOL,
-                                       err_msg=f"step {step + 1}: {key}")
+            np.testing.assert_allclose(
+                g[key], w[key], rtol=FIGURE_RTOL, atol=FIGURE_ATOL, err_msg=f"step {step + 1}: {key}"
+            )
 
 
-@pytest.mark.parametrize("cluster, task, chief", [
-    ({"worker": ["a:1", "b:1"]}, {"type": "worker", "index": 0}, True),
-    ({"worker": ["a:1", "b:1"]}, {"type": "worker", "index": 1}, False),
-    ({"chief": ["c:1"], "worker": ["a:1"]}, {"type": "chief", "index": 0}, True),
-    ({"chief": ["c:1"], "worker": ["a:1"]}, {"type": "worker", "index": 0}, False),
-])
+@pytest.mark.parametrize(
+    "cluster, task, chief",
+    [
+        ({"worker": ["a:1", "b:1"]}, {"type": "worker", "index": 0}, True),
+        ({"worker": ["a:1", "b:1"]}, {"type": "worker", "index": 1}, False),
+        ({"chief": ["c:1"], "worker": ["a:1"]}, {"type": "chief", "index": 0}, True),
+        ({"chief": ["c:1"], "worker": ["a:1"]}, {"type": "worker", "index": 0}, False),
+    ],
+)
 def test_only_the_chief_logs_and_checkpoints(cluster, task, chief, monkeypatch):
     """TensorFlow's convention, from TF's own resolver and from TF_CONFIG before TF is imported."""
     from types import SimpleNamespace

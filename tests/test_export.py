@@ -53,9 +53,17 @@ def test_the_best_step_wins_only_by_more_than_the_noise(curve, noise, which, ste
 def test_the_record_gives_both_figures_the_noise_and_the_reason():
     decision = choose_export([(250, 45.0), (500, 30.0), (750, 31.0), (1000, 31.5)], 1.0)
     record = decision.record()
-    assert record == {"which": "last", "step": 1000, "best_step": 500, "best_fid": 30.0, "last_step": 1000,
-                      "last_fid": 31.5, "noise": 1.0, "margin": 1.5, "noise_multiple": 2.0,
-                      "reason": "step 500's FID 30 is within 2 x its noise 1 of the last step's 31.5: "
-                                "the last step is exported"}
+    assert record == {
+        "which": "last",
+        "step": 1000,
+        "best_step": 500,
+        "best_fid": 30.0,
+        "last_step": 1000,
+        "last_fid": 31.5,
+        "noise": 1.0,
+        "margin": 1.5,
+        "noise_multiple": 2.0,
+        "reason": "step 500's FID 30 is within 2 x its noise 1 of the last step's 31.5: the last step is exported",
+    }
     with pytest.raises(ValueError):
         choose_export([], 1.0)

@@ -41,7 +41,7 @@ def _patterns(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         else:
             top, left = rng.integers(0, 9, size=2)
             image = np.zeros((16, 16))
-            image[top:top + 7, left:left + 7] = 220.0
+            image[top : top + 7, left : left + 7] = 220.0
         image = image + rng.normal(0, 25, image.shape)
         images.append(np.clip(image, 0, 255).astype(np.uint8)[..., None])
         labels.append(label)
@@ -126,7 +126,11 @@ def test_classifier_stage_learns_the_patterns_and_writes_its_outputs_record(trai
     assert result["skill"] == pytest.approx((result["accuracy"] - 1 / 3) / (2 / 3), abs=1e-5)
     extractor = resolve_extractor("auto", model_path)
     assert (extractor.name, extractor.kind, extractor.trusted, extractor.data_classes) == (
-        "classifier", "classifier", True, True)
+        "classifier",
+        "classifier",
+        True,
+        True,
+    )
 
 
 def test_classifier_kind_classifier_needs_labels_and_writes_nothing(tmp_path):
@@ -196,6 +200,7 @@ def test_missing_classifier_model_says_what_to_run(tmp_path):
 
 
 # ---------------------------------------------------------------- InceptionV3
+
 
 def _reference_inception_input(images: np.ndarray):
     """The documented preprocessing, spelled out: float resize (bicubic, anti-aliased), clip, RGB, [-1, 1]."""

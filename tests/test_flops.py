@@ -18,9 +18,13 @@ def test_one_conv_and_one_dense_match_the_hand_count():
 
 
 def test_stride_valid_padding_and_dense_on_a_feature_map():
-    model = keras.Sequential([keras.Input((9, 9, 3)),
-                              keras.layers.Conv2D(4, 3, strides=2, padding="valid"),  # -> 4x4x4
-                              keras.layers.Dense(6)])  # applied at each of the 4x4 positions
+    model = keras.Sequential(
+        [
+            keras.Input((9, 9, 3)),
+            keras.layers.Conv2D(4, 3, strides=2, padding="valid"),  # -> 4x4x4
+            keras.layers.Dense(6),
+        ]
+    )  # applied at each of the 4x4 positions
     assert model_flops(model) == 2 * 4 * 4 * 4 * 3 * 3 * 3 + 2 * 4 * 4 * 4 * 6
 
 
@@ -30,10 +34,16 @@ def _conv(hw: int, k: int, cin: int, cout: int) -> int:
 
 def test_generator_count_is_the_hand_sum_over_its_blocks():
     g = build_generator(latent_dim=16, width=8, image_size=16, channels=1)
-    expected = (2 * 16 * 4 * 4 * 8                                          # dense -> 4x4x8
-                + _conv(8, 3, 8, 8) + _conv(8, 3, 8, 8) + _conv(4, 1, 8, 8)      # up_8: conv1, conv2, shortcut
-                + _conv(16, 3, 8, 8) + _conv(16, 3, 8, 8) + _conv(8, 1, 8, 8)    # up_16 (shortcut before upsampling)
-                + _conv(16, 3, 8, 1))                                          # conv_out
+    expected = (
+        2 * 16 * 4 * 4 * 8  # dense -> 4x4x8
+        + _conv(8, 3, 8, 8)
+        + _conv(8, 3, 8, 8)
+        + _conv(4, 1, 8, 8)  # up_8: conv1, conv2, shortcut
+        + _conv(16, 3, 8, 8)
+        + _conv(16, 3, 8, 8)
+        + _conv(8, 1, 8, 8)  # up_16 (shortcut before upsampling)
+        + _conv(16, 3, 8, 1)
+    )  # conv_out
     assert expected == 4096 + 2 * 73728 + 2048 + 2 * 294912 + 8192 + 36864  # by hand, so _conv cannot hide a typo
     assert model_flops(g) == expected
 
@@ -41,10 +51,17 @@ def test_generator_count_is_the_hand_sum_over_its_blocks():
 @pytest.mark.parametrize("spectral_norm", [True, False])
 def test_discriminator_count_walks_spectral_norm_wrappers(spectral_norm):
     d = build_discriminator(image_size=16, channels=1, width=8, spectral_norm=spectral_norm)
-    expected = (_conv(16, 3, 1, 8) + _conv(16, 3, 8, 8) + _conv(8, 1, 1, 8)   # first block: pools before 1x1
-                + _conv(8, 3, 8, 8) + _conv(8, 3, 8, 8) + _conv(4, 1, 8, 8)    # down_4: pools before 1x1 too
-                + _conv(4, 3, 8, 8) + _conv(4, 3, 8, 8)                        # block_4: identity shortcut
-                + 2 * 8 * 1)                                                   # dense head
+    expected = (
+        _conv(16, 3, 1, 8)
+        + _conv(16, 3, 8, 8)
+        + _conv(8, 1, 1, 8)  # first block: pools before 1x1
+        + _conv(8, 3, 8, 8)
+        + _conv(8, 3, 8, 8)
+        + _conv(4, 1, 8, 8)  # down_4: pools before 1x1 too
+        + _conv(4, 3, 8, 8)
+        + _conv(4, 3, 8, 8)  # block_4: identity shortcut
+        + 2 * 8 * 1
+    )  # dense head
     assert model_flops(d) == expected
 
 

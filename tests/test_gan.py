@@ -72,6 +72,7 @@ def float32_policy_after():
 
 # ---- one train step ------------------------------------------------------------------------------
 
+
 def test_one_step_updates_d_and_g_and_averages_g_into_the_ema():
     decay, lr = 0.9, 2e-4
     assert tf.config.functions_run_eagerly() is False  # this test runs the compiled step
@@ -123,31 +124,40 @@ def test_before_ema_start_the_ema_is_an_exact_copy_of_g(eager):
 def test_ema_decay_ramps_its_half_life_up_with_the_steps_seen():
     gan = make_gan(ema_decay=0.999, ema_start=10, ema_rampup=0.05)
     half_life = np.log(0.5) / np.log(0.999)  # 692.8 steps
-    for step, expected in [(0, 0.0), (9, 0.0),  # before ema_start: a copy
-                           (10, 0.5 ** (1 / 0.05)),  # 1 step seen: half-life 0.05 steps
-                           (209, 0.5 ** (1 / 10.0)),  # 200 seen: 10 steps
-                           (20_000, 0.999)]:  # 19,991 seen: 0.05 x that is past the 693-step cap
+    for step, expected in [
+        (0, 0.0),
+        (9, 0.0),  # before ema_start: a copy
+        (10, 0.5 ** (1 / 0.05)),  # 1 step seen: half-life 0.05 steps
+        (209, 0.5 ** (1 / 10.0)),  # 200 seen: 10 steps
+        (20_000, 0.999),
+    ]:  # 19,991 seen: 0.05 x that is past the 693-step cap
         assert float(gan.ema_decay_at(tf.constant(step, tf.int64))) == pytest.approx(expected, rel=1e-5), step
     assert 0.05 * (20_000 - 10 + 1) > half_life
     fixed = make_gan(ema_decay=0.999, ema_start=10, ema_rampup=0.0)
     assert float(fixed.ema_decay_at(tf.constant(10, tf.int64))) == pytest.approx(0.999)
 
 
-@pytest.mark.parametrize("decay, expected", [
-    ("none", [1.0, 1.0, 1.0, 1.0, 1.0]),
-    ("linear", [1.0, 1.0, 0.5, 0.1, 0.0]),  # constant to step 50 of 100, then straight down to 0 at 100
-    ("cosine", [1.0, 1.0, 0.5, 0.5 * (1 + np.cos(np.pi * 0.9)), 0.0]),
-])
+@pytest.mark.parametrize(
+    "decay, expected",
+    [
+        ("none", [1.0, 1.0, 1.0, 1.0, 1.0]),
+        ("linear", [1.0, 1.0, 0.5, 0.1, 0.0]),  # constant to step 50 of 100, then straight down to 0 at 100
+        ("cosine", [1.0, 1.0, 0.5, 0.5 * (1 + np.cos(np.pi * 0.9)), 0.0]),
+    ],
+)
 def test_learning_rate_factor_follows_the_schedule_after_its_start(decay, expected):
     gan = make_gan(steps=100, lr_decay=decay, lr_decay_start=0.5)
     got = [float(gan.lr_factor_at(tf.constant(step, tf.int64))) for step in (0, 50, 75, 95, 100)]
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("decay, expected", [
-    ("linear", [1.0, 1.0, 0.625, 0.325, 0.25]),  # from step 50 of 100 straight down to a quarter at 100
-    ("cosine", [1.0, 1.0, 0.625, 0.25 + 0.375 * (1 + np.cos(np.pi * 0.9)), 0.25]),
-])
+@pytest.mark.parametrize(
+    "decay, expected",
+    [
+        ("linear", [1.0, 1.0, 0.625, 0.325, 0.25]),  # from step 50 of 100 straight down to a quarter at 100
+        ("cosine", [1.0, 1.0, 0.625, 0.25 + 0.375 * (1 + np.cos(np.pi * 0.9)), 0.25]),
+    ],
+)
 def test_a_decay_floor_keeps_that_share_of_the_rates_at_the_last_step(decay, expected):
     gan = make_gan(steps=100, lr_decay=decay, lr_decay_start=0.5, lr_decay_floor=0.25)
     got = [float(gan.lr_factor_at(tf.constant(step, tf.int64))) for step in (0, 50, 75, 95, 100)]
@@ -250,7 +260,10 @@ def test_tapered_model_params_reach_g_ema_d_and_the_exported_generator(tmp_path,
 def test_minibatch_std_reaches_the_discriminator_and_trains_with_every_penalty(loss, r1_gamma, eager):
     gan = make_gan(model={"minibatch_std": 4}, loss=loss, r1_gamma=r1_gamma, r1_every=1)
     assert gan.discriminator.get_layer("minibatch_std").group_size == 4
-    assert gan.discriminator.get_layer("block_4").input.shape[-1] == gan.discriminator.get_layer("down_4").output.shape[-1] + 1
+    assert (
+        gan.discriminator.get_layer("block_4").input.shape[-1]
+        == gan.discriminator.get_layer("down_4").output.shape[-1] + 1
+    )
     conv = gan.discriminator.get_layer("block_4").conv1.layer  # inside SpectralNormalization
     before = np.array(conv.kernel.numpy()[:, :, -1, :], copy=True)  # the weights reading the std channel
     figures = {k: float(v) for k, v in gan.train_step(iter(numbered_batches(2).repeat())).items()}
@@ -259,6 +272,7 @@ def test_minibatch_std_reaches_the_discriminator_and_trains_with_every_penalty(l
 
 
 # ---- to_uint8 ------------------------------------------------------------------------------------
+
 
 def test_to_uint8_maps_the_range_ends_and_rounds_half_to_even():
     out = to_uint8(np.array([-1.0, 1.0, 0.0, -2.0, 3.0, -1.0 + 1 / 127.5], dtype=np.float32))
@@ -270,6 +284,7 @@ def test_to_uint8_maps_the_range_ends_and_rounds_half_to_even():
 
 
 # ---- checkpoints ---------------------------------------------------------------------------------
+
 
 def test_checkpoint_round_trip_restores_every_variable_and_the_latent_stream(tmp_path, eager):
     original = make_gan(seed=0)
@@ -320,7 +335,11 @@ def test_latest_always_names_a_complete_checkpoint_and_keeps_two(tmp_path):
         with np.load(path) as data:
             assert int(data["step/0"]) == step
     assert sorted(p.name for p in tmp_path.glob("ckpt-*")) == [
-        "ckpt-00000002.json", "ckpt-00000002.npz", "ckpt-00000003.json", "ckpt-00000003.npz"]
+        "ckpt-00000002.json",
+        "ckpt-00000002.npz",
+        "ckpt-00000003.json",
+        "ckpt-00000003.npz",
+    ]
     # A write killed half-way leaves only a hidden temporary file: latest still names step 3.
     (tmp_path / ".ckpt-00000004.npz.x1y2z3.npz").write_bytes(b"PK\x03\x04 half a zip")
     path, record = checkpoint.latest(tmp_path)
@@ -333,8 +352,13 @@ def test_latest_always_names_a_complete_checkpoint_and_keeps_two(tmp_path):
     removed = checkpoint.clean(tmp_path)
     assert sorted(p.name for p in removed) == [".ckpt-00000004.npz.x1y2z3.npz", ".latest.json.abc.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        ".keep-me", "ckpt-00000002.json", "ckpt-00000002.npz", "ckpt-00000003.json", "ckpt-00000003.npz",
-        "latest.json"]
+        ".keep-me",
+        "ckpt-00000002.json",
+        "ckpt-00000002.npz",
+        "ckpt-00000003.json",
+        "ckpt-00000003.npz",
+        "latest.json",
+    ]
 
 
 def test_broken_checkpoint_folders_raise_resgan_errors_naming_the_file(tmp_path):
@@ -378,7 +402,7 @@ def test_r1_adds_its_penalty_on_real_images_to_the_discriminator_loss():
         tape.watch(real)
         total = tf.reduce_sum(reference.discriminator(real, training=True))
     grad = tape.gradient(total, real).numpy()
-    penalty = 0.5 * gamma * every * np.mean(np.sum(grad ** 2, axis=(1, 2, 3)))
+    penalty = 0.5 * gamma * every * np.mean(np.sum(grad**2, axis=(1, 2, 3)))
     assert penalty > 0
     data = tf.data.Dataset.from_tensors(real).repeat()
     got = float(with_r1.train_step(iter(data))["loss_d"]) - float(without.train_step(iter(data))["loss_d"])
@@ -396,8 +420,11 @@ def test_ada_moves_p_by_the_sign_of_the_real_logits():
     interval, kimg = 2, 0.1  # 2 steps of 8 images: p moves by 0.16 per adjustment
     gan = make_gan(diffaugment="translation", ada_target=0.5, ada_kimg=kimg, ada_interval=interval)
     assert float(gan.ada_p.numpy()) == 0.0
-    data = iter(tf.data.Dataset.from_tensors(
-        tf.constant(np.random.default_rng(4).uniform(-1, 1, (BATCH, 16, 16, 1)), tf.float32)).repeat())
+    data = iter(
+        tf.data.Dataset.from_tensors(
+            tf.constant(np.random.default_rng(4).uniform(-1, 1, (BATCH, 16, 16, 1)), tf.float32)
+        ).repeat()
+    )
     p, signs = 0.0, []
     for _ in range(3 * interval):
         figures = gan.train_step(data)

@@ -33,7 +33,7 @@ def _check_blocks(picture: np.ndarray, layout: grids.BlockLayout, images: np.nda
         assert len(mine), f"class {k} drew nothing"
         for i, image in enumerate(mine):
             top, left = layout.tile(k, i)
-            np.testing.assert_array_equal(picture[top:top + SIZE, left:left + SIZE], image, err_msg=f"class {k}")
+            np.testing.assert_array_equal(picture[top : top + SIZE, left : left + SIZE], image, err_msg=f"class {k}")
         top, left, bottom, right = layout.label_box(k)
         assert picture[top:bottom, left:right].max() == 255, f"no number under block {k}"
 
@@ -67,8 +67,9 @@ def test_few_classes_keep_a_class_per_column_and_unlabelled_a_square():
 @pytest.fixture(scope="module")
 def forty_class_generator(tmp_path_factory):
     keras.utils.set_random_seed(0)
-    model = generator_from_params(ModelParams(latent_dim=8, width=8, conditional=True), image_size=SIZE, channels=1,
-                                  num_classes=CLASSES)
+    model = generator_from_params(
+        ModelParams(latent_dim=8, width=8, conditional=True), image_size=SIZE, channels=1, num_classes=CLASSES
+    )
     path = tmp_path_factory.mktemp("g40") / "generator.keras"
     model.save(path)
     return path
@@ -86,12 +87,14 @@ def test_the_sample_stages_forty_class_grid_fits_a_screen_with_each_block_its_cl
     # round(64 / 40) = 2 images a class; the 281 x 210 px picture enlarged x2 to reach 512 px across.
     layout = grids.block_layout(CLASSES, 2, SIZE, SIZE)
     assert saved.shape == (2 * layout.height, 2 * layout.width) == (420, 562)
-    assert saved.shape[1] <= 1600 and saved.shape[1] < 2 * saved.shape[0]  # not a strip (it was 2,601 x 131 px at 64x64)
+    assert (
+        saved.shape[1] <= 1600 and saved.shape[1] < 2 * saved.shape[0]
+    )  # not a strip (it was 2,601 x 131 px at 64x64)
     true = saved[::2, ::2, None]
     np.testing.assert_array_equal(files.enlarge(true, 2)[..., 0], saved)
     first = int(np.argmax(labels == 0))  # seed 1234 starts at class 1234 % 40 = 34: the grid from the first 0
     assert first == 6
-    _check_blocks(true, layout, images[first:first + 80], labels[first:first + 80])
+    _check_blocks(true, layout, images[first : first + 80], labels[first : first + 80])
     assert len({images[labels == k][0].tobytes() for k in range(CLASSES)}) == CLASSES  # classes draw apart
 
 

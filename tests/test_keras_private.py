@@ -11,8 +11,10 @@ from resgan.nn import keras_private
 
 def test_every_private_keras_internal_is_still_there():
     missing = keras_private.missing()
-    assert not missing, (f"Keras {keras.__version__} lacks {', '.join(missing)}, which resgan.nn.keras_private "
-                         "uses: port those functions to this Keras before upgrading")
+    assert not missing, (
+        f"Keras {keras.__version__} lacks {', '.join(missing)}, which resgan.nn.keras_private "
+        "uses: port those functions to this Keras before upgrading"
+    )
 
 
 def test_reduced_adam_replaces_the_cross_replica_sum_and_applies_gradients_as_given():
@@ -23,7 +25,9 @@ def test_reduced_adam_replaces_the_cross_replica_sum_and_applies_gradients_as_gi
 
 
 def test_nested_layers_finds_layers_inside_nested_models_once():
-    inner = keras.Sequential([keras.Input((4,)), keras.layers.SpectralNormalization(keras.layers.Dense(3))], name="inner")
+    inner = keras.Sequential(
+        [keras.Input((4,)), keras.layers.SpectralNormalization(keras.layers.Dense(3))], name="inner"
+    )
     outer = keras.Sequential([keras.Input((4,)), inner, keras.layers.Dense(2)], name="outer")
     names = [type(layer).__name__ for layer in keras_private.nested_layers(outer)]
     assert names.count("SpectralNormalization") == 1 and names.count("Dense") == 2

@@ -89,11 +89,17 @@ def test_width_growth_tapers_both_networks_by_resolution():
     up = {layer.name: layer.output.shape for layer in generator.layers if isinstance(layer, UpBlock)}
     assert up == {"up_8": (None, 8, 8, 32), "up_16": (None, 16, 16, 16), "up_32": (None, 32, 32, 8)}
     down = {layer.name: layer.output.shape for layer in discriminator.layers if isinstance(layer, DownBlock)}
-    assert down == {"down_16": (None, 16, 16, 16), "down_8": (None, 8, 8, 32), "down_4": (None, 4, 4, 48),
-                    "block_4": (None, 4, 4, 48)}
+    assert down == {
+        "down_16": (None, 16, 16, 16),
+        "down_8": (None, 8, 8, 32),
+        "down_4": (None, 4, 4, 48),
+        "block_4": (None, 4, 4, 48),
+    }
     assert generator.output.shape == (None, 32, 32, 1) and discriminator.output.shape == (None, 1)
     # Growth 1 is the untapered network, weight for weight.
-    assert build_generator(16, 8, 16, 1, width_growth=1.0).count_params() == build_generator(16, 8, 16, 1).count_params()
+    assert (
+        build_generator(16, 8, 16, 1, width_growth=1.0).count_params() == build_generator(16, 8, 16, 1).count_params()
+    )
     with pytest.raises(ValueError, match="max_width"):
         level_widths(8, 3, 2.0, 4)
     with pytest.raises(ValueError, match="width_growth"):
@@ -110,8 +116,9 @@ def test_model_params_reject_a_cap_below_the_width():
         ModelParams(width=8, d_width=32, max_width=16)
 
 
-@pytest.mark.parametrize("kwargs", [dict(image_size=8), dict(image_size=24), dict(image_size=512),
-                                    dict(channels=2), dict(channels=4)])
+@pytest.mark.parametrize(
+    "kwargs", [dict(image_size=8), dict(image_size=24), dict(image_size=512), dict(channels=2), dict(channels=4)]
+)
 def test_bad_sizes_and_channels_raise(kwargs):
     args = dict(image_size=16, channels=1) | kwargs
     with pytest.raises(ValueError):
@@ -242,13 +249,15 @@ def test_global_sum_pooling_sums():
 def _group_std(x: np.ndarray, group: int) -> np.ndarray:
     """The minibatch-std channel written out: per consecutive group, the population std of every
     feature over the group's examples, averaged; one value per example."""
-    stats = [x[i:i + group].std(axis=0).mean() for i in range(0, len(x), group)]
+    stats = [x[i : i + group].std(axis=0).mean() for i in range(0, len(x), group)]
     return np.repeat(stats, group)
 
 
 @pytest.mark.parametrize("n, group", [(8, 4), (6, 3), (5, 1), (2, 2)])
 def test_minibatch_std_appends_each_groups_spread(n, group):
-    x = (np.random.default_rng(0).normal(size=(n, 3, 3, 5)) * np.arange(1, n + 1)[:, None, None, None]).astype("float32")
+    x = (np.random.default_rng(0).normal(size=(n, 3, 3, 5)) * np.arange(1, n + 1)[:, None, None, None]).astype(
+        "float32"
+    )
     out = np.asarray(MinibatchStdDev(4)(x))
     assert out.shape == (n, 3, 3, 6)
     np.testing.assert_array_equal(out[..., :5], x)
@@ -295,8 +304,9 @@ def test_spectral_norm_switch_changes_layer_types():
     assert count(without, keras.layers.SpectralNormalization) == 0
     assert count(with_sn, keras.layers.Conv2D) == count(without, keras.layers.Conv2D) == 8
     wrapped = {id(layer.layer) for layer in with_sn if isinstance(layer, keras.layers.SpectralNormalization)}
-    assert all(id(layer) in wrapped for layer in with_sn if isinstance(layer, (keras.layers.Conv2D,
-                                                                                keras.layers.Dense)))
+    assert all(
+        id(layer) in wrapped for layer in with_sn if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
+    )
 
 
 def test_safe_mode_save_load_round_trip(tmp_path):
@@ -379,8 +389,12 @@ def test_fused_batch_norm_matches_keras(dtype, atol):
     assert not np.allclose(fused.moving_variance, 1.0)
     np.testing.assert_allclose(fused.moving_mean, keras_bn.moving_mean, rtol=1e-5)
     np.testing.assert_allclose(fused.moving_variance, keras_bn.moving_variance, rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(tf.cast(fused(x, training=False), "float32")),
-                               np.asarray(tf.cast(keras_bn(x, training=False), "float32")), rtol=atol, atol=atol)
+    np.testing.assert_allclose(
+        np.asarray(tf.cast(fused(x, training=False), "float32")),
+        np.asarray(tf.cast(keras_bn(x, training=False), "float32")),
+        rtol=atol,
+        atol=atol,
+    )
 
 
 def test_fused_batch_norm_runs_the_fused_kernel_where_it_applies():
@@ -388,8 +402,11 @@ def test_fused_batch_norm_runs_the_fused_kernel_where_it_applies():
 
     def op_types(layer, shape, training):
         layer.build(shape)
-        graph = tf.function(lambda x: layer(x, training=training)).get_concrete_function(
-            tf.TensorSpec(shape, "float32")).graph
+        graph = (
+            tf.function(lambda x: layer(x, training=training))
+            .get_concrete_function(tf.TensorSpec(shape, "float32"))
+            .graph
+        )
         return {op.type for op in graph.get_operations()}
 
     assert "FusedBatchNormV3" in op_types(FusedBatchNormalization(), (2, 4, 4, 3), True)

@@ -85,18 +85,23 @@ class Clock:
 
 # ---- fit ------------------------------------------------------------------------------------------
 
+
 def test_fit_counts_steps_from_start_and_calls_the_callbacks_in_order():
     log: list = []
     gan = StepGAN()
     last = fit(gan, iter(range(100, 200)), start=3, steps=5, callbacks=[Recorder("a", log), Recorder("b", log)])
     assert last == 5 and gan.calls == 2  # steps 4 and 5
     assert log == [
-        ("a", "begin", 3, 5), ("b", "begin", 3, 5),
+        ("a", "begin", 3, 5),
+        ("b", "begin", 3, 5),
         ("a", "step", 4, {"loss_d": pytest.approx(10.0), "loss_g": -100.0}),
         ("b", "step", 4, {"loss_d": pytest.approx(10.0), "loss_g": -100.0}),
         ("a", "step", 5, {"loss_d": pytest.approx(10.1), "loss_g": -101.0}),
         ("b", "step", 5, {"loss_d": pytest.approx(10.1), "loss_g": -101.0}),
-        ("a", "end", 5), ("b", "end", 5), ("a", "close"), ("b", "close"),
+        ("a", "end", 5),
+        ("b", "end", 5),
+        ("a", "close"),
+        ("b", "close"),
     ]
     figures = log[2][3]
     assert all(type(v) is float for v in figures.values())  # plain floats, whatever train_step returns
@@ -112,11 +117,18 @@ def test_fit_with_nothing_left_to_do_runs_no_step():
 def test_a_callback_stops_the_loop_after_the_step_and_the_others_still_see_that_step():
     log: list = []
     gan = StepGAN()
-    last = fit(gan, iter(range(10)), start=0, steps=9, callbacks=[Recorder("stopper", log, stop_at=2), Recorder("b", log)])
+    last = fit(
+        gan, iter(range(10)), start=0, steps=9, callbacks=[Recorder("stopper", log, stop_at=2), Recorder("b", log)]
+    )
     assert last == 2 and gan.calls == 2
     assert [entry[:3] for entry in log if entry[1] in ("step", "end")] == [
-        ("stopper", "step", 1), ("b", "step", 1), ("stopper", "step", 2), ("b", "step", 2),
-        ("stopper", "end", 2), ("b", "end", 2)]
+        ("stopper", "step", 1),
+        ("b", "step", 1),
+        ("stopper", "step", 2),
+        ("b", "step", 2),
+        ("stopper", "end", 2),
+        ("b", "end", 2),
+    ]
 
 
 def test_an_error_in_a_callback_ends_the_loop_but_every_callback_is_closed():
@@ -132,6 +144,7 @@ def test_an_error_in_a_callback_ends_the_loop_but_every_callback_is_closed():
 
 
 # ---- the time budget ------------------------------------------------------------------------------
+
 
 def test_the_time_budget_stops_the_loop_at_the_first_step_past_it(capsys):
     # Readings in seconds: the start, then one per step. 1 minute = 60 s: 30 and 60 are within, 90 is past.
@@ -154,20 +167,27 @@ def test_the_benchmarks_marks_snapshot_at_both_budgets_then_stop(tmp_path):
     from benchmarks.child import Marks
 
     written = []
-    marks = Marks(BATCH, images=24, minutes=1, folder=tmp_path, export=written.append,
-                  clock=Clock(0.0, 30.0, 70.0, 80.0, 95.0))
+    marks = Marks(
+        BATCH, images=24, minutes=1, folder=tmp_path, export=written.append, clock=Clock(0.0, 30.0, 70.0, 80.0, 95.0)
+    )
     assert fit(StepGAN(), iter(range(10)), 0, 100, [marks]) == 3
     assert written == [tmp_path / "at_minutes.keras", tmp_path / "at_images.keras"]
-    assert marks.marks == {"at_minutes": {"step": 2, "images": 16, "wall_s": 70.0},
-                           "at_images": {"step": 3, "images": 24, "wall_s": 80.0}}
+    assert marks.marks == {
+        "at_minutes": {"step": 2, "images": 16, "wall_s": 70.0},
+        "at_images": {"step": 3, "images": 24, "wall_s": 80.0},
+    }
     # Both reached at one step: one step, two snapshots.
     both = Marks(BATCH, images=8, minutes=0.5, folder=tmp_path, export=written.append, clock=Clock(0.0, 40.0))
     assert fit(StepGAN(), iter(range(10)), 0, 100, [both]) == 1 and set(both.marks) == {"at_images", "at_minutes"}
     # train.steps ends the run before 1 minute: the wall budget gets the last step, marked as the run's end.
-    early = Marks(BATCH, images=16, minutes=1, folder=tmp_path, export=written.append, clock=Clock(0.0, 10.0, 20.0, 30.0))
+    early = Marks(
+        BATCH, images=16, minutes=1, folder=tmp_path, export=written.append, clock=Clock(0.0, 10.0, 20.0, 30.0)
+    )
     assert fit(StepGAN(), iter(range(10)), 0, 3, [early]) == 3
-    assert early.marks == {"at_images": {"step": 2, "images": 16, "wall_s": 20.0},
-                           "at_minutes": {"step": 3, "images": 24, "wall_s": 30.0, "ended": True}}
+    assert early.marks == {
+        "at_images": {"step": 2, "images": 16, "wall_s": 20.0},
+        "at_minutes": {"step": 3, "images": 24, "wall_s": 30.0, "ended": True},
+    }
 
 
 def test_the_quality_benchs_decaying_presets_end_their_decay_at_the_image_budget():
@@ -178,22 +198,30 @@ def test_the_quality_benchs_decaying_presets_end_their_decay_at_the_image_budget
 
     assert budget_steps(CONFIGS["plain"], 3_200) == []
     tuned = params_for(CONFIGS["tuned"], Path("mnist"), 0.0, budget_steps(CONFIGS["tuned"], 3_200))
-    assert (tuned["train"]["steps"], tuned["train"]["lr_decay"], tuned["train"]["lr_decay_start"]) == (100, "linear", 0.75)
-    unlabelled = params_for(CONFIGS["tuned_uncond"], Path("mnist"), 0.0,
-                            [*budget_steps(CONFIGS["tuned_uncond"], 3_200), "train.steps=40"])
+    assert (tuned["train"]["steps"], tuned["train"]["lr_decay"], tuned["train"]["lr_decay_start"]) == (
+        100,
+        "linear",
+        0.75,
+    )
+    unlabelled = params_for(
+        CONFIGS["tuned_uncond"], Path("mnist"), 0.0, [*budget_steps(CONFIGS["tuned_uncond"], 3_200), "train.steps=40"]
+    )
     assert (unlabelled["train"]["steps"], unlabelled["train"]["lr_decay_start"]) == (40, 0.5)
     assert params_for(CONFIGS["plain"], Path("mnist"), 0.0, [])["train"]["steps"] == BUDGET["steps"]
 
 
 # ---- divergence -----------------------------------------------------------------------------------
 
+
 def test_the_divergence_check_raises_on_nan_and_names_the_figure_and_step():
     check = DivergenceCheck()
     check.on_step_end(6, {"loss_d": 0.5, "grad_norm_d": 3.0})  # finite: nothing
     with pytest.raises(DivergenceError) as error:
         check.on_step_end(7, {"loss_d": 0.5, "loss_g": math.nan, "grad_norm_g": math.inf})
-    assert str(error.value) == ("training diverged: non-finite loss_g=nan, grad_norm_g=inf at step 7; "
-                                "no checkpoint was written. Lower the learning rates or change train.loss, then re-run")
+    assert str(error.value) == (
+        "training diverged: non-finite loss_g=nan, grad_norm_g=inf at step 7; "
+        "no checkpoint was written. Lower the learning rates or change train.loss, then re-run"
+    )
 
 
 def test_the_divergence_check_names_the_last_good_checkpoint(tmp_path):
@@ -201,8 +229,11 @@ def test_the_divergence_check_names_the_last_good_checkpoint(tmp_path):
     (tmp_path / "latest.json").write_text(json.dumps({"checkpoint": "ckpt-00000006", "step": 6}))
     (tmp_path / "ckpt-00000006.json").write_text(json.dumps({"step": 6}))
     (tmp_path / "ckpt-00000006.npz").write_bytes(b"")
-    with pytest.raises(DivergenceError, match=r"non-finite loss_d=inf at step 7; last good checkpoint: "
-                                              rf"{tmp_path / 'ckpt-00000006.npz'} \(step 6\)"):
+    with pytest.raises(
+        DivergenceError,
+        match=r"non-finite loss_d=inf at step 7; last good checkpoint: "
+        rf"{tmp_path / 'ckpt-00000006.npz'} \(step 6\)",
+    ):
         DivergenceCheck(folder=tmp_path).on_step_end(7, {"loss_d": math.inf})
 
 
@@ -217,9 +248,15 @@ def test_under_loss_scaling_only_a_non_finite_gradient_norm_is_expected():
 
 # ---- metrics and progress -------------------------------------------------------------------------
 
+
 def test_metric_names_are_path_style():
     assert metric_names({"loss_d": 1.0, "d_real": 2.0, "grad_norm_g": 3.0, "img_per_s": 4.0, "other": 5.0}) == {
-        "loss/d": 1.0, "d/real": 2.0, "grad_norm/g": 3.0, "perf/img_per_s": 4.0, "other": 5.0}
+        "loss/d": 1.0,
+        "d/real": 2.0,
+        "grad_norm/g": 3.0,
+        "perf/img_per_s": 4.0,
+        "other": 5.0,
+    }
 
 
 def test_the_metrics_logger_writes_history_rows_and_img_per_s_and_logs_them_to_mlflow():
@@ -231,8 +268,9 @@ def test_the_metrics_logger_writes_history_rows_and_img_per_s_and_logs_them_to_m
     # A resumed run: the checkpoint's row of step 1 never reached MLflow; it is logged at the start.
     resumed = [{"step": 1, "loss_d": 0.25, "loss_g": -1.0, "img_per_s": 3.0}]
     # Readings (s): the start; then per logged step the end of its window (= the start of the next).
-    metrics = MetricsLogger(every=2, batch_size=BATCH, history=resumed, logger=logger,
-                            clock=Clock(0.0, 4.0, 4.0, 10.0, 10.0, 12.0, 12.0))
+    metrics = MetricsLogger(
+        every=2, batch_size=BATCH, history=resumed, logger=logger, clock=Clock(0.0, 4.0, 4.0, 10.0, 10.0, 12.0, 12.0)
+    )
     fit(StepGAN(), iter(range(100)), start=1, steps=5, callbacks=[metrics])
     # Logged steps 2, 4 and the last (5): windows of 1, 2 and 1 steps of 8 images in 4, 6 and 2 s.
     assert metrics.history == [
@@ -262,6 +300,7 @@ def test_the_progress_bar_prints_plain_lines_when_not_on_a_terminal(capsys):
 
 
 # ---- checkpoints and sample grids on a real (tiny) GAN ---------------------------------------------
+
 
 @pytest.fixture
 def eager():
@@ -303,8 +342,11 @@ def test_the_checkpointer_writes_at_the_right_steps_and_refuses_non_finite_weigh
 
     weight = gan.generator.trainable_weights[0]
     weight.assign(np.full(weight.shape, np.nan, dtype=np.float32))
-    with pytest.raises(DivergenceError, match=r"non-finite weights at step 8; last good checkpoint: "
-                                              r".*ckpt-00000007\.npz \(step 7\)"):
+    with pytest.raises(
+        DivergenceError,
+        match=r"non-finite weights at step 8; last good checkpoint: "
+        r".*ckpt-00000007\.npz \(step 7\)",
+    ):
         Checkpointer(folder, gan, every=1, record=record).save(8)
     assert saved == [2, 4, 5, 6, 7]  # nothing written
     assert json.loads((folder / "latest.json").read_text()) == {"checkpoint": "ckpt-00000007", "step": 7}
@@ -366,8 +408,17 @@ def test_fid_over_training_logs_the_curve_and_keeps_the_best_generator(tmp_path,
     with mlflow.start_run(experiment_id=tracking.setup("loop-test")) as run:
         pass
     ema = EmaWeights(gan)
-    tracker = FidTracker(gan, score, "fid_test", every=2, num=5, seed=7, folder=tmp_path, export=export_generator,
-                         logger=tracking.BufferedLogger(run.info.run_id))
+    tracker = FidTracker(
+        gan,
+        score,
+        "fid_test",
+        every=2,
+        num=5,
+        seed=7,
+        folder=tmp_path,
+        export=export_generator,
+        logger=tracking.BufferedLogger(run.info.run_id),
+    )
     fit(gan, iter(batches()), 0, 5, [ema, tracker])
     assert [(row["step"], row["fid_test"]) for row in tracker.history] == [(2, 5.0), (4, 3.0), (5, 4.0)]
     # A score without halves_gap is noiseless: the lowest FID is kept.
@@ -401,17 +452,28 @@ class Exports:
         self.steps.append(self.tracker.history[-1]["step"])
 
 
-@pytest.mark.parametrize("fids, kept", [
-    ([5.0, 3.0, 5.5, 4.8, 5.4], [2, 4]),  # the lowest so far is kept, whatever the noise: 3.0 at step 4
-    ([5.0, 3.0, 5.5, 3.0, 2.9], [2, 4, 8, 10]),  # equals go to the later step, a new lowest replaces it
-])
+@pytest.mark.parametrize(
+    "fids, kept",
+    [
+        ([5.0, 3.0, 5.5, 4.8, 5.4], [2, 4]),  # the lowest so far is kept, whatever the noise: 3.0 at step 4
+        ([5.0, 3.0, 5.5, 3.0, 2.9], [2, 4, 8, 10]),  # equals go to the later step, a new lowest replaces it
+    ],
+)
 @pytest.mark.slow  # exports a generator at every FID measurement
 def test_the_kept_generator_is_the_lowest_fids_and_the_noise_is_the_spread_of_two_fids(tmp_path, eager, fids, kept):
     gan = make_gan()
     scores, gaps = iter(fids), iter([2.0, 2.0, 2.0, 2.0, 6.0])  # steps 2, 4, 6, 8, 10
     exports = Exports()
-    tracker = FidTracker(gan, lambda images: {"fid_test": next(scores), "halves_gap": next(gaps)}, "fid_test",
-                         every=2, num=5, seed=7, folder=tmp_path, export=exports)
+    tracker = FidTracker(
+        gan,
+        lambda images: {"fid_test": next(scores), "halves_gap": next(gaps)},
+        "fid_test",
+        every=2,
+        num=5,
+        seed=7,
+        folder=tmp_path,
+        export=exports,
+    )
     exports.tracker = tracker
     fit(gan, iter(batches()), 0, 10, [tracker])
     assert exports.steps == kept and tracker.best["step"] == kept[-1]
@@ -424,15 +486,31 @@ def test_the_kept_generator_is_the_lowest_fids_and_the_noise_is_the_spread_of_tw
 def test_the_last_step_is_measured_when_training_stops_early(tmp_path, eager):
     gan = make_gan()
     scores = iter([5.0, 4.0, 6.0])
-    tracker = FidTracker(gan, lambda images: {"fid_test": next(scores)}, "fid_test", every=2, num=5, seed=7,
-                         folder=tmp_path, export=lambda gan, path: None)
+    tracker = FidTracker(
+        gan,
+        lambda images: {"fid_test": next(scores)},
+        "fid_test",
+        every=2,
+        num=5,
+        seed=7,
+        folder=tmp_path,
+        export=lambda gan, path: None,
+    )
     budget = TimeBudget(1 / 60, clock=iter([0.0, 0.5, 0.9, 1.1]).__next__)  # passes 1 s after step 3
     assert fit(gan, iter(batches()), 0, 10, [tracker, budget]) == 3
     assert [(row["step"], row["fid_test"]) for row in tracker.history] == [(2, 5.0), (3, 4.0)]
     # Stopped before the first measurement was due: the last step is still measured, once.
     scores, budget = iter([7.0]), TimeBudget(1 / 60, clock=iter([0.0, 1.1]).__next__)
-    first = FidTracker(gan, lambda images: {"fid_test": next(scores)}, "fid_test", every=5, num=5, seed=7,
-                       folder=tmp_path / "first", export=lambda gan, path: None)
+    first = FidTracker(
+        gan,
+        lambda images: {"fid_test": next(scores)},
+        "fid_test",
+        every=5,
+        num=5,
+        seed=7,
+        folder=tmp_path / "first",
+        export=lambda gan, path: None,
+    )
     assert fit(gan, iter(batches()), 0, 10, [first, budget]) == 1
     assert [(row["step"], row["fid_test"]) for row in first.history] == [(1, 7.0)]
 

@@ -57,8 +57,10 @@ def test_generator_gradients_saturate_only_for_minimax():
     # d/dl log(1 - sigmoid(l)) = -sigmoid(l): tiny when D confidently rejects (l = -5);
     # d/dl -log sigmoid(l) = sigmoid(l) - 1: close to -1 there. Both push l up (negative gradient).
     logits = tf.constant([-5.0, 0.0])
-    for fn, expected in [(losses.minimax_generator_loss, [-1 / (1 + math.exp(5)), -0.5]),
-                         (losses.non_saturating_generator_loss, [1 / (1 + math.exp(5)) - 1, -0.5])]:
+    for fn, expected in [
+        (losses.minimax_generator_loss, [-1 / (1 + math.exp(5)), -0.5]),
+        (losses.non_saturating_generator_loss, [1 / (1 + math.exp(5)) - 1, -0.5]),
+    ]:
         with tf.GradientTape() as tape:
             tape.watch(logits)
             loss = tf.reduce_sum(fn(logits))
@@ -104,6 +106,7 @@ def _linear_critic(w: tf.Variable, seen: list):
     def critic(x, training):
         seen.append(training)
         return tf.reduce_sum(x * w, axis=[1, 2, 3])[:, None]  # (N, 1), like the real discriminator
+
     return critic
 
 
@@ -127,8 +130,7 @@ def test_gradient_penalty_is_differentiable_wrt_critic_weights():
     with tf.GradientTape() as tape:
         penalty = tf.reduce_sum(losses.gradient_penalty(_linear_critic(w, []), x, -x))
     assert float(penalty) == pytest.approx(3 * 16.0)
-    np.testing.assert_allclose(tape.gradient(penalty, w).numpy().ravel(), [3 * 2 * 4 * 0.6, 3 * 2 * 4 * 0.8],
-                               rtol=1e-5)
+    np.testing.assert_allclose(tape.gradient(penalty, w).numpy().ravel(), [3 * 2 * 4 * 0.6, 3 * 2 * 4 * 0.8], rtol=1e-5)
 
 
 def test_gradient_penalty_draws_uniform_eps_per_example():
@@ -136,8 +138,9 @@ def test_gradient_penalty_draws_uniform_eps_per_example():
     # so eps = 1 - sqrt(GP) can be read back for every example.
     keras.utils.set_random_seed(0)
     n = 20000
-    penalty = losses.gradient_penalty(lambda x, training: 0.5 * tf.square(x), np.ones((n, 1, 1, 1), "float32"),
-                                      np.zeros((n, 1, 1, 1), "float32"))
+    penalty = losses.gradient_penalty(
+        lambda x, training: 0.5 * tf.square(x), np.ones((n, 1, 1, 1), "float32"), np.zeros((n, 1, 1, 1), "float32")
+    )
     eps = 1.0 - np.sqrt(penalty.numpy())
     assert eps.min() >= -1e-6 and eps.max() <= 1 + 1e-6
     assert eps.mean() == pytest.approx(0.5, abs=0.01)  # the mean's standard error is 0.002

@@ -47,6 +47,7 @@ C1 = (0.01 * 255) ** 2  # SSIM's luminance constant for data_range 255
 
 # ---------------------------------------------------------------- FID
 
+
 def _fid_by_eigh(x: np.ndarray, y: np.ndarray) -> float:
     """FID via Tr sqrt(S1 S2) = sum sqrt(eig(sqrt(S1) S2 sqrt(S1))), with a symmetric eigensolver."""
     mu1, mu2 = x.mean(0), y.mean(0)
@@ -108,6 +109,7 @@ def test_fid_rejects_bad_input():
 
 # ---------------------------------------------------------------- KID
 
+
 def _kernel(a, b):
     return (np.dot(a, b) / len(a) + 1.0) ** 3
 
@@ -128,15 +130,23 @@ def test_mmd2_estimator_is_unbiased_exactly_on_a_discrete_distribution():
     # population MMD^2, where draws of x and x' may coincide (so the diagonal is included).
     a = np.array([[0.0, 1.0], [1.0, 0.5], [2.0, -1.0]])
     b = np.array([[0.5, 0.5], [1.5, 2.0], [-1.0, 0.0]])
-    population = (np.mean([_kernel(p, q) for p in a for q in a]) + np.mean([_kernel(p, q) for p in b for q in b])
-                  - 2 * np.mean([_kernel(p, q) for p in a for q in b]))
+    population = (
+        np.mean([_kernel(p, q) for p in a for q in a])
+        + np.mean([_kernel(p, q) for p in b for q in b])
+        - 2 * np.mean([_kernel(p, q) for p in a for q in b])
+    )
     m = 2
     samples = list(itertools.product(range(3), repeat=m))
     estimates = [mmd2_unbiased(a[list(i)], b[list(j)]) for i in samples for j in samples]
     assert np.mean(estimates) == pytest.approx(population, rel=1e-12)
     # the biased (V-statistic) version would miss it: the test can fail
-    biased = [np.mean((a[list(i)] @ a[list(i)].T / 2 + 1) ** 3) + np.mean((b[list(j)] @ b[list(j)].T / 2 + 1) ** 3)
-              - 2 * np.mean((a[list(i)] @ b[list(j)].T / 2 + 1) ** 3) for i in samples for j in samples]
+    biased = [
+        np.mean((a[list(i)] @ a[list(i)].T / 2 + 1) ** 3)
+        + np.mean((b[list(j)] @ b[list(j)].T / 2 + 1) ** 3)
+        - 2 * np.mean((a[list(i)] @ b[list(j)].T / 2 + 1) ** 3)
+        for i in samples
+        for j in samples
+    ]
     assert abs(np.mean(biased) - population) > 0.1
 
 
@@ -162,6 +172,7 @@ def test_kid_is_near_zero_for_one_distribution_and_positive_for_a_shift():
 
 
 # ---------------------------------------------------------------- inception score
+
 
 def test_inception_score_of_uniform_predictions_is_one():
     mean, std = inception_score(np.full((100, 10), 0.1), splits=10)
@@ -194,6 +205,7 @@ def test_inception_score_rejects_more_splits_than_rows():
 
 # ---------------------------------------------------------------- SSIM
 
+
 def _pattern(seed: int, size: int = 16, channels: int = 1) -> np.ndarray:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
@@ -205,7 +217,7 @@ def _pattern(seed: int, size: int = 16, channels: int = 1) -> np.ndarray:
 def test_ssim_of_constant_images_matches_the_hand_formula():
     # constant images: zero variances, so SSIM = (2 a b + C1) / (a^2 + b^2 + C1)
     a, b = np.full((16, 16, 1), 100, np.uint8), np.full((16, 16, 1), 150, np.uint8)
-    assert ssim(a, b) == pytest.approx((2 * 100 * 150 + C1) / (100 ** 2 + 150 ** 2 + C1), rel=1e-12)
+    assert ssim(a, b) == pytest.approx((2 * 100 * 150 + C1) / (100**2 + 150**2 + C1), rel=1e-12)
     assert ssim(a, a) == pytest.approx(1.0)
 
 
@@ -217,8 +229,9 @@ def test_ssim_equals_scikit_image_on_grayscale_rgb_and_tiny_images():
     assert ssim(a3, b3) == pytest.approx(np.mean(per_channel), rel=1e-12)
     # 5 px images: the 7 px default window does not fit, a 5 px one is used
     a5, b5 = a[:5, :5], b[:5, :5]
-    assert ssim(a5, b5) == pytest.approx(structural_similarity(a5[..., 0], b5[..., 0], data_range=255, win_size=5),
-                                         rel=1e-12)
+    assert ssim(a5, b5) == pytest.approx(
+        structural_similarity(a5[..., 0], b5[..., 0], data_range=255, win_size=5), rel=1e-12
+    )
 
 
 def test_ssim_diversity_is_the_mean_over_distinct_pairs():
@@ -243,8 +256,7 @@ def test_memorization_finds_an_exact_copy():
 
 
 def _brute_force_max_ssim(samples, train):
-    return np.array([max(structural_similarity(s[..., 0], t[..., 0], data_range=255) for t in train)
-                     for s in samples])
+    return np.array([max(structural_similarity(s[..., 0], t[..., 0], data_range=255) for t in train) for s in samples])
 
 
 def test_memorization_shortlist_equals_brute_force():
@@ -264,6 +276,7 @@ def test_memorization_shortlist_equals_brute_force():
 
 
 # ---------------------------------------------------------------- precision / recall
+
 
 def test_precision_recall_of_identical_sets_is_one():
     x = np.random.default_rng(8).normal(size=(200, 8))
@@ -296,6 +309,7 @@ def test_knn_radii_match_scikit_learn_and_chunking_changes_nothing():
 
 # ---------------------------------------------------------------- registry
 
+
 def test_registry_directions_and_result_keys():
     assert METRIC_DIRECTION == {"fid": "min", "kid": "min", "is": "max", "pr_precision": "max", "pr_recall": "max"}
     assert result_key("kid", "classifier") == "kid_classifier_mean"
@@ -321,14 +335,21 @@ def test_result_key_patterns_match_every_extractor_and_nothing_else():
         for features in ("classifier", "inception", "ssl", "ssl_untrusted", "classifier_untrusted"):
             assert pattern.fullmatch(result_key(metric, features)), (metric, features)
     # Floors, spreads and sample counts are not the champion metric's number.
-    for key in ("fid_classifier_floor", "kid_classifier_std", "kid_classifier_floor_mean", "is_inception_real_mean",
-                "pr_classifier_floor_precision", "pr_n"):
+    for key in (
+        "fid_classifier_floor",
+        "kid_classifier_std",
+        "kid_classifier_floor_mean",
+        "is_inception_real_mean",
+        "pr_classifier_floor_precision",
+        "pr_n",
+    ):
         assert not any(re.fullmatch(result_key_pattern(m), key) for m in CHAMPION_METRICS), key
     with pytest.raises(MetricError, match="no result key for metric 'ssim'"):
         result_key_pattern("ssim")
 
 
 # ---------------------------------------------------------------- evaluate_samples
+
 
 class ToyExtractor:
     """Deterministic numpy features: 4x4 block means of the pixels; probs: softmax over 3 of them."""
@@ -374,11 +395,28 @@ def test_evaluate_samples_reports_every_metric_with_the_extractor_name():
     assert results["is_toy_real_mean"] == pytest.approx(inception_score(p_test, 2)[0], rel=1e-12)
     assert results["fid_toy"] > results["fid_toy_floor"]  # samples are shifted by 30 grey levels
     assert results["kid_toy_mean"] > results["kid_toy_floor_mean"]
-    for key in ("kid_toy_std", "kid_toy_floor_std", "is_toy_std", "ssim_diversity_generated",
-                "ssim_diversity_real", "memorization_mean", "memorization_median", "memorization_p95",
-                "memorization_fraction", "pr_toy_precision", "pr_toy_recall", "pr_toy_floor_precision",
-                "pr_toy_floor_recall", "time_features_s", "time_fid_s", "time_kid_s", "time_is_s",
-                "time_ssim_s", "time_pr_s", "time_total_s"):
+    for key in (
+        "kid_toy_std",
+        "kid_toy_floor_std",
+        "is_toy_std",
+        "ssim_diversity_generated",
+        "ssim_diversity_real",
+        "memorization_mean",
+        "memorization_median",
+        "memorization_p95",
+        "memorization_fraction",
+        "pr_toy_precision",
+        "pr_toy_recall",
+        "pr_toy_floor_precision",
+        "pr_toy_floor_recall",
+        "time_features_s",
+        "time_fid_s",
+        "time_kid_s",
+        "time_is_s",
+        "time_ssim_s",
+        "time_pr_s",
+        "time_total_s",
+    ):
         assert isinstance(results[key], float), key
     assert results["pr_n"] == 80 and results["pr_floor_n"] == 40  # equal-sized sets
     assert (results["n_generated"], results["n_real_reference"], results["n_real_test"]) == (120, 80, 40)

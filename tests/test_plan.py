@@ -16,45 +16,130 @@ from resgan.gan.clusters import Clusters
 from resgan.gan.plan import DataSummary, PlanError, plan, run_key, with_clusters
 
 LABELLED = DataSummary(images=300, image_size=16, channels=1, data_hash="d1", classes=10)
-UNLABELLED = DataSummary(images=300, image_size=16, channels=1, data_hash="d1",
-                         no_classes="model.conditional needs labelled images, and the prepared data has no labels")
+UNLABELLED = DataSummary(
+    images=300,
+    image_size=16,
+    channels=1,
+    data_hash="d1",
+    no_classes="model.conditional needs labelled images, and the prepared data has no labels",
+)
 AUTO = {"conditional": "auto"}
 
 # (case, model params, train params, data) -> (conditional, self_condition, classes, diffaugment, precision)
 CASES = [
-    ("labels: conditional on the classes", AUTO, {}, LABELLED,
-     (True, 10, 10, "color,translation,cutout", "float32")),
-    ("labels, conditional false", {"conditional": False}, {}, LABELLED, (False, 10, 0, "color,translation,cutout", "float32")),
-    ("no labels: 10 clusters to try (300 images hold 15 of 20)", AUTO, {}, UNLABELLED,
-     (False, 10, 0, "color,translation,cutout", "float32")),
-    ("no labels, 60 images: at most 3 clusters of 20", AUTO, {},
-     DataSummary(images=60, image_size=16, channels=1), (False, 3, 0, "color,translation,cutout", "float32")),
-    ("no labels, 39 images: too few for 2 clusters", AUTO, {},
-     DataSummary(images=39, image_size=16, channels=1), (False, 0, 0, "color,translation,cutout", "float32")),
-    ("no labels, self_condition 0", {"conditional": "auto", "self_condition": 0}, {}, UNLABELLED,
-     (False, 0, 0, "color,translation,cutout", "float32")),
-    ("clusters found: conditional on them", AUTO, {}, DataSummary(**{**UNLABELLED.__dict__, "clusters": 4}),
-     (True, 4, 4, "color,translation,cutout", "float32")),
-    ("clustering failed: unconditional", AUTO, {}, DataSummary(**{**UNLABELLED.__dict__, "clusters": 0}),
-     (False, 0, 0, "color,translation,cutout", "float32")),
-    ("diffaugment auto below 5,000 images", {}, {"diffaugment": "auto"}, LABELLED,
-     (False, 10, 0, SMALL_DATA_POLICY, "float32")),
-    ("diffaugment auto at 5,000 images: off", {}, {"diffaugment": "auto"},
-     DataSummary(images=5000, image_size=16, channels=1), (False, 10, 0, "", "float32")),
-    ("diffaugment auto with ADA: on at any size", {}, {"diffaugment": "auto", "ada_target": 0.6},
-     DataSummary(images=60000, image_size=16, channels=1), (False, 10, 0, SMALL_DATA_POLICY, "float32")),
-    ("precision auto before the device is known", {}, {"precision": "auto"}, LABELLED,
-     (False, 10, 0, "color,translation,cutout", "auto")),
-    ("precision auto on an Ampere GPU", {}, {"precision": "auto"}, DataSummary(**{**LABELLED.__dict__, "accelerator": "gpu:8"}),
-     (False, 10, 0, "color,translation,cutout", "mixed_bfloat16")),
-    ("precision auto on a Volta GPU", {}, {"precision": "auto"}, DataSummary(**{**LABELLED.__dict__, "accelerator": "gpu:7"}),
-     (False, 10, 0, "color,translation,cutout", "mixed_float16")),
-    ("precision auto on a BF16 CPU", {}, {"precision": "auto"},
-     DataSummary(**{**LABELLED.__dict__, "accelerator": "cpu:bf16"}), (False, 10, 0, "color,translation,cutout", "mixed_bfloat16")),
-    ("precision auto on a plain CPU", {}, {"precision": "auto"},
-     DataSummary(**{**LABELLED.__dict__, "accelerator": "cpu"}), (False, 10, 0, "color,translation,cutout", "float32")),
-    ("precision given: kept on any device", {}, {"precision": "mixed_float16"},
-     DataSummary(**{**LABELLED.__dict__, "accelerator": "gpu:9"}), (False, 10, 0, "color,translation,cutout", "mixed_float16")),
+    ("labels: conditional on the classes", AUTO, {}, LABELLED, (True, 10, 10, "color,translation,cutout", "float32")),
+    (
+        "labels, conditional false",
+        {"conditional": False},
+        {},
+        LABELLED,
+        (False, 10, 0, "color,translation,cutout", "float32"),
+    ),
+    (
+        "no labels: 10 clusters to try (300 images hold 15 of 20)",
+        AUTO,
+        {},
+        UNLABELLED,
+        (False, 10, 0, "color,translation,cutout", "float32"),
+    ),
+    (
+        "no labels, 60 images: at most 3 clusters of 20",
+        AUTO,
+        {},
+        DataSummary(images=60, image_size=16, channels=1),
+        (False, 3, 0, "color,translation,cutout", "float32"),
+    ),
+    (
+        "no labels, 39 images: too few for 2 clusters",
+        AUTO,
+        {},
+        DataSummary(images=39, image_size=16, channels=1),
+        (False, 0, 0, "color,translation,cutout", "float32"),
+    ),
+    (
+        "no labels, self_condition 0",
+        {"conditional": "auto", "self_condition": 0},
+        {},
+        UNLABELLED,
+        (False, 0, 0, "color,translation,cutout", "float32"),
+    ),
+    (
+        "clusters found: conditional on them",
+        AUTO,
+        {},
+        DataSummary(**{**UNLABELLED.__dict__, "clusters": 4}),
+        (True, 4, 4, "color,translation,cutout", "float32"),
+    ),
+    (
+        "clustering failed: unconditional",
+        AUTO,
+        {},
+        DataSummary(**{**UNLABELLED.__dict__, "clusters": 0}),
+        (False, 0, 0, "color,translation,cutout", "float32"),
+    ),
+    (
+        "diffaugment auto below 5,000 images",
+        {},
+        {"diffaugment": "auto"},
+        LABELLED,
+        (False, 10, 0, SMALL_DATA_POLICY, "float32"),
+    ),
+    (
+        "diffaugment auto at 5,000 images: off",
+        {},
+        {"diffaugment": "auto"},
+        DataSummary(images=5000, image_size=16, channels=1),
+        (False, 10, 0, "", "float32"),
+    ),
+    (
+        "diffaugment auto with ADA: on at any size",
+        {},
+        {"diffaugment": "auto", "ada_target": 0.6},
+        DataSummary(images=60000, image_size=16, channels=1),
+        (False, 10, 0, SMALL_DATA_POLICY, "float32"),
+    ),
+    (
+        "precision auto before the device is known",
+        {},
+        {"precision": "auto"},
+        LABELLED,
+        (False, 10, 0, "color,translation,cutout", "auto"),
+    ),
+    (
+        "precision auto on an Ampere GPU",
+        {},
+        {"precision": "auto"},
+        DataSummary(**{**LABELLED.__dict__, "accelerator": "gpu:8"}),
+        (False, 10, 0, "color,translation,cutout", "mixed_bfloat16"),
+    ),
+    (
+        "precision auto on a Volta GPU",
+        {},
+        {"precision": "auto"},
+        DataSummary(**{**LABELLED.__dict__, "accelerator": "gpu:7"}),
+        (False, 10, 0, "color,translation,cutout", "mixed_float16"),
+    ),
+    (
+        "precision auto on a BF16 CPU",
+        {},
+        {"precision": "auto"},
+        DataSummary(**{**LABELLED.__dict__, "accelerator": "cpu:bf16"}),
+        (False, 10, 0, "color,translation,cutout", "mixed_bfloat16"),
+    ),
+    (
+        "precision auto on a plain CPU",
+        {},
+        {"precision": "auto"},
+        DataSummary(**{**LABELLED.__dict__, "accelerator": "cpu"}),
+        (False, 10, 0, "color,translation,cutout", "float32"),
+    ),
+    (
+        "precision given: kept on any device",
+        {},
+        {"precision": "mixed_float16"},
+        DataSummary(**{**LABELLED.__dict__, "accelerator": "gpu:9"}),
+        (False, 10, 0, "color,translation,cutout", "mixed_float16"),
+    ),
 ]
 
 
@@ -71,12 +156,15 @@ def test_plan_settles_every_auto(case, model, train, data, want):
 
 
 def test_the_reasons_are_said():
-    p = plan(tiny_params(model=AUTO, train={"diffaugment": "auto", "precision": "auto"}),
-             DataSummary(**{**LABELLED.__dict__, "accelerator": "cpu"}))
+    p = plan(
+        tiny_params(model=AUTO, train={"diffaugment": "auto", "precision": "auto"}),
+        DataSummary(**{**LABELLED.__dict__, "accelerator": "cpu"}),
+    )
     assert {name: choice.reason for name, choice in p.choices.items()} == {
         "model.conditional": "every training image has one of 10 labels",
         "train.diffaugment": "300 training images, below 5000",
-        "train.precision": "no GPU, and the CPU has no BF16 instructions"}
+        "train.precision": "no GPU, and the CPU has no BF16 instructions",
+    }
     text = p.describe()
     assert text.splitlines()[0] == f"plan: checkpoint key {p.key}; 4 steps of 8 images; 300 training images, 16x16x1"
     assert "  train.diffaugment: color,translation,cutout (auto: 300 training images, below 5000)" in text
@@ -84,7 +172,9 @@ def test_the_reasons_are_said():
 
 
 def test_conditional_true_without_labels_is_a_plan_error_that_says_why():
-    with pytest.raises(PlanError, match="^model.conditional needs labelled images, and the prepared data has no labels$"):
+    with pytest.raises(
+        PlanError, match="^model.conditional needs labelled images, and the prepared data has no labels$"
+    ):
         plan(tiny_params(model={"conditional": True}), UNLABELLED)
 
 
@@ -109,8 +199,11 @@ def test_self_conditioning_wants_clusters_until_the_stage_has_tried():
 def test_the_key_hashes_the_settled_sections_and_the_data():
     params = tiny_params(train={"diffaugment": "auto"})
     p = plan(params, LABELLED)
-    train = {k: v for k, v in p.train.model_dump().items()
-             if k not in {"checkpoint_every", "log_every", "sample_every", "max_minutes", "eval_every", "eval_num", "export"}}
+    train = {
+        k: v
+        for k, v in p.train.model_dump().items()
+        if k not in {"checkpoint_every", "log_every", "sample_every", "max_minutes", "eval_every", "eval_num", "export"}
+    }
     assert train["diffaugment"] == SMALL_DATA_POLICY  # the settled value, not "auto"
     blob = json.dumps({"model": p.model.model_dump(), "train": train, "data": "d1"}, sort_keys=True)
     assert p.key == hashlib.sha256(blob.encode()).hexdigest()[:12] == run_key(p, "d1")
@@ -128,7 +221,9 @@ def test_the_logged_params_are_what_the_view_declares_with_the_autos_settled():
 
 
 def test_planning_imports_neither_tensorflow_nor_mlflow():
-    code = ("import sys; import resgan.gan.plan; "
-            "print(sorted(m for m in ('tensorflow', 'keras', 'mlflow') if m in sys.modules))")
+    code = (
+        "import sys; import resgan.gan.plan; "
+        "print(sorted(m for m in ('tensorflow', 'keras', 'mlflow') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"

@@ -77,14 +77,23 @@ def _build(root: Path, uri: str) -> Store:
     data.mkdir()
     rng = np.random.default_rng(0)
     for split, n in (("train", 64), ("test", 32)):
-        np.savez(data / f"{split}.npz", images=rng.integers(0, 256, (n, SIZE, SIZE, 1), dtype=np.uint8),
-                 labels=rng.integers(0, 10, n))
+        np.savez(
+            data / f"{split}.npz",
+            images=rng.integers(0, 256, (n, SIZE, SIZE, 1), dtype=np.uint8),
+            labels=rng.integers(0, 10, n),
+        )
     (data / "summary.json").write_text(json.dumps({"data_hash": "test-data"}))
     params_path = root / "params.yaml"
     params_path.write_text("{}\n")
-    train(tiny_params(), params_path=params_path, data_dir=data, models_dir=root / "models",
-          checkpoint_dir=root / "checkpoints", metrics_path=root / "metrics" / "train.json",
-          plots_path=root / "plots" / "train.csv")
+    train(
+        tiny_params(),
+        params_path=params_path,
+        data_dir=data,
+        models_dir=root / "models",
+        checkpoint_dir=root / "checkpoints",
+        metrics_path=root / "metrics" / "train.json",
+        plots_path=root / "plots" / "train.csv",
+    )
     info = json.loads((root / "models" / "mlflow_run.json").read_text())
 
     mlflow.set_tracking_uri(uri)
@@ -93,17 +102,35 @@ def _build(root: Path, uri: str) -> Store:
     with mlflow.start_run(experiment_id=info["experiment_id"], run_name="other"):
         other_uri = serving.log_model(other, name="generator").model_uri
 
-    model_registry.register(info["model_uri"], "resgan", "fid", "fid_classifier",
-                      {"fid_classifier": 10.0, "features": "classifier"}, {"feature_extractor": "classifier"},
-                      run_id=info["run_id"])
-    model_registry.register(other_uri, "resgan", "fid", "fid_classifier",
-                      {"fid_classifier": 12.0, "features": "classifier"}, {"feature_extractor": "classifier"})
+    model_registry.register(
+        info["model_uri"],
+        "resgan",
+        "fid",
+        "fid_classifier",
+        {"fid_classifier": 10.0, "features": "classifier"},
+        {"feature_extractor": "classifier"},
+        run_id=info["run_id"],
+    )
+    model_registry.register(
+        other_uri,
+        "resgan",
+        "fid",
+        "fid_classifier",
+        {"fid_classifier": 12.0, "features": "classifier"},
+        {"feature_extractor": "classifier"},
+    )
 
     classifier = keras.Sequential([keras.Input((SIZE, SIZE, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
     classifier.save(root / "classifier.keras")
-    return Store(root=root, uri=uri, run_id=info["run_id"], trained_uri=info["model_uri"],
-                 trained_file=root / "models" / "generator.keras", other_uri=other_uri,
-                 classifier=root / "classifier.keras")
+    return Store(
+        root=root,
+        uri=uri,
+        run_id=info["run_id"],
+        trained_uri=info["model_uri"],
+        trained_file=root / "models" / "generator.keras",
+        other_uri=other_uri,
+        classifier=root / "classifier.keras",
+    )
 
 
 def _forget_tracking_uri() -> None:
@@ -135,10 +162,18 @@ def _alias(name: str, alias: str) -> int:
 
 # ---------------------------------------------------------------- registration and alias rules
 
+
 def test_candidate_always_moves_champion_only_for_a_better_model(use_store):
     store = use_store
-    first = model_registry.register(store.trained_uri, "rules", "fid", "fid_classifier", {"fid_classifier": 10.0},
-                              {"feature_extractor": "classifier"}, run_id=store.run_id)
+    first = model_registry.register(
+        store.trained_uri,
+        "rules",
+        "fid",
+        "fid_classifier",
+        {"fid_classifier": 10.0},
+        {"feature_extractor": "classifier"},
+        run_id=store.run_id,
+    )
     assert first.version == 1 and first.aliases == ("candidate", "champion") and first.previous_champion is None
     assert _alias("rules", "champion") == 1 and _alias("rules", "candidate") == 1
 
@@ -163,17 +198,33 @@ def test_candidate_always_moves_champion_only_for_a_better_model(use_store):
 
 def test_an_evaluated_again_model_keeps_its_version_with_the_newest_figures(use_store):
     store = use_store
-    first = model_registry.register(store.trained_uri, "again", "fid", "fid_classifier",
-                                    {"fid_classifier": 19.55067478114634, "kid_classifier_mean": 0.012345678},
-                                    {"feature_extractor": "classifier"}, reuse=True, description="first")
+    first = model_registry.register(
+        store.trained_uri,
+        "again",
+        "fid",
+        "fid_classifier",
+        {"fid_classifier": 19.55067478114634, "kid_classifier_mean": 0.012345678},
+        {"feature_extractor": "classifier"},
+        reuse=True,
+        description="first",
+    )
     tags = _client().get_model_version("again", "1").tags
     assert tags["eval/fid_classifier"] == "19.55" and tags["eval/kid_classifier_mean"] == "0.01235"  # 4 digits
-    other = model_registry.register(store.other_uri, "again", "fid", "fid_classifier", {"fid_classifier": 15.0},
-                                    {}, reuse=True)
+    other = model_registry.register(
+        store.other_uri, "again", "fid", "fid_classifier", {"fid_classifier": 15.0}, {}, reuse=True
+    )
     assert other.version == 2 and other.aliases == ("candidate", "champion")
     # v1 evaluated again (other sample params): same version, its figures replaced, the rule applied again.
-    again = model_registry.register(store.trained_uri, "again", "fid", "fid_classifier", {"fid_classifier": 12.0},
-                                    {"feature_extractor": "classifier"}, reuse=True, description="second")
+    again = model_registry.register(
+        store.trained_uri,
+        "again",
+        "fid",
+        "fid_classifier",
+        {"fid_classifier": 12.0},
+        {"feature_extractor": "classifier"},
+        reuse=True,
+        description="second",
+    )
     assert (first.version, again.version) == (1, 1) and again.aliases == ("candidate", "champion")
     assert "beats champion v2" in again.decision
     v1 = _client().get_model_version("again", "1")
@@ -181,12 +232,14 @@ def test_an_evaluated_again_model_keeps_its_version_with_the_newest_figures(use_
     assert v1.description == "second"
     assert len(_client().search_model_versions("name='again'")) == 2
     # The champion evaluated again, a little worse but still the best: it stays.
-    still = model_registry.register(store.trained_uri, "again", "fid", "fid_classifier", {"fid_classifier": 14.0},
-                                    {}, reuse=True)
+    still = model_registry.register(
+        store.trained_uri, "again", "fid", "fid_classifier", {"fid_classifier": 14.0}, {}, reuse=True
+    )
     assert still.aliases == ("candidate", "champion") and "it stays champion" in still.decision
     # Evaluated again and now worse than v2's newest figures: champion moves to v2, v1 stays candidate.
-    worse = model_registry.register(store.trained_uri, "again", "fid", "fid_classifier", {"fid_classifier": 30.0},
-                                    {}, reuse=True)
+    worse = model_registry.register(
+        store.trained_uri, "again", "fid", "fid_classifier", {"fid_classifier": 30.0}, {}, reuse=True
+    )
     assert worse.version == 1 and worse.aliases == ("candidate",)
     assert "no longer beats v2's 15" in worse.decision and "champion moves to v2" in worse.decision
     assert _alias("again", "champion") == 2 and _alias("again", "candidate") == 1
@@ -194,23 +247,29 @@ def test_an_evaluated_again_model_keeps_its_version_with_the_newest_figures(use_
 
 def test_figures_from_an_untrusted_extractor_never_make_a_champion(use_store):
     store = use_store
-    first = model_registry.register(store.trained_uri, "untrusted", "fid", "fid_ssl_untrusted",
-                                    {"fid_ssl_untrusted": 1.0}, {}, trusted=False)
+    first = model_registry.register(
+        store.trained_uri, "untrusted", "fid", "fid_ssl_untrusted", {"fid_ssl_untrusted": 1.0}, {}, trusted=False
+    )
     assert first.aliases == ("candidate",) and "failed its fitness check" in first.decision
     with pytest.raises(MlflowException):  # no champion at all, even with none to beat
         _client().get_model_version_by_alias("untrusted", "champion")
     trusted = model_registry.register(store.other_uri, "untrusted", "fid", "fid_ssl", {"fid_ssl": 30.0}, {})
     assert trusted.aliases == ("candidate", "champion")
-    again = model_registry.register(store.trained_uri, "untrusted", "fid", "fid_ssl_untrusted",
-                                    {"fid_ssl_untrusted": 0.5}, {}, trusted=False)
+    again = model_registry.register(
+        store.trained_uri, "untrusted", "fid", "fid_ssl_untrusted", {"fid_ssl_untrusted": 0.5}, {}, trusted=False
+    )
     assert again.aliases == ("candidate",) and _alias("untrusted", "champion") == 2
 
 
 def test_higher_is_better_for_the_inception_score(use_store):
     store = use_store
     model_registry.register(store.trained_uri, "by-is", "is", "is_classifier_mean", {"is_classifier_mean": 2.0}, {})
-    lower = model_registry.register(store.other_uri, "by-is", "is", "is_classifier_mean", {"is_classifier_mean": 1.5}, {})
-    higher = model_registry.register(store.other_uri, "by-is", "is", "is_classifier_mean", {"is_classifier_mean": 3.0}, {})
+    lower = model_registry.register(
+        store.other_uri, "by-is", "is", "is_classifier_mean", {"is_classifier_mean": 1.5}, {}
+    )
+    higher = model_registry.register(
+        store.other_uri, "by-is", "is", "is_classifier_mean", {"is_classifier_mean": 3.0}, {}
+    )
     assert lower.aliases == ("candidate",) and higher.aliases == ("candidate", "champion")
     assert _alias("by-is", "champion") == 3
 
@@ -240,7 +299,9 @@ def test_scores_from_a_retrained_classifier_are_not_compared_with_the_champion(u
 
 def test_a_non_finite_metric_never_takes_champion_and_never_keeps_it(use_store):
     store = use_store
-    nan = model_registry.register(store.trained_uri, "nan", "fid", "fid_classifier", {"fid_classifier": float("nan")}, {})
+    nan = model_registry.register(
+        store.trained_uri, "nan", "fid", "fid_classifier", {"fid_classifier": float("nan")}, {}
+    )
     assert nan.aliases == ("candidate",) and model_registry.champion("nan") is None
     finite = model_registry.register(store.other_uri, "nan", "fid", "fid_classifier", {"fid_classifier": 50.0}, {})
     assert finite.aliases == ("candidate", "champion")
@@ -252,6 +313,7 @@ def test_a_non_finite_metric_never_takes_champion_and_never_keeps_it(use_store):
 
 
 # ---------------------------------------------------------------- what `resgan models` reads
+
 
 def test_models_list_show_promote(use_store, capsys):
     rows = model_registry.list_versions("resgan", "fid")
@@ -274,40 +336,65 @@ def test_models_list_show_promote(use_store, capsys):
 
 def test_models_list_reads_the_params_as_strictly_as_a_stage_and_imports_no_tensorflow(use_store, tmp_path):
     # In a fresh process: whether TensorFlow was imported, and the exit code, are the behaviour.
-    code = ("import sys\nfrom resgan.cli import main\nsys.argv = ['resgan', *sys.argv[1:]]\ncode = 0\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    code = e.code or 0\n"
-            "print('exit', code, 'tensorflow' in sys.modules)\n")
+    code = (
+        "import sys\nfrom resgan.cli import main\nsys.argv = ['resgan', *sys.argv[1:]]\ncode = 0\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code or 0\n"
+        "print('exit', code, 'tensorflow' in sys.modules)\n"
+    )
     params = tmp_path / "params.yaml"
     params.write_text("mlflow:\n  registered_model: resgan\n  champion_metric: kid\n")
-    listed = subprocess.run([sys.executable, "-c", code, "models", "list"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=300)
+    listed = subprocess.run(
+        [sys.executable, "-c", code, "models", "list"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert listed.stdout.splitlines()[-1] == "exit 0 False", listed.stderr
     assert "resgan: 2 versions (champion metric: kid)" in listed.stdout
     params.write_text("mlflow:\n  registered_model: resgan\n  champion_metrc: kid\n")
-    typo = subprocess.run([sys.executable, "-c", code, "models", "list"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    typo = subprocess.run(
+        [sys.executable, "-c", code, "models", "list"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert typo.stdout.strip() == "exit 1 False"
-    assert typo.stderr.strip() == ("error: params: unknown key 'mlflow.champion_metrc' "
-                                   "(did you mean 'mlflow.champion_metric'?)")
+    assert typo.stderr.strip() == (
+        "error: params: unknown key 'mlflow.champion_metrc' (did you mean 'mlflow.champion_metric'?)"
+    )
 
 
 def test_the_list_columns_are_the_tags_of_the_champion_metric():
-    tags = ["eval/fid_classifier", "eval/fid_inception", "eval/fid_classifier_floor", "eval/kid_classifier_mean",
-            "eval/kid_classifier_std", "eval/is_inception_mean", "eval/pr_classifier_precision", "eval/pr_n"]
-    columns = {metric: [t for t in tags if re.fullmatch(model_registry.metric_tag_pattern(metric), t)]
-               for metric in ("fid", "kid", "is", "pr_precision", "unknown")}
-    assert columns == {"fid": ["eval/fid_classifier", "eval/fid_inception"], "kid": ["eval/kid_classifier_mean"],
-                       "is": ["eval/is_inception_mean"], "pr_precision": ["eval/pr_classifier_precision"],
-                       "unknown": tags}
+    tags = [
+        "eval/fid_classifier",
+        "eval/fid_inception",
+        "eval/fid_classifier_floor",
+        "eval/kid_classifier_mean",
+        "eval/kid_classifier_std",
+        "eval/is_inception_mean",
+        "eval/pr_classifier_precision",
+        "eval/pr_n",
+    ]
+    columns = {
+        metric: [t for t in tags if re.fullmatch(model_registry.metric_tag_pattern(metric), t)]
+        for metric in ("fid", "kid", "is", "pr_precision", "unknown")
+    }
+    assert columns == {
+        "fid": ["eval/fid_classifier", "eval/fid_inception"],
+        "kid": ["eval/kid_classifier_mean"],
+        "is": ["eval/is_inception_mean"],
+        "pr_precision": ["eval/pr_classifier_precision"],
+        "unknown": tags,
+    }
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda r: r.list_versions("nomodel"), "no registered model named 'nomodel'"),
-    (lambda r: r.show_version("resgan", "99"), "resgan has no version 99 (versions 1 to 2)"),
-    (lambda r: r.show_version("resgan", "nope"), "resgan has no alias 'nope'; its aliases: candidate (v2), champion (v1)"),
-    (lambda r: r.promote("resgan", "99", "champion"), "resgan has no version 99"),
-    (lambda r: r.promote("resgan", "1", "latest"), "'latest' cannot be an alias"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda r: r.list_versions("nomodel"), "no registered model named 'nomodel'"),
+        (lambda r: r.show_version("resgan", "99"), "resgan has no version 99 (versions 1 to 2)"),
+        (
+            lambda r: r.show_version("resgan", "nope"),
+            "resgan has no alias 'nope'; its aliases: candidate (v2), champion (v1)",
+        ),
+        (lambda r: r.promote("resgan", "99", "champion"), "resgan has no version 99"),
+        (lambda r: r.promote("resgan", "1", "latest"), "'latest' cannot be an alias"),
+    ],
+)
 def test_registry_errors_are_one_clear_line(use_store, call, message):
     with pytest.raises(ResganError) as caught:
         call(model_registry)
@@ -317,6 +404,7 @@ def test_registry_errors_are_one_clear_line(use_store, call, message):
 
 # ---------------------------------------------------------------- model references
 
+
 def _weights(model) -> list[np.ndarray]:
     return [np.asarray(w) for w in model.get_weights()]
 
@@ -325,8 +413,14 @@ def test_every_kind_of_model_reference_loads_the_same_generator(use_store, tmp_p
     store = use_store
     reference = _weights(load_generator(store.trained_file))
     local_folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=store.trained_uri, dst_path=str(tmp_path)))
-    for ref in ("models:/resgan@champion", "models:/resgan/1", store.trained_id, store.trained_uri,
-                f"runs:/{store.run_id}/generator", str(local_folder)):
+    for ref in (
+        "models:/resgan@champion",
+        "models:/resgan/1",
+        store.trained_id,
+        store.trained_uri,
+        f"runs:/{store.run_id}/generator",
+        str(local_folder),
+    ):
         model = load_generator(ref)
         assert model.inputs[0].shape[-1] == LATENT and tuple(model.outputs[0].shape[1:]) == (SIZE, SIZE, 1), ref
         for got, want in zip(_weights(model), reference):
@@ -342,12 +436,15 @@ def test_downloads_are_removed_after_loading(use_store, tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("resgan-model-")] == []
 
 
-@pytest.mark.parametrize("ref, message", [
-    ("models:/nomodel@champion", "cannot resolve model models:/nomodel@champion"),
-    ("models:/resgan@nope", "alias nope not found"),
-    ("models:/resgan/99", "version=99"),
-    ("m-" + "0" * 32, "cannot resolve model models:/m-00000000000000000000000000000000"),
-])
+@pytest.mark.parametrize(
+    "ref, message",
+    [
+        ("models:/nomodel@champion", "cannot resolve model models:/nomodel@champion"),
+        ("models:/resgan@nope", "alias nope not found"),
+        ("models:/resgan/99", "version=99"),
+        ("m-" + "0" * 32, "cannot resolve model models:/m-00000000000000000000000000000000"),
+    ],
+)
 def test_unknown_models_are_one_clear_line(use_store, ref, message):
     with pytest.raises(ResganError) as caught:
         load_generator(ref)
@@ -375,6 +472,7 @@ def test_files_that_are_not_generators_are_refused(store, tmp_path):
 
 # ---------------------------------------------------------------- the logged model and its pyfunc
 
+
 def test_logged_generator_is_keras_native_with_a_seed_pyfunc_and_no_pickle(use_store, tmp_path):
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri="models:/resgan@champion", dst_path=str(tmp_path)))
     meta = yaml.safe_load((local / "MLmodel").read_text())
@@ -382,9 +480,11 @@ def test_logged_generator_is_keras_native_with_a_seed_pyfunc_and_no_pickle(use_s
     assert meta["flavors"]["python_function"]["loader_module"] == "resgan.serving"
     assert meta["metadata"]["resgan"] == {"latent_dim": LATENT, "image_shape": [SIZE, SIZE, 1], "num_classes": 0}
     inputs = json.loads(meta["signature"]["inputs"])
-    assert [(c["name"], c["type"], c["required"]) for c in inputs] == [("seed", "long", True),
-                                                                      ("truncation", "double", False),
-                                                                      ("label", "long", False)]
+    assert [(c["name"], c["type"], c["required"]) for c in inputs] == [
+        ("seed", "long", True),
+        ("truncation", "double", False),
+        ("label", "long", False),
+    ]
     assert json.loads(meta["signature"]["params"])[0]["name"] == "format"
     assert not [p for p in local.rglob("*") if p.suffix in (".pkl", ".pickle", ".cloudpickle")]
     assert isinstance(mlflow.keras.load_model("models:/resgan@champion"), keras.Model)
@@ -406,7 +506,10 @@ def test_pyfunc_turns_seeds_into_the_images_generate_draws(use_store):
     truncated = model.predict(pd.DataFrame({"seed": [1, 1], "truncation": [0.5, None]}))
     np.testing.assert_array_equal(decode_png(truncated["image"][0]), tame)
     np.testing.assert_array_equal(decode_png(truncated["image"][1]), expected[1])
-    for bad, params in ((pd.DataFrame({"seed": [-1]}), None), (pd.DataFrame({"seed": [1]}), {"format": "jpeg"}),
-                        (pd.DataFrame({"seed": [1], "truncation": [-2.0]}), None)):
+    for bad, params in (
+        (pd.DataFrame({"seed": [-1]}), None),
+        (pd.DataFrame({"seed": [1]}), {"format": "jpeg"}),
+        (pd.DataFrame({"seed": [1], "truncation": [-2.0]}), None),
+    ):
         with pytest.raises(MlflowException):
             model.predict(bad, params=params)

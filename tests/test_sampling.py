@@ -64,8 +64,7 @@ def test_generate_images_equals_eager_keras_calls(generator, conditional):
     z = latents(20, LATENT, seed=1)
     np.testing.assert_array_equal(generate_images(generator, z, batch_size=8), _eager(generator, z))
     labels = class_labels(20, CLASSES, seed=1)
-    np.testing.assert_array_equal(generate_images(conditional, z, labels, batch_size=8),
-                                  _eager(conditional, z, labels))
+    np.testing.assert_array_equal(generate_images(conditional, z, labels, batch_size=8), _eager(conditional, z, labels))
 
 
 @pytest.mark.parametrize("batch_size, calls", [(1, [1] * 7), (3, [3, 3, 1]), (7, [7]), (100, [7])])

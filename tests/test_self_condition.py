@@ -71,6 +71,7 @@ def test_the_exported_self_conditioned_generator_is_the_conditional_one_with_its
 
 # ---- the train stage ------------------------------------------------------------------------------
 
+
 def _project(root, params, labelled_test: bool = True):
     """Shapes of three kinds, 120 to train (labels removed) and 60 held out with labels; a domain
     classifier trained on the labelled ones by the classifier stage stands in for the feature stage."""
@@ -81,10 +82,15 @@ def _project(root, params, labelled_test: bool = True):
     images, labels = shapes_dataset(180)
     np.savez(data / "train.npz", images=images[:120], labels=labels[:120])
     np.savez(data / "test.npz", images=images[120:], labels=labels[120:])
-    (data / "summary.json").write_text(json.dumps({"data_hash": "5e1f", "class_names": None,
-                                                   "counts": {"train": 120, "test": 60}}))
-    classifier.run(tiny_params(classifier={"epochs": 15}).classifier, data, root / "classifier.keras",
-                   root / "classifier_figures.json")
+    (data / "summary.json").write_text(
+        json.dumps({"data_hash": "5e1f", "class_names": None, "counts": {"train": 120, "test": 60}})
+    )
+    classifier.run(
+        tiny_params(classifier={"epochs": 15}).classifier,
+        data,
+        root / "classifier.keras",
+        root / "classifier_figures.json",
+    )
     np.savez(data / "train.npz", images=images[:120])  # the training images unlabelled
     (root / "params.yaml").write_text("{}\n")
     return data
@@ -94,9 +100,16 @@ def _train(root, params, data, monkeypatch):
     from resgan.stages import train
 
     monkeypatch.chdir(root)
-    train.run(params, params_path=root / "params.yaml", data_dir=data, models_dir=root / "models",
-              checkpoint_dir=root / "checkpoints", metrics_path=root / "metrics.json",
-              plots_path=root / "plots.csv", classifier_path=root / "classifier.keras")
+    train.run(
+        params,
+        params_path=root / "params.yaml",
+        data_dir=data,
+        models_dir=root / "models",
+        checkpoint_dir=root / "checkpoints",
+        metrics_path=root / "metrics.json",
+        plots_path=root / "plots.csv",
+        classifier_path=root / "classifier.keras",
+    )
     run_id = json.loads((root / "models" / "mlflow_run.json").read_text())["run_id"]
     return load_generator(root / "models" / "generator.keras"), mlflow.MlflowClient().get_run(run_id).data.params
 
@@ -132,8 +145,9 @@ def test_fid_over_training_draws_the_clusters_as_the_export_does(tmp_path):
     keras.utils.set_random_seed(0)
     prior = (0.7, 0.2, 0.1)
     gan = GAN(params.model, params.train, Shapes(image_size=16, channels=1, num_classes=3, cluster_prior=prior))
-    tracker = FidTracker(gan, lambda images: {"fid": 0.0}, "fid", 1, 2000, seed=5, folder=tmp_path,
-                         export=export_generator)
+    tracker = FidTracker(
+        gan, lambda images: {"fid": 0.0}, "fid", 1, 2000, seed=5, folder=tmp_path, export=export_generator
+    )
     assert tracker.latents.shape == (2000, params.model.latent_dim)
     assert np.bincount(tracker.labels, minlength=3) / 2000 == pytest.approx(prior, abs=0.03)
     exported = export_generator(gan, tmp_path / "generator.keras")

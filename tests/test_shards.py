@@ -65,6 +65,7 @@ def sharded(tmp_path_factory) -> Path:
 
 # ------------------------------------------------------------------------------------------- prepare
 
+
 def test_shards_round_trip_count_sizes_and_index(sharded):
     index = shards.read_index(sharded)
     names = [f"train-{i:05d}-of-00006.bin" for i in range(6)]
@@ -87,8 +88,17 @@ def test_shards_round_trip_count_sizes_and_index(sharded):
     assert summary["npz_counts"] == {"train": 270, "test": 30}
     assert summary["data_hash"] == reference_hash(train, load_npz(sharded / "test.npz"))
     # atomic writes: no temporary shard, npz or pixel file is left anywhere
-    assert all_files(sharded) == sorted(["manifest.csv", "preview.png", "summary.json", "test.npz", "train.npz",
-                                         "shards/index.json", *(f"shards/{n}" for n in names)])
+    assert all_files(sharded) == sorted(
+        [
+            "manifest.csv",
+            "preview.png",
+            "summary.json",
+            "test.npz",
+            "train.npz",
+            "shards/index.json",
+            *(f"shards/{n}" for n in names),
+        ]
+    )
 
 
 def test_shards_do_not_change_the_npz_or_the_hash(sharded, tmp_path):
@@ -161,8 +171,12 @@ def test_folder_source_writes_in_blocks_and_replaces_stale_shards(tmp_path, monk
     (out / "shards" / ".train-00000-of-00009.bin.x1y2.tmp").write_bytes(b"half")
     (out / ".prepare-pixels-killed.tmp").write_bytes(b"half")
     prepare.run(prep(**params, shard_size=50), out)
-    assert all_files(out / "shards") == ["index.json", "train-00000-of-00003.bin", "train-00001-of-00003.bin",
-                                         "train-00002-of-00003.bin"]
+    assert all_files(out / "shards") == [
+        "index.json",
+        "train-00000-of-00003.bin",
+        "train-00001-of-00003.bin",
+        "train-00002-of-00003.bin",
+    ]
     assert not list(out.glob(".*"))
     assert np.array_equal(shards.read_images(shards.read_index(out)), train["images"])
 
@@ -211,6 +225,7 @@ def test_shard_writer_removes_an_unfinished_shard(tmp_path):
 
 # ------------------------------------------------------------------------------------- corrupt shards
 
+
 @pytest.fixture
 def sharded_copy(sharded, tmp_path) -> Path:
     import shutil
@@ -218,11 +233,14 @@ def sharded_copy(sharded, tmp_path) -> Path:
     return Path(shutil.copytree(sharded, tmp_path / "prepared"))
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("truncate", r"shard .*train-00003-of-00006\.bin is truncated or altered: 12000 bytes, index\.json says 12800"),
-    ("flip", r"shard .*train-00003-of-00006\.bin is corrupt: its SHA-256 differs from index\.json"),
-    ("delete", r"shard .*train-00003-of-00006\.bin is missing"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("truncate", r"shard .*train-00003-of-00006\.bin is truncated or altered: 12000 bytes, index\.json says 12800"),
+        ("flip", r"shard .*train-00003-of-00006\.bin is corrupt: its SHA-256 differs from index\.json"),
+        ("delete", r"shard .*train-00003-of-00006\.bin is missing"),
+    ],
+)
 def test_damaged_shard_is_one_clear_error_naming_the_file(sharded_copy, damage, message):
     path = sharded_copy / "shards" / "train-00003-of-00006.bin"
     data = bytearray(path.read_bytes())
@@ -257,6 +275,7 @@ def test_bad_index_and_wrong_input_mode(sharded_copy, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ streaming
+
 
 def take(dataset, n: int) -> np.ndarray:
     return np.concatenate([batch.numpy() for batch, _ in zip(dataset, range(n))])
@@ -314,14 +333,20 @@ def test_stream_dataset_under_mirrored_strategy(sharded):
                         "equal": bool(np.array_equal(np.concatenate(parts), next(plain).numpy()))}})
         print("RESULT " + json.dumps(out))
     """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.split("RESULT ", 1)[1])
     assert out == [{"shapes": [[4, 16, 16, 1], [4, 16, 16, 1]], "equal": True}] * 3
 
 
 # ------------------------------------------------------------------------------------ the train stage
+
 
 def make_project(root: Path, data: Path, **train) -> tuple:
     import shutil
@@ -337,8 +362,15 @@ def make_project(root: Path, data: Path, **train) -> tuple:
 def run_train(root: Path, params, data: Path) -> dict:
     from resgan.stages import train
 
-    return train.run(params, root / "params.yaml", data, root / "models", root / "checkpoints",
-                     root / "metrics" / "train.json", root / "plots" / "train.csv")
+    return train.run(
+        params,
+        root / "params.yaml",
+        data,
+        root / "models",
+        root / "checkpoints",
+        root / "metrics" / "train.json",
+        root / "plots" / "train.csv",
+    )
 
 
 @pytest.mark.slow  # runs the train stage or a mirrored strategy

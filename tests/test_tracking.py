@@ -34,6 +34,7 @@ def no_env(monkeypatch):
 
 # ---- where the store is --------------------------------------------------------------------------
 
+
 def test_env_tracking_uri_wins_over_everything(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
@@ -91,6 +92,7 @@ def test_setup_creates_the_experiment_with_artifacts_in_root_mlruns(tmp_path, mo
 
 # ---- failing fast and retrying -------------------------------------------------------------------
 
+
 def test_check_reachable_on_a_closed_port_raises_a_readable_tracking_error():
     uri = f"http://127.0.0.1:{free_port()}"  # bound then released: nothing listens there
     with pytest.raises(TrackingError) as error:
@@ -138,12 +140,18 @@ def test_retry_gives_up_with_a_tracking_error_after_retries_plus_one_attempts():
         tracking.retry(down, "log params", retries=0)
 
 
-
-@pytest.mark.parametrize(("code", "status", "says"), [
-    ("UNAUTHENTICATED", 401, "refused user 'ada': wrong user name or password (HTTP 401); "
-                             "check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"),
-    ("PERMISSION_DENIED", 403, "refused user 'ada': permission denied (HTTP 403)"),
-])
+@pytest.mark.parametrize(
+    ("code", "status", "says"),
+    [
+        (
+            "UNAUTHENTICATED",
+            401,
+            "refused user 'ada': wrong user name or password (HTTP 401); "
+            "check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
+        ),
+        ("PERMISSION_DENIED", 403, "refused user 'ada': permission denied (HTTP 403)"),
+    ],
+)
 def test_a_401_or_403_is_never_retried_and_names_the_server_and_user(code, status, says, monkeypatch, capsys):
     """Basic auth's answers are refusals: one attempt, one line naming the server and the user, never the
     password (the slow test against a real basic-auth server is tests/e2e/test_team_auth.py)."""
@@ -166,8 +174,10 @@ def test_a_401_or_403_is_never_retried_and_names_the_server_and_user(code, statu
     assert str(error.value) == f"MLflow tracking server at {uri} {says} (could not start run)"
     assert "s3cret-pw" not in str(error.value)
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
-    assert tracking.refusal(uri, 401) == (f"MLflow tracking server at {uri} asks for a user name and password "
-                                          "(HTTP 401): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    assert tracking.refusal(uri, 401) == (
+        f"MLflow tracking server at {uri} asks for a user name and password "
+        "(HTTP 401): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+    )
 
 
 def test_a_refused_request_fails_at_once_with_mlflows_message(capsys):
@@ -195,13 +205,26 @@ def test_only_4xx_answers_other_than_timeouts_and_rate_limits_are_refusals():
     from mlflow.exceptions import MlflowException
     from mlflow.protos import databricks_pb2 as codes
 
-    for code, refusal in [(codes.INVALID_PARAMETER_VALUE, True), (codes.RESOURCE_ALREADY_EXISTS, True),
-                          (codes.BAD_REQUEST, True), (codes.RESOURCE_DOES_NOT_EXIST, True),
-                          (codes.PERMISSION_DENIED, True), (codes.REQUEST_LIMIT_EXCEEDED, False),
-                          (codes.INTERNAL_ERROR, False), (codes.TEMPORARILY_UNAVAILABLE, False)]:
+    for code, refusal in [
+        (codes.INVALID_PARAMETER_VALUE, True),
+        (codes.RESOURCE_ALREADY_EXISTS, True),
+        (codes.BAD_REQUEST, True),
+        (codes.RESOURCE_DOES_NOT_EXIST, True),
+        (codes.PERMISSION_DENIED, True),
+        (codes.REQUEST_LIMIT_EXCEEDED, False),
+        (codes.INTERNAL_ERROR, False),
+        (codes.TEMPORARILY_UNAVAILABLE, False),
+    ]:
         assert tracking.refused(MlflowException("no", error_code=code)) is refusal, codes.ErrorCode.Name(code)
-    for status, refusal in [(400, True), (403, True), (404, True), (408, False), (429, False), (500, False),
-                            (503, False)]:
+    for status, refusal in [
+        (400, True),
+        (403, True),
+        (404, True),
+        (408, False),
+        (429, False),
+        (500, False),
+        (503, False),
+    ]:
         answer = requests.Response()
         answer.status_code = status
         assert tracking.refused(requests.HTTPError(response=answer)) is refusal, status
@@ -210,12 +233,19 @@ def test_only_4xx_answers_other_than_timeouts_and_rate_limits_are_refusals():
 
 # ---- the stage's run from start to end -------------------------------------------------------------
 
+
 def test_stage_run_starts_a_run_and_ends_it_finished(tmp_path):
     experiment_id = tracking.setup("resgan")
     run_file = tmp_path / "run.json"
     with tracking.StageRun(retries=0) as session:
-        run = session.open(run_file, experiment_id, None, "exp-1", {"data_hash": "abc"},
-                           on_new=lambda: session.log_params({"train.steps": 4}))
+        run = session.open(
+            run_file,
+            experiment_id,
+            None,
+            "exp-1",
+            {"data_hash": "abc"},
+            on_new=lambda: session.log_params({"train.steps": 4}),
+        )
         # The run is named by its id in every call: MLflow's implicit active run is never set.
         assert mlflow.active_run() is None and run.info.run_id == session.run_id
         assert run.info.status == "RUNNING" and run.data.tags["mlflow.user"]  # the tags start_run would add
@@ -226,7 +256,9 @@ def test_stage_run_starts_a_run_and_ends_it_finished(tmp_path):
     assert json.loads(run_file.read_text()) == {"run_id": run.info.run_id}
     # Opened again with the same run file: the same run, resumed (on_new is for new runs only).
     with tracking.StageRun(retries=0) as session:
-        assert session.open(run_file, experiment_id, None, None, {}, on_new=lambda: 1 / 0).info.run_id == run.info.run_id
+        assert (
+            session.open(run_file, experiment_id, None, None, {}, on_new=lambda: 1 / 0).info.run_id == run.info.run_id
+        )
     assert len(mlflow.MlflowClient().search_runs([experiment_id])) == 1
 
 
@@ -238,7 +270,9 @@ def test_stage_run_adopts_the_run_a_killed_call_created(tmp_path):
     client = mlflow.MlflowClient()
     orphan = client.create_run(experiment_id, tags={tracking.LAUNCH_TAG: "token-1"})
     with tracking.StageRun(retries=0) as session:
-        assert session.open(run_file, experiment_id, None, None, {}, on_new=lambda: None).info.run_id == orphan.info.run_id
+        assert (
+            session.open(run_file, experiment_id, None, None, {}, on_new=lambda: None).info.run_id == orphan.info.run_id
+        )
     assert [r.info.run_id for r in client.search_runs([experiment_id])] == [orphan.info.run_id]
     assert client.get_run(orphan.info.run_id).info.status == "FINISHED"
 
@@ -269,6 +303,7 @@ def test_stage_run_ends_failed_with_the_reason_or_killed_on_ctrl_c(tmp_path):
 
 
 # ---- run records and tags ------------------------------------------------------------------------
+
 
 def test_run_tags_carry_data_hash_and_dvc_experiment(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_EXP_NAME", "exp-1234")
@@ -303,8 +338,9 @@ def test_each_evaluation_is_a_new_run_under_the_train_run(tmp_path):
             session.log_params({"sample.num": num})
             session.log_metrics({"eval/fid_classifier": num / 10})
     client = mlflow.MlflowClient()
-    children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'",
-                                  order_by=["attributes.start_time ASC"])
+    children = client.search_runs(
+        [experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'", order_by=["attributes.start_time ASC"]
+    )
     assert [c.data.params["sample.num"] for c in children] == ["200", "100"]
     assert [c.data.metrics["eval/fid_classifier"] for c in children] == [20.0, 10.0]
     assert all(c.info.status == "FINISHED" and c.data.tags["stage"] == "evaluate" for c in children)
@@ -340,9 +376,20 @@ def test_a_stage_run_writes_to_its_run_and_its_model_by_id(tmp_path):
         data = tracking.dataset("digits", "d" * 64, tmp_path)
         session.log_input(data, context="training")
         # How resgan.serving.log_model logs: Model.log takes the run id (pyfunc.log_model does not).
-        uri = session.log_model_once(experiment_id, "echo", 4, lambda run_id: Model.log(
-            None, mlflow.pyfunc, name="echo", python_model=Echo(), run_id=run_id, pip_requirements=[],
-            tags={"step": "4"}))
+        uri = session.log_model_once(
+            experiment_id,
+            "echo",
+            4,
+            lambda run_id: Model.log(
+                None,
+                mlflow.pyfunc,
+                name="echo",
+                python_model=Echo(),
+                run_id=run_id,
+                pip_requirements=[],
+                tags={"step": "4"},
+            ),
+        )
         assert session.log_model_once(experiment_id, "echo", 4, lambda run_id: 1 / 0) == uri  # found, not again
         model_id = tracking.model_id(uri)
         session.log_metrics({"eval/fid_classifier": 3.25}, step=4, model_id=model_id, record=data)
@@ -356,8 +403,9 @@ def test_a_stage_run_writes_to_its_run_and_its_model_by_id(tmp_path):
     assert {t.key: t.value for t in run.inputs.dataset_inputs[0].tags}["mlflow.data.context"] == "training"
     model = client.get_logged_model(model_id)
     assert model.experiment_id == experiment_id and model.source_run_id == run_id and model.status == "READY"
-    assert [(m.key, m.value, m.step, m.dataset_name) for m in model.metrics] == [("eval/fid_classifier", 3.25, 4,
-                                                                                   "digits")]
+    assert [(m.key, m.value, m.step, m.dataset_name) for m in model.metrics] == [
+        ("eval/fid_classifier", 3.25, 4, "digits")
+    ]
     assert [i.model_id for i in run.inputs.model_inputs] == [model_id]
 
 
@@ -370,6 +418,7 @@ def test_model_id_and_dataset_records():
 
 
 # ---- a real tracking server on 127.0.0.1 ---------------------------------------------------------
+
 
 @pytest.fixture
 def mlflow_server(tmp_path):
@@ -404,9 +453,15 @@ def test_train_stage_logs_to_a_tracking_server(tmp_path, monkeypatch, mlflow_ser
     monkeypatch.chdir(project)
     params = tiny_params(train={"steps": 3, "log_every": 1, "sample_every": 3, "checkpoint_every": 3})
     try:
-        figures = train.run(params, params_path=project / "params.yaml", data_dir=data,
-                            models_dir=project / "models", checkpoint_dir=project / "checkpoints",
-                            metrics_path=project / "metrics.json", plots_path=project / "train.csv")
+        figures = train.run(
+            params,
+            params_path=project / "params.yaml",
+            data_dir=data,
+            models_dir=project / "models",
+            checkpoint_dir=project / "checkpoints",
+            metrics_path=project / "metrics.json",
+            plots_path=project / "train.csv",
+        )
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert figures["steps"] == 3

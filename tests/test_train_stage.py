@@ -53,14 +53,27 @@ def make_project(root: Path, params: Params) -> SimpleNamespace:
     (root / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json")))
     (root / "dvc.yaml").write_text("stages: {}\n")
     (root / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
-    return SimpleNamespace(root=root, data=data, params_path=root / "params.yaml", models=root / "models",
-                           checkpoints=root / "checkpoints", metrics=root / "metrics" / "train.json",
-                           plots=root / "plots" / "train.csv")
+    return SimpleNamespace(
+        root=root,
+        data=data,
+        params_path=root / "params.yaml",
+        models=root / "models",
+        checkpoints=root / "checkpoints",
+        metrics=root / "metrics" / "train.json",
+        plots=root / "plots" / "train.csv",
+    )
 
 
 def run_stage(project: SimpleNamespace, params: Params) -> dict:
-    return train.run(params, params_path=project.params_path, data_dir=project.data, models_dir=project.models,
-                     checkpoint_dir=project.checkpoints, metrics_path=project.metrics, plots_path=project.plots)
+    return train.run(
+        params,
+        params_path=project.params_path,
+        data_dir=project.data,
+        models_dir=project.models,
+        checkpoint_dir=project.checkpoints,
+        metrics_path=project.metrics,
+        plots_path=project.plots,
+    )
 
 
 def run_info(project: SimpleNamespace) -> dict:
@@ -84,11 +97,13 @@ def _clean_global_state(monkeypatch):
 
 # ---- one complete run, shared by the tests that only read it ---------------------------------------
 
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
-    params = tiny_params(train={"steps": 4, "log_every": 1, "sample_every": 2, "checkpoint_every": 2},
-                         sample={"grid": 64})  # the grids logged while training have sample.grid images
+    params = tiny_params(
+        train={"steps": 4, "log_every": 1, "sample_every": 2, "checkpoint_every": 2}, sample={"grid": 64}
+    )  # the grids logged while training have sample.grid images
     project = make_project(root, params)
     uri = f"sqlite:///{root}/mlflow.db"
     with pytest.MonkeyPatch.context() as patch:
@@ -102,16 +117,23 @@ def trained(tmp_path_factory):
             mlflow.set_tracking_uri(None)
             keras.mixed_precision.set_global_policy("float32")
     info = run_info(project)
-    return SimpleNamespace(project=project, params=params, uri=uri, figures=figures, info=info,
-                           client=mlflow.MlflowClient(tracking_uri=uri))
+    return SimpleNamespace(
+        project=project,
+        params=params,
+        uri=uri,
+        figures=figures,
+        info=info,
+        client=mlflow.MlflowClient(tracking_uri=uri),
+    )
 
 
 def test_outputs_on_disk(trained):
     project, figures = trained.project, trained.figures
     saved = json.loads(project.metrics.read_text())
     assert saved == {k: figures[k] for k in saved}
-    assert list(saved) == ["steps", "wall_s", "img_per_s", "loss_d", "loss_g", "exported_step"], \
+    assert list(saved) == ["steps", "wall_s", "img_per_s", "loss_d", "loss_g", "exported_step"], (
         "numbers only: DVC compares them"
+    )
     assert saved["steps"] == 4 and figures["steps_this_run"] == 4
     assert saved["exported_step"] == 4, "no FID over training: the last step is exported"
     assert figures["precision"] == "float32" and figures["stopped_by_budget"] is False
@@ -129,7 +151,9 @@ def test_outputs_on_disk(trained):
     key = train.run_key(trained.params, DATA_HASH)
     assert Path(info["checkpoint"]) == project.checkpoints / key
     assert json.loads((project.checkpoints / key / "latest.json").read_text()) == {
-        "checkpoint": "ckpt-00000004", "step": 4}
+        "checkpoint": "ckpt-00000004",
+        "step": 4,
+    }
 
 
 def test_generator_keras_is_the_float32_ema_generator(trained):
@@ -160,9 +184,9 @@ def test_mlflow_run_params_tags_and_artifacts(trained):
     assert run.data.params["train.steps"] == "4"
     assert run.data.params["train.loss"] == "hinge"
     # What the train stage reads, no more: sample.num or evaluate.* changed later must not collide with it.
-    assert set(run.data.params) == {k for k in trained.params.flat()
-                                    if k.split(".")[0] in ("prepare", "model", "train", "mlflow")} | {
-        "sample.grid", "evaluate.features", "evaluate.inception_weights", "evaluate.max_real", "evaluate.seed"}
+    assert set(run.data.params) == {
+        k for k in trained.params.flat() if k.split(".")[0] in ("prepare", "model", "train", "mlflow")
+    } | {"sample.grid", "evaluate.features", "evaluate.inception_weights", "evaluate.max_real", "evaluate.seed"}
     inputs = run.inputs.dataset_inputs
     assert len(inputs) == 1 and inputs[0].dataset.digest == DATA_HASH[:36]
     assert inputs[0].tags[0].value == "training"
@@ -173,11 +197,14 @@ def test_mlflow_run_params_tags_and_artifacts(trained):
 
     assert tags["trained_steps"] == "4" and float(tags["train_wall_s"]) >= 0
     # Curves only as metrics: the one-value figures (steps, timings) are train.json and tags.
-    assert {k.split("/")[0] for k in run.data.metrics} <= {"loss", "d", "grad_norm", "perf", "eval"}, \
-        sorted(run.data.metrics)
+    assert {k.split("/")[0] for k in run.data.metrics} <= {"loss", "d", "grad_norm", "perf", "eval"}, sorted(
+        run.data.metrics
+    )
     top = {a.path for a in client.list_artifacts(run_id)}
     assert {"params.yaml", "dvc.lock", "images", "plots", "train.json"} <= top
-    logged = json.loads(Path(client.download_artifacts(run_id, "train.json", str(trained.project.root / "dl"))).read_text())
+    logged = json.loads(
+        Path(client.download_artifacts(run_id, "train.json", str(trained.project.root / "dl"))).read_text()
+    )
     assert logged["steps"] == 4 and logged["wall_s"] > 0 and logged["img_per_s"] > 0
     assert [a.path for a in client.list_artifacts(run_id, "plots")] == ["plots/train.csv"]
     # mlflow.log_image(key="samples", step=s) writes images/samples+step+<s>+timestamp+...png (+ a .webp preview).
@@ -241,11 +268,17 @@ def test_a_learning_rate_decay_is_logged_per_step_to_mlflow_and_the_curve(tmp_pa
     run_stage(project, params)
     client = mlflow.MlflowClient()
     logged = sorted((m.step, m.value) for m in client.get_metric_history(run_info(project)["run_id"], "lr/g"))
-    assert logged == [(1, pytest.approx(lr)), (2, pytest.approx(lr)), (3, pytest.approx(lr)), (4, pytest.approx(lr / 2))]
+    assert logged == [
+        (1, pytest.approx(lr)),
+        (2, pytest.approx(lr)),
+        (3, pytest.approx(lr)),
+        (4, pytest.approx(lr / 2)),
+    ]
     assert pd.read_csv(project.plots)["lr_g"].tolist() == pytest.approx([lr, lr, lr, lr / 2])
 
 
 # ---- resume ---------------------------------------------------------------------------------------
+
 
 def test_ctrl_c_then_resume_continues_the_same_run(tmp_path, monkeypatch):
     params = tiny_params(train={"steps": 6, "checkpoint_every": 2, "log_every": 1, "sample_every": 3})
@@ -373,12 +406,22 @@ def test_sigkill_after_a_checkpoint_then_resume(tmp_path, monkeypatch):
 
 # ---- precision and divergence --------------------------------------------------------------------
 
+
 def test_divergence_fails_the_run_then_lower_rates_start_a_new_run(tmp_path, monkeypatch):
     # A learning rate of 1 without spectral normalization drives D's activations past float16's
     # 65504 within a few steps: the losses become inf/NaN.
-    params = tiny_params(model={"spectral_norm": False},
-                         train={"steps": 8, "lr_d": 1.0, "lr_g": 1.0, "precision": "mixed_float16",
-                                "checkpoint_every": 1, "log_every": 1, "sample_every": 8})
+    params = tiny_params(
+        model={"spectral_norm": False},
+        train={
+            "steps": 8,
+            "lr_d": 1.0,
+            "lr_g": 1.0,
+            "precision": "mixed_float16",
+            "checkpoint_every": 1,
+            "log_every": 1,
+            "sample_every": 8,
+        },
+    )
     project = make_project(tmp_path, params)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DivergenceError) as error:
@@ -410,9 +453,10 @@ def test_divergence_fails_the_run_then_lower_rates_start_a_new_run(tmp_path, mon
 
     # As the message says: lower the learning rates and re-run. Other params make another checkpoint
     # key, a fresh start and a new MLflow run; the failed run stays as it was.
-    safer = tiny_params(model={"spectral_norm": False},
-                        train={"steps": 3, "precision": "mixed_float16", "checkpoint_every": 3, "log_every": 1,
-                               "sample_every": 3})
+    safer = tiny_params(
+        model={"spectral_norm": False},
+        train={"steps": 3, "precision": "mixed_float16", "checkpoint_every": 3, "log_every": 1, "sample_every": 3},
+    )
     assert train.run_key(safer, DATA_HASH) != train.run_key(params, DATA_HASH)
     figures = run_stage(project, safer)
     assert figures["steps"] == 3 and figures["steps_this_run"] == 3 and figures["precision"] == "mixed_float16"
@@ -423,14 +467,15 @@ def test_divergence_fails_the_run_then_lower_rates_start_a_new_run(tmp_path, mon
     assert client.get_run(new_id).info.status == "FINISHED" and client.get_run(run_id).info.status == "FAILED"
     assert client.get_run(new_id).data.params["train.lr_g"] == "0.0002"
     assert sorted(p.name for p in project.checkpoints.iterdir()) == sorted(
-        [train.run_key(params, DATA_HASH), train.run_key(safer, DATA_HASH)])
+        [train.run_key(params, DATA_HASH), train.run_key(safer, DATA_HASH)]
+    )
     # Dynamic loss scaling starts at 2**15; the first scaled gradients overflow float16, the optimizer
     # skips those updates and lowers the scale. That is not divergence, and training goes on.
     restored = _restore_latest(project.checkpoints / train.run_key(safer, DATA_HASH), safer, "mixed_float16")
     for optimizer in (restored.d_optimizer, restored.g_optimizer):
         skipped = 15 - int(np.log2(float(optimizer.dynamic_scale.numpy())))  # each skip halves the scale
         assert int(optimizer.iterations.numpy()) + skipped == 3  # applied + skipped updates
-    assert float(restored.d_optimizer.dynamic_scale.numpy()) < 2.0 ** 15  # at least one update was skipped
+    assert float(restored.d_optimizer.dynamic_scale.numpy()) < 2.0**15  # at least one update was skipped
 
 
 def test_a_crash_mid_training_marks_the_run_failed(tmp_path, monkeypatch):
@@ -454,6 +499,7 @@ def test_a_crash_mid_training_marks_the_run_failed(tmp_path, monkeypatch):
 
 # ---- FID over training -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("trusted", [True, False])
 def test_fid_over_training_is_logged_and_the_best_generator_is_exported(tmp_path, monkeypatch, trusted):
     """With trusted features the best step's generator is exported; with features that failed their fitness
@@ -463,24 +509,35 @@ def test_fid_over_training_is_logged_and_the_best_generator_is_exported(tmp_path
     from resgan.metrics.features import LearnedFeatures
     from resgan.sampling import generate_images, latents
 
-    params = tiny_params(train={"steps": 6, "log_every": 2, "sample_every": 6, "checkpoint_every": 3,
-                                "eval_every": 2, "eval_num": 40}, evaluate={"features": "classifier"})
+    params = tiny_params(
+        train={"steps": 6, "log_every": 2, "sample_every": 6, "checkpoint_every": 3, "eval_every": 2, "eval_num": 40},
+        evaluate={"features": "classifier"},
+    )
     project = make_project(tmp_path, params)
     keras.utils.set_random_seed(0)  # an untrained classifier: its features are a fixed random projection
     inputs = keras.Input((16, 16, 1))
     features = keras.layers.Dense(8, name=FEATURE_LAYER)(keras.layers.Flatten()(inputs))
     classifier = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(features))
     classifier.save(tmp_path / "classifier.keras")
-    (tmp_path / "classifier.json").write_text(json.dumps({"kind": "classifier", "trusted": trusted,
-                                                          "fitness": "written by the test"}))
+    (tmp_path / "classifier.json").write_text(
+        json.dumps({"kind": "classifier", "trusted": trusted, "fitness": "written by the test"})
+    )
     key = "fid_classifier" if trusted else "fid_classifier_untrusted"
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
     curve_path = tmp_path / "plots" / "fid.csv"
-    figures = train.run(params, params_path=project.params_path, data_dir=project.data, models_dir=project.models,
-                        checkpoint_dir=project.checkpoints, metrics_path=project.metrics, plots_path=project.plots,
-                        classifier_path=tmp_path / "classifier.keras", fid_path=curve_path)
+    figures = train.run(
+        params,
+        params_path=project.params_path,
+        data_dir=project.data,
+        models_dir=project.models,
+        checkpoint_dir=project.checkpoints,
+        metrics_path=project.metrics,
+        plots_path=project.plots,
+        classifier_path=tmp_path / "classifier.keras",
+        fid_path=curve_path,
+    )
 
     curve = pd.read_csv(curve_path)
     assert curve["step"].tolist() == [2, 4, 6] and curve["fid"].gt(0).all()
@@ -511,8 +568,10 @@ def test_fid_over_training_is_logged_and_the_best_generator_is_exported(tmp_path
     assert (tags["exported"], tags["exported_step"]) == ("best", str(exported_step))
     # The exported generator is that step's: scored again the same way, it gives that step's FID.
     exported = load_generator(project.models / "generator.keras")
-    score = FidScore(LearnedFeatures(tmp_path / "classifier.keras"),
-                     reference_set(np.load(project.data / "train.npz")["images"], None, params.evaluate)[0])
+    score = FidScore(
+        LearnedFeatures(tmp_path / "classifier.keras"),
+        reference_set(np.load(project.data / "train.npz")["images"], None, params.evaluate)[0],
+    )
     images = generate_images(exported, latents(40, params.model.latent_dim, params.train.seed + train.FID_SEED_OFFSET))
     assert score(images)["fid_classifier"] == pytest.approx(fid_at[exported_step], rel=1e-4)
     model = client.get_logged_model(run_info(project)["model_uri"].removeprefix("models:/"))

@@ -46,15 +46,23 @@ class Decision:
         return self.champion == version
 
 
-def decide(candidate: Standing, champion: Standing | None, rivals: list[Standing], trusted: bool = True,
-           metric: str = "fid", key: str = "fid_classifier") -> Decision:
+def decide(
+    candidate: Standing,
+    champion: Standing | None,
+    rivals: list[Standing],
+    trusted: bool = True,
+    metric: str = "fid",
+    key: str = "fid_classifier",
+) -> Decision:
     """Apply the rule (module docstring) to ``candidate``, just evaluated (its ``value`` unrounded), the
     current ``champion`` (None: there is none; the candidate itself when the champion was evaluated
     again) and the other versions ``rivals``, by champion metric ``metric`` read from result ``key``."""
     value = candidate.value
     if not trusted:
-        return Decision(None, f"{key} comes from a feature extractor that failed its fitness check: not "
-                              "comparable, so champion stays")
+        return Decision(
+            None,
+            f"{key} comes from a feature extractor that failed its fitness check: not comparable, so champion stays",
+        )
     if value is None:
         return Decision(None, f"{key} was not computed, so champion stays")
     if not math.isfinite(value):  # a NaN champion could never be beaten (every comparison is False)
@@ -71,8 +79,11 @@ def _evaluated_again(candidate: Standing, rivals: list[Standing], metric: str, k
     number, value = candidate.version, candidate.value
     rival = best_rival(rivals, candidate, metric)
     if rival is not None and is_better(metric, rival.value, rounded(value)):
-        return Decision(rival.version, f"champion v{number} evaluated again ({key} {value:.4g}) no longer beats "
-                                       f"v{rival.version}'s {rival.value:.4g}: champion moves to v{rival.version}")
+        return Decision(
+            rival.version,
+            f"champion v{number} evaluated again ({key} {value:.4g}) no longer beats "
+            f"v{rival.version}'s {rival.value:.4g}: champion moves to v{rival.version}",
+        )
     return Decision(number, f"champion v{number} evaluated again ({key} {value:.4g}): it stays champion")
 
 
@@ -81,14 +92,20 @@ def _against(candidate: Standing, champion: Standing, metric: str, key: str) -> 
     number, value, held = candidate.version, candidate.value, champion.value
     if candidate.extractor and (champion.extractor or candidate.extractor) != candidate.extractor:
         # Scores from two feature extractors (e.g. a retrained classifier) are not on one scale.
-        return Decision(None, f"champion v{champion.version} was scored with another feature extractor "
-                              f"({champion.extractor}, now {candidate.extractor}), so it stays; "
-                              f"promote by hand with `resgan models promote {number} --alias champion`")
+        return Decision(
+            None,
+            f"champion v{champion.version} was scored with another feature extractor "
+            f"({champion.extractor}, now {candidate.extractor}), so it stays; "
+            f"promote by hand with `resgan models promote {number} --alias champion`",
+        )
     if held is not None and not math.isfinite(held):
         return Decision(number, f"champion v{champion.version}'s {key} is {held}: this version replaces it")
     if held is None:
-        return Decision(None, f"champion v{champion.version} has no {key} (another feature extractor?); "
-                              f"it stays; promote by hand with `resgan models promote {number} --alias champion`")
+        return Decision(
+            None,
+            f"champion v{champion.version} has no {key} (another feature extractor?); "
+            f"it stays; promote by hand with `resgan models promote {number} --alias champion`",
+        )
     if is_better(metric, rounded(value), held):  # both as the tags hold them
         return Decision(number, f"{key} {value:.4g} beats champion v{champion.version}'s {held:.4g}")
     return Decision(None, f"{key} {value:.4g} does not beat champion v{champion.version}'s {held:.4g}")

@@ -65,8 +65,11 @@ class PrepareParams(_Section):
     @model_validator(mode="after")
     def _npz_cap_needs_shards(self) -> PrepareParams:
         if self.npz_max_images and not self.shard_size:
-            raise _FieldError("npz_max_images", "needs shard_size > 0 (without shards, train.npz is what training "
-                                               "reads, so it must hold every training image)")
+            raise _FieldError(
+                "npz_max_images",
+                "needs shard_size > 0 (without shards, train.npz is what training "
+                "reads, so it must hold every training image)",
+            )
         return self
 
 
@@ -214,8 +217,11 @@ class TrainParams(_Section):
     @model_validator(mode="after")
     def _ada_needs_ops(self) -> TrainParams:
         if self.ada_target and not self.diffaugment.strip():
-            raise _FieldError("ada_target", "adapts how often train.diffaugment's ops apply: set train.diffaugment "
-                                            "to auto or a policy such as color,translation,cutout, or ada_target to 0")
+            raise _FieldError(
+                "ada_target",
+                "adapts how often train.diffaugment's ops apply: set train.diffaugment "
+                "to auto or a policy such as color,translation,cutout, or ada_target to 0",
+            )
         return self
 
     @field_validator("diffaugment")
@@ -252,8 +258,18 @@ class EvaluateParams(_Section):
     max_real: int = Field(10000, ge=2)  # cap on real images used for reference statistics
     seed: int = Field(0, ge=0)
 
-    @field_validator("batch_size", "kid_subsets", "kid_subset_size", "is_splits", "ssim_pairs",
-                     "memorization_shortlist", "pr_k", "max_real", "seed", mode="before")
+    @field_validator(
+        "batch_size",
+        "kid_subsets",
+        "kid_subset_size",
+        "is_splits",
+        "ssim_pairs",
+        "memorization_shortlist",
+        "pr_k",
+        "max_real",
+        "seed",
+        mode="before",
+    )
     @classmethod
     def _strict_int(cls, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -350,8 +366,10 @@ class ParamsView:
         return _SectionView(values, section, keys, self)
 
     def undeclared(self, name: str) -> UndeclaredParamError:
-        return UndeclaredParamError(f"the {self.stage} stage reads params {name!r}, which dvc.yaml does not "
-                                    f"give it (it declares {', '.join(self.declared)})")
+        return UndeclaredParamError(
+            f"the {self.stage} stage reads params {name!r}, which dvc.yaml does not "
+            f"give it (it declares {', '.join(self.declared)})"
+        )
 
     def flat(self) -> dict[str, Any]:
         """The declared params as ``{"train.lr_g": 0.0002, ...}`` (see :meth:`Params.flat`)."""
@@ -381,7 +399,8 @@ class _SectionView:
 
 
 SECTIONS: dict[str, type[BaseModel]] = {
-    name: field.annotation for name, field in Params.model_fields.items()  # type: ignore[misc]
+    name: field.annotation
+    for name, field in Params.model_fields.items()  # type: ignore[misc]
 }
 
 
@@ -440,8 +459,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if isinstance(raw, dict):
         missing = [name for name in SECTIONS if name not in raw]
         if missing:  # DVC reads these sections too: a stage whose section is absent cannot run
-            raise ParamsError(f"params: {path} has no section {missing[0]!r} "
-                              f"(every file needs {', '.join(SECTIONS)})")
+            raise ParamsError(f"params: {path} has no section {missing[0]!r} (every file needs {', '.join(SECTIONS)})")
     return parse_params(raw)
 
 
@@ -465,4 +483,6 @@ def _read_yaml(path: Path) -> Any:
     except yaml.YAMLError as error:
         where = getattr(error, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
-        raise ParamsError(f"params: {path} is not valid YAML{line}: {getattr(error, 'problem', None) or error}") from None
+        raise ParamsError(
+            f"params: {path} is not valid YAML{line}: {getattr(error, 'problem', None) or error}"
+        ) from None

@@ -90,7 +90,7 @@ def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 1) -> 
     for i, image in enumerate(images):
         r, col = divmod(i, columns)
         top, left = pad + r * (h + pad), pad + col * (w + pad)
-        grid[top:top + h, left:left + w] = image
+        grid[top : top + h, left : left + w] = image
     return grid
 
 

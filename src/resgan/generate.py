@@ -41,6 +41,7 @@ class UsageError(ResganError):
 
 # ------------------------------------------------------------------ checks (no model needed)
 
+
 def check_range(name: str, value: int | float, low: int | float, high: int | float | None = None) -> None:
     if value < low or (high is not None and value > high):
         bound = f"from {low:,} to {high:,}" if high is not None else f"at least {low}"
@@ -60,8 +61,9 @@ def resolve_format(out: Path, fmt: str | None, allowed: tuple[str, ...]) -> str:
         guessed = by_suffix.get(suffix)
         if guessed not in allowed:
             shown = ", ".join(f"{s or '(no suffix)'} -> {f}" for s, f in by_suffix.items() if f in allowed)
-            raise UsageError(f"cannot tell the output format of {out} from its suffix; use {shown}, "
-                             f"or --format {'|'.join(allowed)}")
+            raise UsageError(
+                f"cannot tell the output format of {out} from its suffix; use {shown}, or --format {'|'.join(allowed)}"
+            )
         return guessed
     fmt = fmt.lower()
     if fmt not in allowed:
@@ -86,11 +88,13 @@ def parse_seeds(text: str) -> list[int]:
 
 # ------------------------------------------------------------------ commands
 
+
 def _check_image_channels(model, ref: str) -> None:
     channels = image_shape(model)[2]
     if channels not in (1, 3, 4):
-        raise ResganError(f"{ref} makes images with {channels} channels; PNG and GIF need 1, 3 or 4 "
-                          "(write --format npz instead)")
+        raise ResganError(
+            f"{ref} makes images with {channels} channels; PNG and GIF need 1, 3 or 4 (write --format npz instead)"
+        )
 
 
 def _load(model_ref: str):
@@ -113,16 +117,28 @@ class Result:
     def line(self) -> str:
         """The one line the command prints."""
         size = "x".join(map(str, self.shape))
-        return {"grid": f"wrote a grid of {self.count} images ({size} px)",
-                "gif": f"wrote a GIF of {self.count} frames ({size} px)",
-                "folder": f"wrote {self.count} PNGs ({size})",
-                "npz": f"wrote {self.count} images ({size})"}[self.format] + f" -> {self.out}"
+        return {
+            "grid": f"wrote a grid of {self.count} images ({size} px)",
+            "gif": f"wrote a GIF of {self.count} frames ({size} px)",
+            "folder": f"wrote {self.count} PNGs ({size})",
+            "npz": f"wrote {self.count} images ({size})",
+        }[self.format] + f" -> {self.out}"
 
 
-def generate(model_ref: str, out: Path, num: int = 64, seed: int = 0, batch_size: int = 256,
-             truncation: float | None = None, fmt: str | None = None, force: bool = False,
-             columns: int | None = None, show_progress: bool | None = None, label: int | None = None,
-             scale: int = 0) -> Result:
+def generate(
+    model_ref: str,
+    out: Path,
+    num: int = 64,
+    seed: int = 0,
+    batch_size: int = 256,
+    truncation: float | None = None,
+    fmt: str | None = None,
+    force: bool = False,
+    columns: int | None = None,
+    show_progress: bool | None = None,
+    label: int | None = None,
+    scale: int = 0,
+) -> Result:
     """``num`` images from the generator ``model_ref`` (file or MLflow URI) written to ``out``.
 
     A grid is enlarged by the integer ``scale`` (nearest neighbour); 0 enlarges it to at least
@@ -153,8 +169,10 @@ def generate(model_ref: str, out: Path, num: int = 64, seed: int = 0, batch_size
             factor = max(1, min(factor, math.isqrt(MAX_GRID_PIXELS // (gh * gw))))
         gh, gw = gh * factor, gw * factor
         if gh * gw > MAX_GRID_PIXELS:
-            raise UsageError(f"a grid of {num:,} images of {h}x{w} would be {gw:,}x{gh:,} pixels, more than "
-                             "image viewers open; write --format folder or npz instead")
+            raise UsageError(
+                f"a grid of {num:,} images of {h}x{w} would be {gw:,}x{gh:,} pixels, more than "
+                "image viewers open; write --format folder or npz instead"
+            )
     z = latents(num, latent_dim(model), seed, truncation)
     show = show_progress if num > batch_size else False  # no bar for a single batch
     with progress_bar(num, "generating", show) as advance:
@@ -169,9 +187,18 @@ def generate(model_ref: str, out: Path, num: int = 64, seed: int = 0, batch_size
     return Result(out, fmt, num, images.shape)
 
 
-def interpolate(model_ref: str, out: Path, seeds: list[int], steps: int = 8, truncation: float | None = None,
-                fmt: str | None = None, force: bool = False, duration_ms: int = 100, scale: int = 0,
-                label: int | None = None) -> Result:
+def interpolate(
+    model_ref: str,
+    out: Path,
+    seeds: list[int],
+    steps: int = 8,
+    truncation: float | None = None,
+    fmt: str | None = None,
+    force: bool = False,
+    duration_ms: int = 100,
+    scale: int = 0,
+    label: int | None = None,
+) -> Result:
     """A spherical latent walk through ``seeds``: a grid (one row per pair) or an animated GIF, enlarged
     by the integer ``scale`` (nearest neighbour); 0 enlarges it to at least :data:`files.VIEW_WIDTH` px across.
 

@@ -81,8 +81,16 @@ def block_layout(classes: int, per_class: int, h: int, w: int) -> BlockLayout:
     columns = math.ceil(math.sqrt(classes * ASPECT * shape.block_h / shape.block_w))
     columns = max(1, min(classes, columns, (MAX_ROW_WIDTH + GAP) // (shape.block_w + GAP) or 1))
     rows = math.ceil(classes / columns)
-    return BlockLayout(rows * (shape.block_h + GAP) - GAP, columns * (shape.block_w + GAP) - GAP, classes,
-                       columns, tile_columns, tile_rows, h, w)
+    return BlockLayout(
+        rows * (shape.block_h + GAP) - GAP,
+        columns * (shape.block_w + GAP) - GAP,
+        classes,
+        columns,
+        tile_columns,
+        tile_rows,
+        h,
+        w,
+    )
 
 
 def class_blocks(images: np.ndarray, labels: np.ndarray, classes: int | None = None) -> np.ndarray:
@@ -97,7 +105,7 @@ def class_blocks(images: np.ndarray, labels: np.ndarray, classes: int | None = N
     for k in range(classes):
         for i, image in enumerate(images[labels == k]):
             top, left = layout.tile(k, i)
-            picture[top:top + h, left:left + w] = image
+            picture[top : top + h, left : left + w] = image
     return _write_labels(picture, layout)
 
 
@@ -112,8 +120,12 @@ def _write_labels(picture: np.ndarray, layout: BlockLayout) -> np.ndarray:
     for k in range(layout.classes):
         top, left, bottom, right = layout.label_box(k)
         x0, y0, x1, y1 = draw.textbbox((0, 0), str(k), font=font)
-        draw.text((left + (right - left - (x1 - x0)) // 2 - x0, top + (bottom - top - (y1 - y0)) // 2 - y0),
-                  str(k), fill=white, font=font)
+        draw.text(
+            (left + (right - left - (x1 - x0)) // 2 - x0, top + (bottom - top - (y1 - y0)) // 2 - y0),
+            str(k),
+            fill=white,
+            font=font,
+        )
     out = np.asarray(canvas)
     return out[..., None] if picture.shape[-1] == 1 else out
 
@@ -137,13 +149,19 @@ def shown_size(n: int, h: int, w: int, classes: int, columns: int | None, cycled
     return int(np.ceil(n / columns)) * (h + 1) + 1, columns * (w + 1) + 1
 
 
-def cycled_grid(images: np.ndarray, labels: np.ndarray | None, classes: int = 0,
-                columns: int | None = None) -> np.ndarray:
+def cycled_grid(
+    images: np.ndarray, labels: np.ndarray | None, classes: int = 0, columns: int | None = None
+) -> np.ndarray:
     """All of ``images`` as one picture (``resgan generate``): ``columns`` wide (default near square), or,
     when a generator of ``classes`` classes drew every class in turn (``labels``) and they are more than
     fit a row, with no ``columns``, a block per class (:func:`shown_size` gives the size beforehand)."""
-    if labels is not None and classes and columns is None and wraps(classes, images.shape[2]) \
-            and len(np.unique(labels)) > 1:
+    if (
+        labels is not None
+        and classes
+        and columns is None
+        and wraps(classes, images.shape[2])
+        and len(np.unique(labels)) > 1
+    ):
         return class_blocks(images, labels, classes)
     return files.image_grid(images, columns)
 

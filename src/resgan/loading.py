@@ -59,11 +59,14 @@ def _load_keras(path: Path, name: str | None = None):
     except Exception as error:  # a zip that is no Keras archive raises KeyError, BadZipFile, JSON errors...
         text, cause = str(error), _root_cause(error)
         if "safe_mode" in text or (isinstance(error, ValueError) and "lambda" in text.lower()):
-            raise ResganError(f"{name} holds arbitrary code (e.g. a Lambda layer) and is refused: "
-                              "resgan loads models with Keras safe_mode") from None
+            raise ResganError(
+                f"{name} holds arbitrary code (e.g. a Lambda layer) and is refused: "
+                "resgan loads models with Keras safe_mode"
+            ) from None
         if cause.startswith("Could not locate"):  # a config naming a function or class outside Keras and resgan
-            raise ResganError(f"{name} names code that is neither Keras' nor resgan's and is refused: "
-                              f"{cause.split('. ')[0]}") from None
+            raise ResganError(
+                f"{name} names code that is neither Keras' nor resgan's and is refused: {cause.split('. ')[0]}"
+            ) from None
         raise ResganError(f"{name} cannot be loaded as a Keras model: {cause}") from None
 
 
@@ -94,8 +97,9 @@ def _check_store(uri: str) -> None:
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///"))
         if not db.is_file():
-            raise ResganError(f"no MLflow store at {db}: train a model first, or set MLFLOW_TRACKING_URI "
-                              "to the store that holds it")
+            raise ResganError(
+                f"no MLflow store at {db}: train a model first, or set MLFLOW_TRACKING_URI to the store that holds it"
+            )
 
 
 def _download(uri: str, dst: Path) -> Path:
@@ -155,11 +159,18 @@ def generator_from_file(path: Path, name: str | None = None):
     model = _load_keras(path, name)
     inputs, outputs = model.inputs, model.outputs
     conditional = len(inputs) == 2 and len(inputs[1].shape) == 1 and "int" in str(inputs[1].dtype)
-    if (len(inputs) not in (1, 2) or len(inputs[0].shape) != 2 or (len(inputs) == 2 and not conditional)
-            or len(outputs) != 1 or len(outputs[0].shape) != 4):
-        raise ResganError(f"{name} is not a generator: it maps {[tuple(i.shape) for i in inputs]} to "
-                          f"{[tuple(o.shape) for o in outputs]}, expected (batch, latent) -> (batch, H, W, C), "
-                          "or (batch, latent) and (batch,) class labels for a conditional one")
+    if (
+        len(inputs) not in (1, 2)
+        or len(inputs[0].shape) != 2
+        or (len(inputs) == 2 and not conditional)
+        or len(outputs) != 1
+        or len(outputs[0].shape) != 4
+    ):
+        raise ResganError(
+            f"{name} is not a generator: it maps {[tuple(i.shape) for i in inputs]} to "
+            f"{[tuple(o.shape) for o in outputs]}, expected (batch, latent) -> (batch, H, W, C), "
+            "or (batch, latent) and (batch,) class labels for a conditional one"
+        )
     if conditional and num_classes(model) < 2:
         raise ResganError(f"{name} is not a resgan generator: it takes labels but has no class embedding")
     return model

@@ -52,6 +52,7 @@ def metric_tag_pattern(metric: str) -> str:
 
 # ---------------------------------------------------------------- registration; the rule is resgan.champion
 
+
 @dataclass(frozen=True)
 class Registration:
     name: str
@@ -75,9 +76,18 @@ def champion(name: str):
         return None
 
 
-def register(model_uri: str, name: str, metric: str, metric_key: str, results: dict[str, Any],
-             tags: dict[str, str], run_id: str | None = None, reuse: bool = False,
-             description: str | None = None, trusted: bool = True) -> Registration:
+def register(
+    model_uri: str,
+    name: str,
+    metric: str,
+    metric_key: str,
+    results: dict[str, Any],
+    tags: dict[str, str],
+    run_id: str | None = None,
+    reuse: bool = False,
+    description: str | None = None,
+    trusted: bool = True,
+) -> Registration:
     """Register ``model_uri`` as a version of ``name``; set ``candidate``; maybe move ``champion``.
 
     ``metric`` is a champion metric name (``fid``); ``metric_key`` the result key it is read from
@@ -106,9 +116,18 @@ def _version_of(client: MlflowClient, name: str, model_uri: str):
     return max(same, key=lambda v: int(v.version)) if same else None
 
 
-def _register(model_uri: str, name: str, metric: str, metric_key: str, results: dict[str, Any],
-              tags: dict[str, str], run_id: str | None, reuse: bool, description: str | None,
-              trusted: bool = True) -> Registration:
+def _register(
+    model_uri: str,
+    name: str,
+    metric: str,
+    metric_key: str,
+    results: dict[str, Any],
+    tags: dict[str, str],
+    run_id: str | None,
+    reuse: bool,
+    description: str | None,
+    trusted: bool = True,
+) -> Registration:
     client = MlflowClient()
     # The newest version before this one (None when re-evaluating one): those above it are registered at
     # the same moment as this one, by a teammate against the same server.
@@ -140,13 +159,19 @@ def _register(model_uri: str, name: str, metric: str, metric_key: str, results: 
         if best != number:
             crowned, reason = False, f"{reason}; v{best}, registered meanwhile, is better: champion is v{best}"
     aliases = (CANDIDATE, CHAMPION) if crowned else (CANDIDATE,)
-    return Registration(name=name, version=number, aliases=aliases, metric=tag, value=candidate.value,
-                        previous_champion=None if current is None else int(current.version),
-                        previous_value=None if held is None else held.value, decision=reason)
+    return Registration(
+        name=name,
+        version=number,
+        aliases=aliases,
+        metric=tag,
+        value=candidate.value,
+        previous_champion=None if current is None else int(current.version),
+        previous_value=None if held is None else held.value,
+        decision=reason,
+    )
 
 
-def _settle_champion(client: MlflowClient, name: str, mine: Standing, newest_before: int, tag: str,
-                     metric: str) -> int:
+def _settle_champion(client: MlflowClient, name: str, mine: Standing, newest_before: int, tag: str, metric: str) -> int:
     """After ``mine`` took champion: the version that should hold it, given the versions registered at the
     same moment (above ``newest_before``); moves the alias there if a racer's write holds it. Returns it.
 
@@ -159,8 +184,14 @@ def _settle_champion(client: MlflowClient, name: str, mine: Standing, newest_bef
     best = mine
     for other in _versions(client, name):
         rival = _standing(other, tag)
-        if (rival.version > newest_before and rival.version != mine.version and rival.extractor == mine.extractor
-                and rival.value is not None and math.isfinite(rival.value) and is_better(metric, rival.value, best.value)):
+        if (
+            rival.version > newest_before
+            and rival.version != mine.version
+            and rival.extractor == mine.extractor
+            and rival.value is not None
+            and math.isfinite(rival.value)
+            and is_better(metric, rival.value, best.value)
+        ):
             best = rival
     now = champion(name)
     if now is not None and int(now.version) != best.version and int(now.version) > newest_before:  # a racer's
@@ -182,8 +213,15 @@ def _set_alias(client: MlflowClient, name: str, alias: str, version: int, tries:
             time.sleep(0.2 * (attempt + 1))  # seconds
 
 
-def _version_with_figures(client: MlflowClient, name: str, model_uri: str, results: dict[str, Any],
-                          tags: dict[str, str], reuse: bool, description: str | None) -> int:
+def _version_with_figures(
+    client: MlflowClient,
+    name: str,
+    model_uri: str,
+    results: dict[str, Any],
+    tags: dict[str, str],
+    reuse: bool,
+    description: str | None,
+) -> int:
     """The version of ``name`` that holds ``model_uri`` (a new one, or with ``reuse`` the one registered
     before) with ``tags`` and the numbers of ``results`` as version tags; returns its number."""
     version_tags = {**tags, **{METRIC_TAG.format(key=k): str(rounded(v)) for k, v in results.items() if _is_number(v)}}
@@ -223,13 +261,16 @@ def _is_number(value: Any) -> bool:
 
 # ---------------------------------------------------------------- resgan models list | show | promote
 
+
 def client() -> MlflowClient:
     """An MlflowClient for the project's store; a clear error when the store is missing or down."""
     uri = tracking.tracking_uri()
     tracking.check_reachable(uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise ResganError(f"no MLflow store at {uri.removeprefix('sqlite:///')}: nothing is registered yet "
-                          "(run the pipeline, or set MLFLOW_TRACKING_URI)")
+        raise ResganError(
+            f"no MLflow store at {uri.removeprefix('sqlite:///')}: nothing is registered yet "
+            "(run the pipeline, or set MLFLOW_TRACKING_URI)"
+        )
     mlflow.set_tracking_uri(uri)
     return MlflowClient(tracking_uri=uri)
 
@@ -315,8 +356,9 @@ def list_versions(name: str, champion_metric: str = "fid", as_json: bool = False
     pattern = re.compile(metric_tag_pattern(champion_metric))
     metric_tags = sorted({k for row in rows for k in row["tags"] if pattern.fullmatch(k)})
 
-    table = Table(title=f"{name}: {len(rows)} version{'s' if len(rows) != 1 else ''} "
-                  f"(champion metric: {champion_metric})")
+    table = Table(
+        title=f"{name}: {len(rows)} version{'s' if len(rows) != 1 else ''} (champion metric: {champion_metric})"
+    )
     table.add_column("version", justify="right")
     table.add_column("aliases")
     for tag in metric_tags:
@@ -324,9 +366,13 @@ def list_versions(name: str, champion_metric: str = "fid", as_json: bool = False
     table.add_column("source run")
     table.add_column("created")
     for row in rows:
-        table.add_row(str(row["version"]), ", ".join(row["aliases"]),
-                      *[_number(row["tags"].get(tag)) for tag in metric_tags],
-                      row["run_id"] or "", row["created"])
+        table.add_row(
+            str(row["version"]),
+            ", ".join(row["aliases"]),
+            *[_number(row["tags"].get(tag)) for tag in metric_tags],
+            row["run_id"] or "",
+            row["created"],
+        )
     Console(width=200 if not sys.stdout.isatty() else None).print(table)  # piped: no wrapping at 80
     return rows
 
@@ -367,8 +413,9 @@ def show_version(name: str, version_or_alias: str, as_json: bool = False) -> dic
 def promote(name: str, version_or_alias: str, alias: str = CHAMPION) -> tuple[int, int | None]:
     """Point ``alias`` at a version; returns (new version, the version it pointed at before or None)."""
     if not ALIAS.fullmatch(alias) or alias.lower() == "latest" or re.fullmatch(r"v\d+", alias, re.IGNORECASE):
-        raise ResganError(f"{alias!r} cannot be an alias: use letters, digits, _ and -, not a version-like "
-                          "name (v3) or 'latest'")
+        raise ResganError(
+            f"{alias!r} cannot be an alias: use letters, digits, _ and -, not a version-like name (v3) or 'latest'"
+        )
     c = client()
     target = resolve(c, name, version_or_alias)
     before = registered_model(c, name).aliases.get(alias)

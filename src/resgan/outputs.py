@@ -39,8 +39,10 @@ def check_output(out: Path, fmt: str, force: bool) -> None:
         if out.is_dir():
             strangers = sorted(p.name for p in out.iterdir() if not FOLDER_NAME.fullmatch(p.name))
             if strangers:
-                raise OutputError(f"{out} holds files that resgan generate did not write ({strangers[0]}, ...); "
-                                  "not replacing it, even with --force")
+                raise OutputError(
+                    f"{out} holds files that resgan generate did not write ({strangers[0]}, ...); "
+                    "not replacing it, even with --force"
+                )
     folder = out.parent
     while not folder.exists():  # the nearest existing ancestor decides whether we can create the rest
         if folder == folder.parent:
@@ -138,6 +140,6 @@ def write_gif(out: Path, frames: np.ndarray, duration_ms: int) -> None:
     """An endlessly looping animated GIF of uint8 NHWC ``frames``, ``duration_ms`` milliseconds each."""
     with _writing(out), files.atomic_path(out, suffix=".gif") as tmp:
         pictures = [files.to_pil(frame) for frame in frames]
-        pictures[0].save(tmp, format="GIF", save_all=True, append_images=pictures[1:], duration=duration_ms,
-                         loop=0, optimize=False)
-
+        pictures[0].save(
+            tmp, format="GIF", save_all=True, append_images=pictures[1:], duration=duration_ms, loop=0, optimize=False
+        )

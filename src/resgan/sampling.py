@@ -34,9 +34,11 @@ def class_labels(num: int, classes: int, seed: int, label: int | None = None) ->
     """
     if not classes:
         if label is not None:
-            raise ResganError("a label was given, but this generator is not class-conditional (it was "
-                              "trained with model.conditional: false, or self-conditioned on unlabelled data, "
-                              "which draws its clusters itself)")
+            raise ResganError(
+                "a label was given, but this generator is not class-conditional (it was "
+                "trained with model.conditional: false, or self-conditioned on unlabelled data, "
+                "which draws its clusters itself)"
+            )
         return None
     if label is not None:
         if not 0 <= label < classes:
@@ -70,7 +72,7 @@ def latents(num: int, dim: int, seed: int, truncation: float | None = None) -> n
     redraw = np.random.default_rng([seed, 1])
     rows = max(1, 2**20 // max(dim, 1))  # bounded memory for a million latents
     for start in range(0, num, rows):
-        block = z[start:start + rows]
+        block = z[start : start + rows]
         uniform = redraw.random(block.shape)  # drawn for every position: row i's values depend on i only
         outside = np.abs(block) > truncation
         if outside.any():
@@ -86,8 +88,13 @@ def to_uint8(images: Any) -> np.ndarray:
     return np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
-def generate_images(model, z: np.ndarray, labels: np.ndarray | None = None, batch_size: int = 256,
-                    progress: Callable[[int], None] | None = None) -> np.ndarray:
+def generate_images(
+    model,
+    z: np.ndarray,
+    labels: np.ndarray | None = None,
+    batch_size: int = 256,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
     """uint8 NHWC images for latents ``z`` (and class ``labels``, for a conditional generator).
 
     Runs ``model(x, training=False)`` ``batch_size`` rows at a time as one traced graph (about twice
@@ -96,13 +103,18 @@ def generate_images(model, z: np.ndarray, labels: np.ndarray | None = None, batc
     out = np.empty((len(z), *image_shape(model)), dtype=np.uint8)
     start = 0
     for batch in iter_images(model, z, labels, batch_size, progress):
-        out[start:start + len(batch)] = batch
+        out[start : start + len(batch)] = batch
         start += len(batch)
     return out
 
 
-def iter_images(model, z: np.ndarray, labels: np.ndarray | None = None, batch_size: int = 256,
-                progress: Callable[[int], None] | None = None) -> Iterator[np.ndarray]:
+def iter_images(
+    model,
+    z: np.ndarray,
+    labels: np.ndarray | None = None,
+    batch_size: int = 256,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[np.ndarray]:
     """:func:`generate_images` one uint8 NHWC batch at a time, for outputs too big to hold at once."""
     if batch_size < 1:
         raise ResganError(f"the batch size must be at least 1, got {batch_size}")
@@ -132,15 +144,24 @@ def _compiled(model, example):
 
         model_ref = weakref.ref(model)  # a strong reference in the value would keep the key alive forever
         call = tf.function(lambda x: model_ref()(x, training=False), reduce_retracing=True)
-        call.get_concrete_function(tf.nest.map_structure(
-            lambda a: tf.TensorSpec((None, *np.shape(a)[1:]), tf.as_dtype(np.asarray(a).dtype)), example))
+        call.get_concrete_function(
+            tf.nest.map_structure(
+                lambda a: tf.TensorSpec((None, *np.shape(a)[1:]), tf.as_dtype(np.asarray(a).dtype)), example
+            )
+        )
         _COMPILED[model] = call
     return call
 
 
-def draw(model, num: int, seed: int, batch_size: int = 256, truncation: float | None = None,
-         label: int | None = None, progress: Callable[[int], None] | None = None
-         ) -> tuple[np.ndarray, np.ndarray | None]:
+def draw(
+    model,
+    num: int,
+    seed: int,
+    batch_size: int = 256,
+    truncation: float | None = None,
+    label: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """``num`` images of ``seed``: :func:`latents` and :func:`class_labels` through :func:`generate_images`.
 
     Returns uint8 NHWC images and the classes they were drawn for (``label``, or every class in
@@ -197,6 +218,6 @@ def grid_images(images: np.ndarray, labels: np.ndarray | None, size: int) -> tup
     classes = int(labels.max()) + 1
     offset = int(np.argmax(labels == 0)) if (labels == 0).any() else 0
     rows = min(max(1, round(size / classes)), (len(images) - offset) // classes)
-    if classes < 2 or rows < 1 or np.any(labels[offset:offset + rows * classes] != np.tile(np.arange(classes), rows)):
+    if classes < 2 or rows < 1 or np.any(labels[offset : offset + rows * classes] != np.tile(np.arange(classes), rows)):
         return images[:size], None  # not the cycling labels of class_labels: no class layout
-    return images[offset:offset + rows * classes], classes
+    return images[offset : offset + rows * classes], classes

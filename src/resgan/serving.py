@@ -59,8 +59,13 @@ def seed_signature():
     """Input: ``seed`` (long, required), ``truncation`` (double, optional) and ``label`` (long,
     optional: a class-conditional model's class); params: ``format``."""
     return ModelSignature(
-        inputs=Schema([ColSpec("long", "seed"), ColSpec("double", "truncation", required=False),
-                       ColSpec("long", "label", required=False)]),
+        inputs=Schema(
+            [
+                ColSpec("long", "seed"),
+                ColSpec("double", "truncation", required=False),
+                ColSpec("long", "label", required=False),
+            ]
+        ),
         outputs=Schema([ColSpec("long", "seed"), ColSpec("string", "image")]),
         params=ParamSchema([ParamSpec("format", "string", "png")]),
     )
@@ -71,8 +76,17 @@ def default_requirements() -> list[str]:
     return [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"pillow=={PIL.__version__}"]
 
 
-def save_model(path, keras_model, mlflow_model=None, signature=None, pip_requirements=None,
-               extra_pip_requirements=None, conda_env=None, metadata=None, **kwargs) -> None:
+def save_model(
+    path,
+    keras_model,
+    mlflow_model=None,
+    signature=None,
+    pip_requirements=None,
+    extra_pip_requirements=None,
+    conda_env=None,
+    metadata=None,
+    **kwargs,
+) -> None:
     """Save ``keras_model`` as an MLflow model at ``path`` whose pyfunc is :class:`SeedModel`.
 
     ``signature`` defaults to :func:`seed_signature` (the pyfunc's inputs are seeds, not latents).
@@ -87,18 +101,31 @@ def save_model(path, keras_model, mlflow_model=None, signature=None, pip_require
     keras_logger.setLevel(logging.ERROR)  # its "no signature" warning: the seed signature is set below
     try:
         # The keras flavor accepts only tensor signatures, so it saves without one.
-        mlflow.keras.save_model(keras_model, path, mlflow_model=mlflow_model, signature=None,
-                                pip_requirements=pip_requirements, extra_pip_requirements=extra_pip_requirements,
-                                conda_env=conda_env, metadata=metadata, **kwargs)
+        mlflow.keras.save_model(
+            keras_model,
+            path,
+            mlflow_model=mlflow_model,
+            signature=None,
+            pip_requirements=pip_requirements,
+            extra_pip_requirements=extra_pip_requirements,
+            conda_env=conda_env,
+            metadata=metadata,
+            **kwargs,
+        )
     finally:
         keras_logger.setLevel(level)
     mlflow_model.signature = signature if signature is not None else seed_signature()
     pyfunc = mlflow_model.flavors[PYFUNC]
     pyfunc["loader_module"] = __name__
     pyfunc["data"] = mlflow_model.flavors["keras"]["data"]
-    mlflow_model.metadata = {**(mlflow_model.metadata or {}), "resgan": {
-        "latent_dim": latent_dim(keras_model), "image_shape": list(image_shape(keras_model)),
-        "num_classes": num_classes(keras_model)}}
+    mlflow_model.metadata = {
+        **(mlflow_model.metadata or {}),
+        "resgan": {
+            "latent_dim": latent_dim(keras_model),
+            "image_shape": list(image_shape(keras_model)),
+            "num_classes": num_classes(keras_model),
+        },
+    }
     mlflow_model.save(os.path.join(path, MLMODEL_FILE_NAME))
 
 
@@ -107,13 +134,26 @@ def requirements() -> list[str]:
     return [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
 
 
-def log_model(keras_model, name: str = "generator", signature=None, pip_requirements=None,
-              registered_model_name: str | None = None, **kwargs):
+def log_model(
+    keras_model,
+    name: str = "generator",
+    signature=None,
+    pip_requirements=None,
+    registered_model_name: str | None = None,
+    **kwargs,
+):
     """Log ``keras_model`` as a LoggedModel of run ``run_id`` (a keyword argument; else MLflow's active
     run); returns its ``ModelInfo``. The model's experiment: see :meth:`resgan.tracking.StageRun.log_model_once`."""
-    return Model.log(artifact_path=None, name=name, flavor=sys.modules[__name__], keras_model=keras_model,
-                     signature=signature, pip_requirements=pip_requirements,
-                     registered_model_name=registered_model_name, **kwargs)
+    return Model.log(
+        artifact_path=None,
+        name=name,
+        flavor=sys.modules[__name__],
+        keras_model=keras_model,
+        signature=signature,
+        pip_requirements=pip_requirements,
+        registered_model_name=registered_model_name,
+        **kwargs,
+    )
 
 
 class SeedModel:
@@ -141,8 +181,9 @@ class SeedModel:
             column = [image.tolist() for image in images]
         return pd.DataFrame({"seed": seeds.astype(np.int64), "image": column})
 
-    def images(self, seeds: np.ndarray, truncations: list[float | None],
-               labels: list[int | None] | None = None) -> np.ndarray:
+    def images(
+        self, seeds: np.ndarray, truncations: list[float | None], labels: list[int | None] | None = None
+    ) -> np.ndarray:
         """uint8 NHWC images, one per seed, as ``resgan generate --seed s --num 1 [--label l]`` draws them."""
         z = np.stack([seed_latent(self.latent_dim, int(s), t) for s, t in zip(seeds, truncations)])
         labels = labels or [None] * len(seeds)

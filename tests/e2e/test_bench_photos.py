@@ -33,8 +33,15 @@ def _photos(root: Path, per_class: int, seed: int) -> None:
 
 
 def _bench(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "benchmarks.photos", *args], cwd=ROOT, env=env,
-                          check=False, capture_output=True, text=True, timeout=1800)
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks.photos", *args],
+        cwd=ROOT,
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
 
 
 @pytest.mark.slow
@@ -43,8 +50,20 @@ def test_bench_photos_quick_on_tiny_class_folders(tmp_path):
     _photos(tmp_path / "cifar" / "test", 12, seed=1)
     env = project_env()
     results, cache = tmp_path / "results", tmp_path / "cache"
-    done = _bench(["--quick", "--cifar", str(tmp_path / "cifar"), "--results", str(results), "--cache", str(cache),
-                   "--work", str(tmp_path / "work")], env)
+    done = _bench(
+        [
+            "--quick",
+            "--cifar",
+            str(tmp_path / "cifar"),
+            "--results",
+            str(results),
+            "--cache",
+            str(cache),
+            "--work",
+            str(tmp_path / "work"),
+        ],
+        env,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     figures = json.loads((results / "photos_quick.json").read_text())
@@ -62,7 +81,8 @@ def test_bench_photos_quick_on_tiny_class_folders(tmp_path):
         np.testing.assert_array_equal(labels, (1234 + np.arange(500)) % 3)  # every class in turn, seed 1234
         assert run["n_samples"] == 500 and 0.0 <= run["class_accuracy"] <= 1.0 and run["fid_classifier"] > 0
         assert run["class_accuracy_over_scorer"] == pytest.approx(
-            run["class_accuracy"] / figures["scorer"]["accuracy_real_test"])
+            run["class_accuracy"] / figures["scorer"]["accuracy_real_test"]
+        )
     assert "scorer_accuracy" in figures["targets"] and "fid_over_textbook_200k" not in figures["targets"]
     assert "Traceback" not in done.stderr
 
@@ -71,6 +91,8 @@ def test_bench_photos_without_the_data_says_so_in_one_line(tmp_path):
     env = {**project_env(), "RESGAN_CIFAR10": str(tmp_path / "nowhere")}
     done = _bench(["--quick", "--results", str(tmp_path / "results")], env)
     assert done.returncode != 0 and "Traceback" not in done.stderr
-    assert done.stderr.strip() == (f"no CIFAR-10 folder at {tmp_path / 'nowhere'}: pass --cifar DIR (or set "
-                                   "RESGAN_CIFAR10) to a folder holding train/<class>/*.jpg and test/<class>/*.jpg")
+    assert done.stderr.strip() == (
+        f"no CIFAR-10 folder at {tmp_path / 'nowhere'}: pass --cifar DIR (or set "
+        "RESGAN_CIFAR10) to a folder holding train/<class>/*.jpg and test/<class>/*.jpg"
+    )
     assert not (tmp_path / "results").exists()

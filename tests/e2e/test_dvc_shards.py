@@ -20,8 +20,9 @@ def shard_out(repo: Path) -> dict:
 @pytest.mark.slow
 def test_dvc_repro_prepare_with_shards(tmp_path: Path):
     env = project_env()
-    repo = make_project(tmp_path / "repo", {"prepare": {"source": "digits", "fit": "resize", "image_size": 16,
-                                                        "shard_size": 500}}, env)
+    repo = make_project(
+        tmp_path / "repo", {"prepare": {"source": "digits", "fit": "resize", "image_size": 16, "shard_size": 500}}, env
+    )
     run(["dvc", "repro", "prepare"], repo, env)
     out = repo / "data" / "prepared"
     n_train = json.loads((out / "summary.json").read_text())["counts"]["train"]

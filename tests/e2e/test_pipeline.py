@@ -35,8 +35,9 @@ def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 def _evaluations(client: MlflowClient, experiment_id: str, train_run_id: str) -> list:
     """The evaluation runs nested under a train run, oldest first."""
-    found = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{train_run_id}'",
-                               order_by=["attributes.start_time ASC"])
+    found = client.search_runs(
+        [experiment_id], f"tags.mlflow.parentRunId = '{train_run_id}'", order_by=["attributes.start_time ASC"]
+    )
     return list(found)
 
 
@@ -51,9 +52,18 @@ def test_repro_change_evaluation_params_and_compare_experiments(project):
     assert not [line for line in output.splitlines() if line.lstrip().startswith("{")], output[-3000:]
     assert "registered resgan v1" in output and "Running stage 'evaluate'" in output
 
-    for output in ("data/prepared/train.npz", "models/classifier.keras", "models/generator.keras",
-                   "samples/samples.npz", "samples/grid.png", "metrics/eval.json", "metrics/eval_info.json",
-                   "plots/train.csv", "plots/eval/classes.png", "plots/eval/memorization.csv"):
+    for output in (
+        "data/prepared/train.npz",
+        "models/classifier.keras",
+        "models/generator.keras",
+        "samples/samples.npz",
+        "samples/grid.png",
+        "metrics/eval.json",
+        "metrics/eval_info.json",
+        "plots/train.csv",
+        "plots/eval/classes.png",
+        "plots/eval/memorization.csv",
+    ):
         assert (repo / output).exists(), output
     assert (repo / "mlflow.db").exists() and (repo / "mlruns").is_dir()
     samples = np.load(repo / "samples/samples.npz")["images"]
@@ -78,7 +88,10 @@ def test_repro_change_evaluation_params_and_compare_experiments(project):
     assert [m.step for m in client.get_metric_history(run_id, "loss/d")] == [2, 4, 6, 8]
     # mlflow ui's saved runs view (what the printed URL opens): FID and the key params as columns.
     view = json.loads(client.get_experiment(experiment_id).tags["mlflow.sharedViewState.resgan"])
-    assert view["selectedColumns"][0] == "metrics.`eval/fid_classifier`" and "params.`train.steps`" in view["selectedColumns"]
+    assert (
+        view["selectedColumns"][0] == "metrics.`eval/fid_classifier`"
+        and "params.`train.steps`" in view["selectedColumns"]
+    )
     charts = {c["metricKey"]: c for c in view["compareRunCharts"]}  # the chart view: FID first, the losses in one
     assert view["compareRunCharts"][0]["metricKey"] == "train/fid_classifier"
     assert charts["loss/d"]["selectedMetricKeys"] == ["loss/d", "loss/g"] and charts["loss/g"]["deleted"]
@@ -93,8 +106,9 @@ def test_repro_change_evaluation_params_and_compare_experiments(project):
     assert set(client.get_registered_model("resgan").aliases) == {"champion", "candidate"}
     assert float(version.tags["eval/fid_classifier"]) == pytest.approx(evaluation["fid_classifier"], rel=1e-3)
     # The figures are on the logged model's page too, against the evaluation data.
-    model = client.get_logged_model(json.loads((repo / "models/mlflow_run.json").read_text())["model_uri"]
-                                    .removeprefix("models:/"))
+    model = client.get_logged_model(
+        json.loads((repo / "models/mlflow_run.json").read_text())["model_uri"].removeprefix("models:/")
+    )
     assert any(m.key == "eval/fid_classifier" and m.run_id == first.info.run_id for m in model.metrics)
     # One FID per row: the train run's row shows its evaluation's figures, to 4 significant digits, at
     # the exported step; FID over training (fewer samples) is the curve train/fid_classifier.
@@ -128,7 +142,8 @@ def test_repro_change_evaluation_params_and_compare_experiments(project):
     assert [int(v.version) for v in client.search_model_versions("name='resgan'")] == [1]
     newest = json.loads((repo / "metrics/eval.json").read_text())
     assert float(client.get_model_version("resgan", "1").tags["eval/fid_classifier"]) == pytest.approx(
-        newest["fid_classifier"], rel=1e-3)
+        newest["fid_classifier"], rel=1e-3
+    )
     assert client.get_run(run_id).data.metrics["eval/fid_classifier"] == float(f"{newest['fid_classifier']:.4g}")
     diff = run_command(["dvc", "metrics", "diff", "--json"], repo, env)
     assert "fid_classifier" in json.loads(diff.stdout)["metrics/eval.json"]

@@ -26,8 +26,14 @@ TINY = {
     "evaluate": {"kid_subset_size": 50, "kid_subsets": 5, "ssim_pairs": 50, "max_real": 200},
 }
 # DVC-cached outputs a teammate pulls (the `cache: false` ones are per-machine records).
-PULLED = ("data/prepared/train.npz", "data/prepared/test.npz", "data/prepared/manifest.csv",
-          "models/classifier.keras", "models/generator.keras", "samples/samples.npz")
+PULLED = (
+    "data/prepared/train.npz",
+    "data/prepared/test.npz",
+    "data/prepared/manifest.csv",
+    "models/classifier.keras",
+    "models/generator.keras",
+    "samples/samples.npz",
+)
 
 
 _run = run

@@ -55,8 +55,9 @@ def auth_server(postgres, s3, tmp_path_factory):
     from mlflow.server import get_app_client
 
     database = postgres.create_database("mlflow_auth")
-    with TeamServer(postgres, s3, tmp_path_factory.mktemp("auth-server"), prefix="mlflow-auth", auth=True,
-                    database=database) as server:
+    with TeamServer(
+        postgres, s3, tmp_path_factory.mktemp("auth-server"), prefix="mlflow-auth", auth=True, database=database
+    ) as server:
         print(f"\n[team services] mlflow server --app-name basic-auth started in {server.started_in:.2f} s")
         with _as(ADMIN, ADMIN_PASSWORD):
             admin = get_app_client("basic-auth", tracking_uri=server.uri)
@@ -85,8 +86,11 @@ def _fails(args: list[str], cwd: Path, env: dict[str, str]) -> str:
 
 
 def _tree(repo: Path) -> dict[str, str]:
-    return {str(p.relative_to(repo)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts and "tmp" not in p.parts}
+    return {
+        str(p.relative_to(repo)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in repo.rglob("*")
+        if p.is_file() and ".git" not in p.parts and "tmp" not in p.parts
+    }
 
 
 def test_only_its_users_get_in_and_no_password_is_written(tmp_path, auth_server, postgres, s3):
@@ -104,31 +108,41 @@ def test_only_its_users_get_in_and_no_password_is_written(tmp_path, auth_server,
 
     # ---- ada with a wrong password: one line naming server and user, nothing written ----
     wrong = _env(server, "ada", WRONG)
-    expected = (f"error: MLflow tracking server at {server.uri} refused user 'ada': wrong user name or password "
-                "(HTTP 401); check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    expected = (
+        f"error: MLflow tracking server at {server.uri} refused user 'ada': wrong user name or password "
+        "(HTTP 401); check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+    )
     before = _tree(repo)
     assert _fails(["resgan", "models", "list"], repo, wrong) == expected
-    assert _fails(["resgan", "generate", "--model", "models:/resgan@champion", "--out", "g.png"], repo, wrong) == expected
+    assert (
+        _fails(["resgan", "generate", "--model", "models:/resgan@champion", "--out", "g.png"], repo, wrong) == expected
+    )
     train_cmd = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["train"]["cmd"]
     assert _fails(shlex.split(train_cmd), repo, wrong) == expected
     assert _tree(repo) == before  # no run file, no checkpoint, no image
     nobody = _env(server, None, None)
     assert _fails(["resgan", "models", "list"], repo, nobody) == (
         f"error: MLflow tracking server at {server.uri} asks for a user name and password (HTTP 401): "
-        "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+        "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+    )
 
     # ---- bob (READ): lists and generates; may not register or move an alias ----
     bob = _env(server, "bob", PASSWORDS["bob"])
     outputs.append(run(["resgan", "models", "list", "--json"], repo, bob))
-    assert [(row["version"], row["aliases"]) for row in json.loads(outputs[-1].stdout)] == [(1, ["candidate", "champion"])]
-    outputs.append(run(["resgan", "generate", "--model", "models:/resgan@champion", "--num", "8", "--out", "bob.png"],
-                       repo, bob))
-    outputs.append(run(["resgan", "generate", "--model", "models/generator.keras", "--num", "8", "--out", "local.png"],
-                       repo, bob))
+    assert [(row["version"], row["aliases"]) for row in json.loads(outputs[-1].stdout)] == [
+        (1, ["candidate", "champion"])
+    ]
+    outputs.append(
+        run(["resgan", "generate", "--model", "models:/resgan@champion", "--num", "8", "--out", "bob.png"], repo, bob)
+    )
+    outputs.append(
+        run(["resgan", "generate", "--model", "models/generator.keras", "--num", "8", "--out", "local.png"], repo, bob)
+    )
     assert (repo / "bob.png").read_bytes() == (repo / "local.png").read_bytes()
     assert _fails(["resgan", "models", "promote", "1", "--alias", "champion"], repo, bob) == (
         f"error: cannot set alias 'champion' on resgan v1: MLflow tracking server at {server.uri} refused user "
-        "'bob': permission denied (HTTP 403)")
+        "'bob': permission denied (HTTP 403)"
+    )
     model_uri = json.loads((repo / "models/mlflow_run.json").read_text())["model_uri"]
     from resgan import model_registry
     from resgan.errors import ResganError
@@ -138,8 +152,10 @@ def test_only_its_users_get_in_and_no_password_is_written(tmp_path, auth_server,
 
         mlflow.set_tracking_uri(server.uri)
         model_registry.register(model_uri, "resgan", "fid", "fid_classifier", {"fid_classifier": 0.5}, {})
-    assert str(refused.value) == (f"cannot register {model_uri} as resgan: MLflow tracking server at {server.uri} "
-                                  "refused user 'bob': permission denied (HTTP 403)")
+    assert str(refused.value) == (
+        f"cannot register {model_uri} as resgan: MLflow tracking server at {server.uri} "
+        "refused user 'bob': permission denied (HTTP 403)"
+    )
     with _as("ada", PASSWORDS["ada"]):
         client = MlflowClient(tracking_uri=server.uri)
         assert [v.version for v in client.search_model_versions("name = 'resgan'")] == ["1"]
@@ -147,10 +163,12 @@ def test_only_its_users_get_in_and_no_password_is_written(tmp_path, auth_server,
 
     # ---- no password anywhere: the store, the bucket, the project's files and every command's output ----
     secrets = [*PASSWORDS.values(), WRONG]
-    places = {"pg_dump": postgres.dump(server.database).encode(),
-              **{f"s3://{BUCKET}/{k}": v for k, v in s3.objects("mlflow-auth/").items()},
-              **{str(p.relative_to(repo)): p.read_bytes() for p in repo.rglob("*") if p.is_file()},
-              **{f"output {i}": (o.stdout + o.stderr).encode() for i, o in enumerate(outputs)}}
+    places = {
+        "pg_dump": postgres.dump(server.database).encode(),
+        **{f"s3://{BUCKET}/{k}": v for k, v in s3.objects("mlflow-auth/").items()},
+        **{str(p.relative_to(repo)): p.read_bytes() for p in repo.rglob("*") if p.is_file()},
+        **{f"output {i}": (o.stdout + o.stderr).encode() for i, o in enumerate(outputs)},
+    }
     assert any(name.endswith("params.yaml") for name in places) and any("dvc.lock" in name for name in places)
     for name, content in places.items():
         for secret in secrets:

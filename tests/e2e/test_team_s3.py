@@ -38,8 +38,9 @@ def _use_remote(repo: Path, s3, env: dict[str, str], commit: bool) -> None:
         run(["dvc", "remote", "add", "-d", "team", f"s3://{BUCKET}/dvc"], repo, env)
         run(["dvc", "remote", "modify", "team", "endpointurl", s3.endpoint], repo, env)
     run(["dvc", "remote", "modify", "--local", "team", "access_key_id", S3_KEYS["AWS_ACCESS_KEY_ID"]], repo, env)
-    run(["dvc", "remote", "modify", "--local", "team", "secret_access_key", S3_KEYS["AWS_SECRET_ACCESS_KEY"]],
-        repo, env)
+    run(
+        ["dvc", "remote", "modify", "--local", "team", "secret_access_key", S3_KEYS["AWS_SECRET_ACCESS_KEY"]], repo, env
+    )
 
 
 def _train_runs(client: MlflowClient, experiment_id: str) -> list:
@@ -77,11 +78,13 @@ def test_pipeline_dvc_remote_and_two_teammates_on_postgres_and_s3(tmp_path, team
     assert any(k.startswith(run_prefix + "images/") and k.endswith(".png") for k in keys)
     assert any(model.model_id in k and k.endswith("MLmodel") for k in keys)  # the logged model's files
     assert postgres.rows(f"SELECT status FROM runs WHERE run_uuid = '{train_run.info.run_id}'") == [("FINISHED",)]
-    steps = postgres.rows(f"SELECT step FROM metrics WHERE run_uuid = '{train_run.info.run_id}' "
-                          "AND key = 'loss/d' ORDER BY step")
+    steps = postgres.rows(
+        f"SELECT step FROM metrics WHERE run_uuid = '{train_run.info.run_id}' AND key = 'loss/d' ORDER BY step"
+    )
     assert steps == [(2,), (4,)]
-    assert postgres.rows("SELECT alias, version FROM registered_model_aliases WHERE name = 'resgan' "
-                         "ORDER BY alias") == [("candidate", 1), ("champion", 1)]
+    assert postgres.rows(
+        "SELECT alias, version FROM registered_model_aliases WHERE name = 'resgan' ORDER BY alias"
+    ) == [("candidate", 1), ("champion", 1)]
 
     # ---- resgan generate and resgan models list through the server ----
     run(["resgan", "generate", "--model", "models:/resgan@champion", "--num", "8", "--out", "served.png"], repo, env)
@@ -113,9 +116,17 @@ def test_pipeline_dvc_remote_and_two_teammates_on_postgres_and_s3(tmp_path, team
 
     # ---- two teammates at once: an experiment each, against the one server ----
     seeds = {"ada": 1, "bob": 2}
-    started = {name: subprocess.Popen(["dvc", "exp", "run", "-n", f"{name}-seed", "-S", f"train.seed={seeds[name]}"],
-                                      cwd=clone, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for name, clone in clones.items()}
+    started = {
+        name: subprocess.Popen(
+            ["dvc", "exp", "run", "-n", f"{name}-seed", "-S", f"train.seed={seeds[name]}"],
+            cwd=clone,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name, clone in clones.items()
+    }
     for name, process in started.items():
         out, _ = process.communicate(timeout=900)
         assert process.returncode == 0, f"{name}'s dvc exp run:\n{out[-3000:]}"

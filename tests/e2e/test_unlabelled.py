@@ -18,8 +18,15 @@ TINY = {
     "prepare": {"source": "folder", "path": "data/raw/shapes", "image_size": 16, "labels_from_folders": False},
     "classifier": {"width": 8, "feature_dim": 16, "ssl_epochs": 20, "ssl_batch_size": 64},
     "model": {"latent_dim": 16, "width": 8},
-    "train": {"steps": 8, "batch_size": 16, "log_every": 2, "sample_every": 4, "checkpoint_every": 4,
-              "eval_every": 4, "eval_num": 100},
+    "train": {
+        "steps": 8,
+        "batch_size": 16,
+        "log_every": 2,
+        "sample_every": 4,
+        "checkpoint_every": 4,
+        "eval_every": 4,
+        "eval_num": 100,
+    },
     "sample": {"num": 200, "grid": 16},
     "evaluate": {"kid_subset_size": 50, "kid_subsets": 10, "ssim_pairs": 50},
 }
@@ -84,8 +91,9 @@ def test_a_flat_folder_of_unlabelled_images_goes_through_the_pipeline(tmp_path):
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
     version = client.get_model_version("resgan", "1")
     assert float(version.tags[f"eval/fid_{name}"]) == pytest.approx(evaluation[f"fid_{name}"], rel=1e-3)
-    drawn = run_command(["resgan", "generate", "--model", "models:/resgan/1", "--num", "8", "--out", "g.png"],
-                        repo, env)
+    drawn = run_command(
+        ["resgan", "generate", "--model", "models:/resgan/1", "--num", "8", "--out", "g.png"], repo, env
+    )
     assert Image.open(repo / "g.png").size[0] > 16 and "Traceback" not in drawn.stderr
     assert "dvc.yaml" not in run_command(["git", "status", "--porcelain"], repo, env).stdout  # no edit needed
     assert "Traceback" not in result.stdout + result.stderr

@@ -77,8 +77,12 @@ def test_bad_params_stop_the_cli_before_tensorflow_is_imported(tmp_path):
     raw["train"]["lr_g"] = "fast"
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
-    code = ("import sys\nfrom resgan.cli import main\nsys.argv = ['resgan', 'train', '--params', sys.argv[1]]\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    print('exit', e.code, 'tensorflow' in sys.modules)\n")
+    code = (
+        "import sys\nfrom resgan.cli import main\nsys.argv = ['resgan', 'train', '--params', sys.argv[1]]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    print('exit', e.code, 'tensorflow' in sys.modules)\n"
+    )
     result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "exit 1 False"
-    assert result.stderr.strip().splitlines() == ["error: params: train.lr_g: Input should be a valid number (got 'fast')"]
+    assert result.stderr.strip().splitlines() == [
+        "error: params: train.lr_g: Input should be a valid number (got 'fast')"
+    ]

@@ -24,8 +24,14 @@ TINY = {
     "prepare": {"image_size": 16, "max_images": 300},
     "classifier": {"epochs": 15, "batch_size": 32, "width": 8, "feature_dim": 16},  # enough to pass its fitness check
     "model": {"latent_dim": 16, "width": 8},
-    "train": {"steps": 4, "batch_size": 16, "log_every": 1, "sample_every": 4, "checkpoint_every": 2,
-              "precision": "float32"},
+    "train": {
+        "steps": 4,
+        "batch_size": 16,
+        "log_every": 1,
+        "sample_every": 4,
+        "checkpoint_every": 2,
+        "precision": "float32",
+    },
     "sample": {"num": 100, "grid": 16},
     "evaluate": {"kid_subset_size": 50, "kid_subsets": 5, "ssim_pairs": 50, "is_splits": 2, "max_real": 200},
 }
@@ -76,8 +82,12 @@ def test_two_queued_experiments_run_at_once_each_with_its_own_run_and_version(re
         assert time.monotonic() < deadline, f"queue not done within 1200 s: {status}"
         time.sleep(5)
     if status != {name: "Success" for name in EXPERIMENTS}:
-        logs = {n: subprocess.run(["dvc", "queue", "logs", n], cwd=repo, env=env, capture_output=True,
-                                  text=True).stdout[-4000:] for n in EXPERIMENTS}
+        logs = {
+            n: subprocess.run(["dvc", "queue", "logs", n], cwd=repo, env=env, capture_output=True, text=True).stdout[
+                -4000:
+            ]
+            for n in EXPERIMENTS
+        }
         pytest.fail(f"{status}\n" + "\n".join(f"--- {n}\n{text}" for n, text in logs.items()))
 
     db = repo / "mlflow.db"
@@ -98,7 +108,8 @@ def test_two_queued_experiments_run_at_once_each_with_its_own_run_and_version(re
         assert run.data.tags["trained_steps"] == str(steps)
         for key in ("loss/d", "loss/g", "d/real", "d/fake"):  # every step, once
             assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == list(
-                range(1, steps + 1)), (name, key)
+                range(1, steps + 1)
+            ), (name, key)
         evaluation = evaluations[run.info.run_id]
         assert evaluation.info.status == "FINISHED" and evaluation.data.tags["dvc_exp_name"] == name
         assert "eval/fid_classifier" in evaluation.data.metrics and evaluation.data.params["sample.num"] == "100"
@@ -106,7 +117,8 @@ def test_two_queued_experiments_run_at_once_each_with_its_own_run_and_version(re
         version = client.get_model_version("resgan", evaluation.data.tags["registered_version"])
         assert version.run_id == run.info.run_id and version.tags["source_run"] == run.info.run_id
         assert float(version.tags["eval/fid_classifier"]) == pytest.approx(
-            evaluation.data.metrics["eval/fid_classifier"], rel=1e-3)  # the tag: 4 significant digits
+            evaluation.data.metrics["eval/fid_classifier"], rel=1e-3
+        )  # the tag: 4 significant digits
         versions[name] = int(version.version)
     assert sorted(versions.values()) == [1, 2]  # one version each, no gap, no extra
     assert len(client.search_model_versions("name='resgan'")) == 2
@@ -124,8 +136,9 @@ def test_two_queued_experiments_run_at_once_each_with_its_own_run_and_version(re
         assert con.execute("select count(*) from model_versions").fetchone()[0] == 2
     # Each experiment's outputs were committed by DVC: its metrics name its own run.
     shown = json.loads(_run(["dvc", "exp", "show", "--json"], repo, env).stdout)
-    assert {name for entry in shown for exp in (entry.get("experiments") or [])
-            for name in [exp.get("name")] if name} >= set(EXPERIMENTS)
+    assert {
+        name for entry in shown for exp in (entry.get("experiments") or []) for name in [exp.get("name")] if name
+    } >= set(EXPERIMENTS)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -147,8 +160,14 @@ def test_concurrent_registrations_keep_candidate_newest_and_champion_best(seed):
     def register(i: int) -> None:
         barrier.wait()
         try:
-            model_registry.register(uris[i], "race", "fid", "fid_classifier", {"fid_classifier": fids[i]},
-                                    {"feature_extractor": "classifier", model_registry.EXTRACTOR_TAG: "classifier:1"})
+            model_registry.register(
+                uris[i],
+                "race",
+                "fid",
+                "fid_classifier",
+                {"fid_classifier": fids[i]},
+                {"feature_extractor": "classifier", model_registry.EXTRACTOR_TAG: "classifier:1"},
+            )
         except Exception as error:  # noqa: BLE001 (reported below)
             errors.append(repr(error))
 
@@ -165,5 +184,7 @@ def test_concurrent_registrations_keep_candidate_newest_and_champion_best(seed):
     aliases = client.get_registered_model("race").aliases
     best = min(versions, key=lambda v: float(v.tags["eval/fid_classifier"]))
     assert int(aliases["candidate"]) == 8
-    assert int(aliases["champion"]) == int(best.version), (aliases, {v.version: v.tags["eval/fid_classifier"]
-                                                                     for v in versions})
+    assert int(aliases["champion"]) == int(best.version), (
+        aliases,
+        {v.version: v.tags["eval/fid_classifier"] for v in versions},
+    )

@@ -33,8 +33,21 @@ from resgan.loading import load_generator
 from resgan.stages import train
 
 METRICS = ("loss/d", "loss/g", "d/real", "d/fake", "perf/img_per_s")
-TRAIN_ARGS = ["train", "--params", "params.yaml", "--data", "data/prepared", "--models", "models",
-              "--checkpoints", "checkpoints", "--metrics", "metrics/train.json", "--plots", "plots/train.csv"]
+TRAIN_ARGS = [
+    "train",
+    "--params",
+    "params.yaml",
+    "--data",
+    "data/prepared",
+    "--models",
+    "models",
+    "--checkpoints",
+    "checkpoints",
+    "--metrics",
+    "metrics/train.json",
+    "--plots",
+    "plots/train.csv",
+]
 
 # Runs `resgan train` under an audit hook. HOLDS is a JSON list of holds, taken in order: hold i waits for
 # the `nth` open-for-writing of a file whose path matches `pattern` (with `if_run`: only once the MLflow store
@@ -120,8 +133,9 @@ class Child:
         self.log_path = root / "child.log"
         self.log = open(self.log_path, "ab")
         self.offset = self.log_path.stat().st_size
-        self.process = subprocess.Popen([sys.executable, "-c", LAUNCHER, *TRAIN_ARGS], cwd=root, env=env,
-                                        stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", LAUNCHER, *TRAIN_ARGS], cwd=root, env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
 
     def output(self) -> str:
         """What this process printed so far."""
@@ -358,12 +372,27 @@ def test_every_output_reaches_its_name_by_a_rename(tmp_path, monkeypatch):
 
     written = {full(p) for kind, p, _ in events if kind == "write" and ours(p)}
     renames = [(full(src), full(dst)) for kind, src, dst in events if kind == "rename" and ours(dst)]
-    inputs = {project.params_path, tmp_path / "dvc.yaml", tmp_path / "dvc.lock", project.data / "train.npz",
-              project.data / "summary.json"}
+    inputs = {
+        project.params_path,
+        tmp_path / "dvc.yaml",
+        tmp_path / "dvc.lock",
+        project.data / "train.npz",
+        project.data / "summary.json",
+    }
     finals = {full(str(p)) for p in tmp_path.rglob("*") if p.is_file() and ours(str(p))}
     finals -= {full(str(p)) for p in inputs}
-    expected = {"generator.keras", "mlflow_run.json", "train.json", "train.csv", "latest.json", "run.json",
-                "ckpt-00000001.npz", "ckpt-00000001.json", "ckpt-00000002.npz", "ckpt-00000002.json"}
+    expected = {
+        "generator.keras",
+        "mlflow_run.json",
+        "train.json",
+        "train.csv",
+        "latest.json",
+        "run.json",
+        "ckpt-00000001.npz",
+        "ckpt-00000001.json",
+        "ckpt-00000002.npz",
+        "ckpt-00000002.json",
+    }
     assert {Path(p).name for p in finals} == expected
     for final in finals:
         assert final not in written, f"{final} was opened for writing under its own name"

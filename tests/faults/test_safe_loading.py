@@ -88,8 +88,11 @@ def test_a_config_naming_code_outside_keras_is_refused_with_the_culprit(tmp_path
     config = json.loads(files["config.json"])
     text = json.dumps(config)
     assert '"activation": "tanh"' in text or '"tanh"' in text
-    config_text = text.replace('"tanh"', json.dumps({"module": "os", "class_name": "function", "config": "system",
-                                                     "registered_name": "system"}), 1)
+    config_text = text.replace(
+        '"tanh"',
+        json.dumps({"module": "os", "class_name": "function", "config": "system", "registered_name": "system"}),
+        1,
+    )
     assert config_text != text
     files["config.json"] = config_text.encode()
     bad = tmp_path / "bad.keras"
@@ -99,15 +102,18 @@ def test_a_config_naming_code_outside_keras_is_refused_with_the_culprit(tmp_path
     with pytest.raises(ResganError) as error:
         load_generator(bad)
     message = str(error.value)
-    assert message == f"{bad} names code that is neither Keras' nor resgan's and is refused: " \
-                      "Could not locate function 'system'", message  # one line, naming what it refused
+    assert (
+        message == f"{bad} names code that is neither Keras' nor resgan's and is refused: "
+        "Could not locate function 'system'"
+    ), message  # one line, naming what it refused
 
 
 @pytest.mark.slow
 def test_the_cli_refuses_a_lambda_file_and_a_lambda_model_from_the_registry(hostile, tmp_path):
     victim = Path.cwd()
-    message = _one_line_error(_resgan("generate", "--model", str(hostile), "--num", "4", "--out", "grid.png",
-                                      cwd=victim))
+    message = _one_line_error(
+        _resgan("generate", "--model", str(hostile), "--num", "4", "--out", "grid.png", cwd=victim)
+    )
     assert "holds arbitrary code (e.g. a Lambda layer) and is refused" in message
     assert sorted(p.name for p in victim.iterdir()) == [], "no marker, no output"
 
@@ -118,8 +124,9 @@ def test_the_cli_refuses_a_lambda_file_and_a_lambda_model_from_the_registry(host
     with mlflow.start_run():
         info = mlflow.keras.log_model(model, name="generator")
     mlflow.register_model(info.model_uri, "evil")
-    message = _one_line_error(_resgan("generate", "--model", "models:/evil/1", "--num", "4", "--out", "grid.png",
-                                      cwd=victim))
+    message = _one_line_error(
+        _resgan("generate", "--model", "models:/evil/1", "--num", "4", "--out", "grid.png", cwd=victim)
+    )
     assert "models:/evil/1 holds arbitrary code (e.g. a Lambda layer) and is refused" in message
     assert sorted(p.name for p in victim.iterdir()) == []
 
@@ -139,15 +146,23 @@ def _pickled_model_folder(folder: Path, marker: Path, keras_file: Path | None) -
     genuine generator ``.keras`` file."""
     folder.mkdir(parents=True)
     (folder / "python_model.pkl").write_bytes(pickle.dumps(_Payload(str(marker))))
-    flavors = {"python_function": {"loader_module": "mlflow.pyfunc.model", "python_model": "python_model.pkl",
-                                   "cloudpickle_version": "3.0.0", "python_version": "3.11", "env": {}}}
+    flavors = {
+        "python_function": {
+            "loader_module": "mlflow.pyfunc.model",
+            "python_model": "python_model.pkl",
+            "cloudpickle_version": "3.0.0",
+            "python_version": "3.11",
+            "env": {},
+        }
+    }
     if keras_file is not None:
         (folder / "data").mkdir()
         (folder / "data" / "model.keras").write_bytes(keras_file.read_bytes())
     import yaml
 
-    (folder / "MLmodel").write_text(yaml.safe_dump({"artifact_path": "generator", "flavors": flavors,
-                                                    "mlflow_version": mlflow.__version__}))
+    (folder / "MLmodel").write_text(
+        yaml.safe_dump({"artifact_path": "generator", "flavors": flavors, "mlflow_version": mlflow.__version__})
+    )
 
 
 @pytest.mark.slow

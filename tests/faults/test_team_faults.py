@@ -54,8 +54,9 @@ class Output:
     def wait_for(self, text: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not any(text in line for line in self.lines):
-            assert self.process.poll() is None and time.monotonic() < deadline, \
+            assert self.process.poll() is None and time.monotonic() < deadline, (
                 f"no {text!r} in:\n{''.join(self.lines)[-3000:]}"
+            )
             time.sleep(0.2)
 
     def finish(self, timeout: float = 900) -> str:
@@ -75,16 +76,22 @@ def test_server_restart_mid_training_then_postgres_stopped_before_registration(t
     client = MlflowClient(tracking_uri=server.uri)
 
     # ---- the server restarts while training: training goes on, buffered metrics arrive, nothing lost ----
-    training = Output(subprocess.Popen(["dvc", "repro", "train"], cwd=repo, env=env, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT, text=True))
+    training = Output(
+        subprocess.Popen(
+            ["dvc", "repro", "train"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+    )
     training.wait_for(f"step 2/{STEPS}", timeout=600)
     server.stop()
     training.wait_for("training goes on", timeout=600)
     server.start()
     out = training.finish()
     assert training.process.returncode == 0, out[-3000:]
-    print("\n[fault] server restarted mid-training:", *[line.strip() for line in training.lines if "MLflow:" in line],
-          sep="\n  ")
+    print(
+        "\n[fault] server restarted mid-training:",
+        *[line.strip() for line in training.lines if "MLflow:" in line],
+        sep="\n  ",
+    )
     info = json.loads((repo / "models/mlflow_run.json").read_text())
     train_run = client.get_run(info["run_id"])
     assert train_run.info.status == "FINISHED"
@@ -96,8 +103,9 @@ def test_server_restart_mid_training_then_postgres_stopped_before_registration(t
     # ---- PostgreSQL stopped before sample + evaluate: one line, no version half-registered ----
     postgres.stop()
     try:
-        failed = subprocess.run(["dvc", "repro"], cwd=repo, env={**env, **QUICK}, capture_output=True, text=True,
-                                timeout=900)
+        failed = subprocess.run(
+            ["dvc", "repro"], cwd=repo, env={**env, **QUICK}, capture_output=True, text=True, timeout=900
+        )
     finally:
         postgres.start()
     assert failed.returncode != 0
@@ -112,14 +120,25 @@ def test_server_restart_mid_training_then_postgres_stopped_before_registration(t
     assert version.run_id == info["run_id"]
 
     # ---- the bucket unreachable: one line, nothing registered ----
-    down = TeamServer(postgres, server.s3, tmp_path / "no-bucket", database=postgres.create_database("mlflow_nobucket"),
-                      s3_endpoint=f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    down = TeamServer(
+        postgres,
+        server.s3,
+        tmp_path / "no-bucket",
+        database=postgres.create_database("mlflow_nobucket"),
+        s3_endpoint=f"http://127.0.0.1:{free_port()}",
+    )  # nothing listens there
     other = tmp_path / "other"
     shutil.copytree(repo, other, ignore=shutil.ignore_patterns("checkpoints"))
     (other / "models/mlflow_run.json").unlink()
     with down:
-        failed = subprocess.run(["dvc", "repro", "--force", "--single-item", "train"], cwd=other, env={**_env(down.uri), **QUICK},
-                                capture_output=True, text=True, timeout=900)
+        failed = subprocess.run(
+            ["dvc", "repro", "--force", "--single-item", "train"],
+            cwd=other,
+            env={**_env(down.uri), **QUICK},
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert failed.returncode != 0
         [line] = _error_lines(failed)
         print(f"\n[fault] bucket unreachable: {line}")
@@ -157,8 +176,14 @@ def test_eight_registrations_at_once_on_the_server_keep_versions_apart_and_champ
     def register(i: int) -> None:
         barrier.wait()
         try:
-            model_registry.register(uris[i], "race", "fid", "fid_classifier", {"fid_classifier": fids[i]},
-                                    {model_registry.EXTRACTOR_TAG: "classifier:1"})
+            model_registry.register(
+                uris[i],
+                "race",
+                "fid",
+                "fid_classifier",
+                {"fid_classifier": fids[i]},
+                {model_registry.EXTRACTOR_TAG: "classifier:1"},
+            )
         except Exception as error:  # noqa: BLE001 (reported below)
             errors.append(repr(error))
 

@@ -49,7 +49,13 @@ def test_buffered_logger_waits_while_the_store_is_down_and_delivers_in_step_orde
     assert "training goes on" in err and "dropped the sample grid of step 2" in err
     assert "dropped the sample grid of step 3" in err  # at most 2 grids wait: the newest
     assert [(kind, step) for kind, step, *_ in logger.queue] == [
-        ("metrics", 2), ("metrics", 3), ("metrics", 4), ("image", 4), ("metrics", 5), ("image", 5)]
+        ("metrics", 2),
+        ("metrics", 3),
+        ("metrics", 4),
+        ("image", 4),
+        ("metrics", 5),
+        ("image", 5),
+    ]
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # (MLflow's own retries would take minutes)
     with pytest.raises(tracking.TrackingError, match="deliver 6 waiting metric/image entries failed after 1 attempts"):
         logger.close(retries=0)  # the last word gives up loudly, and keeps what waits
@@ -78,8 +84,9 @@ def test_train_fails_fast_when_the_server_is_down_at_the_start(tmp_path):
     project = make_project(tmp_path, params)
     uri = f"http://127.0.0.1:{free_port()}"  # bound, then released: nothing listens there
     env = dict(os.environ, MLFLOW_TRACKING_URI=uri, TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run([str(BIN / "resgan"), *TRAIN_ARGS], cwd=project.root, env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [str(BIN / "resgan"), *TRAIN_ARGS], cwd=project.root, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 1, (done.stdout, done.stderr)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
@@ -108,8 +115,11 @@ def test_server_down_mid_training_then_back_loses_nothing(tmp_path, monkeypatch)
     server.start()
     try:
         # (A) Held while writing checkpoint 2 (steps 1-2 are on the server); the server stops; released.
-        child = Child(project.root, {"pattern": r"/\.ckpt-00000002\.npz\.", "nth": 2, "release": True},
-                      {"pattern": r"/\.ckpt-00000006\.npz\.", "nth": 2})
+        child = Child(
+            project.root,
+            {"pattern": r"/\.ckpt-00000002\.npz\.", "nth": 2, "release": True},
+            {"pattern": r"/\.ckpt-00000006\.npz\.", "nth": 2},
+        )
         child.wait_held(0)
         run_id = json.loads((folder / "run.json").read_text())["run_id"]
         assert steps(run_id) == [1, 2]
@@ -148,8 +158,11 @@ def test_server_down_mid_training_then_back_loses_nothing(tmp_path, monkeypatch)
         assert [m.value for m in history] == pytest.approx(curve["loss_d"].tolist(), rel=1e-12)
         stamps = [m.timestamp for m in history]
         assert stamps == sorted(stamps), "delivered in step order"
-        grids = {int(a.path.split("+step+")[1].split("+")[0]) for a in client.list_artifacts(run_id, "images")
-                 if a.path.endswith(".png")}
+        grids = {
+            int(a.path.split("+step+")[1].split("+")[0])
+            for a in client.list_artifacts(run_id, "images")
+            if a.path.endswith(".png")
+        }
         assert {8, 12} <= grids  # 4's grid died with process A (metrics are in the checkpoint; grids are not)
         info = json.loads((project.models / "mlflow_run.json").read_text())
         assert info["run_id"] == run_id and info["tracking_uri"] == server.uri

@@ -57,8 +57,10 @@ class Collected:
     def class_counts(self, idx: np.ndarray) -> dict[str, int]:
         """Images per class name (``unlabelled`` for -1) among the kept images ``idx``, by label."""
         named = self.class_names or []
-        return {("unlabelled" if label == UNLABELLED else named[label] if 0 <= label < len(named) else str(label)): n
-                for label, n in sorted(Counter(self.labels[idx].tolist()).items())}
+        return {
+            ("unlabelled" if label == UNLABELLED else named[label] if 0 <= label < len(named) else str(label)): n
+            for label, n in sorted(Counter(self.labels[idx].tolist()).items())
+        }
 
     def manifest(self, splits: list[Split]) -> pd.DataFrame:
         """One row per kept image: index, source, label, split, split_index, npz_index, sha256."""
@@ -70,21 +72,25 @@ class Collected:
             split_of[split.idx] = split.name
             row_in_split[split.idx] = np.arange(len(split.idx))
             row_in_npz[split.idx[split.npz_rows]] = np.arange(len(split.npz_rows))
-        return pd.DataFrame({
-            "index": np.arange(n),
-            "source": [item.ref for item in self.items],
-            "label": pd.array([item.label for item in self.items], dtype="Int64"),  # empty when unknown
-            "split": split_of,
-            "split_index": row_in_split,  # position in the split: the order of the shards and, uncapped, of <split>.npz
-            "npz_index": row_in_npz,  # row in <split>.npz; empty when prepare.npz_max_images left the image out
-            "sha256": self.hashes,
-        })
+        return pd.DataFrame(
+            {
+                "index": np.arange(n),
+                "source": [item.ref for item in self.items],
+                "label": pd.array([item.label for item in self.items], dtype="Int64"),  # empty when unknown
+                "split": split_of,
+                "split_index": row_in_split,  # position in the split: the order of the shards and, uncapped, of <split>.npz
+                "npz_index": row_in_npz,  # row in <split>.npz; empty when prepare.npz_max_images left the image out
+                "sha256": self.hashes,
+            }
+        )
 
 
 def bad_input(entry: dict[str, str]) -> PrepareError:
     """The error for a bad input under ``on_bad_image: fail``."""
-    return PrepareError(f"bad input {entry['path']}: {entry['reason']} (prepare.on_bad_image is 'fail'; "
-                        "set it to 'skip' to leave such files out)")
+    return PrepareError(
+        f"bad input {entry['path']}: {entry['reason']} (prepare.on_bad_image is 'fail'; "
+        "set it to 'skip' to leave such files out)"
+    )
 
 
 def _pixels_of(item: RawItem, spec: ImageSpec) -> np.ndarray | str:
@@ -104,8 +110,9 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def converted(items: list[RawItem], spec: ImageSpec, workers: int = 1,
-              chunk: int = CHUNK) -> Iterator[tuple[RawItem, np.ndarray | str]]:
+def converted(
+    items: list[RawItem], spec: ImageSpec, workers: int = 1, chunk: int = CHUNK
+) -> Iterator[tuple[RawItem, np.ndarray | str]]:
     """``(item, pixels or the reason it is bad)`` for each of ``items``, in order.
 
     With ``workers`` > 1 and at least two chunks of files, files are converted by that many worker
@@ -121,7 +128,7 @@ def converted(items: list[RawItem], spec: ImageSpec, workers: int = 1,
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     try:
         ahead: deque = deque()
-        parts = (items[start:start + chunk] for start in range(0, len(items), chunk))
+        parts = (items[start : start + chunk] for start in range(0, len(items), chunk))
         for part in parts:
             ahead.append((part, pool.submit(load_images, [item.path for item in part], spec)))
             if len(ahead) > 2 * workers:
@@ -129,8 +136,10 @@ def converted(items: list[RawItem], spec: ImageSpec, workers: int = 1,
         while ahead:
             yield from _finished(*ahead.popleft())
     except BrokenProcessPool:
-        raise PrepareError("a prepare worker process died (out of memory?); set prepare.workers: 1 "
-                           "to convert the images in one process") from None
+        raise PrepareError(
+            "a prepare worker process died (out of memory?); set prepare.workers: 1 "
+            "to convert the images in one process"
+        ) from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -139,8 +148,16 @@ def _finished(part: list[RawItem], future) -> Iterator[tuple[RawItem, np.ndarray
     yield from zip(part, future.result())
 
 
-def collect(raw: RawData, spec: ImageSpec, pixels: PixelFile, *, max_images: int, on_bad_image: str,
-            where: str, workers: int = 1) -> Collected:
+def collect(
+    raw: RawData,
+    spec: ImageSpec,
+    pixels: PixelFile,
+    *,
+    max_images: int,
+    on_bad_image: str,
+    where: str,
+    workers: int = 1,
+) -> Collected:
     """Convert ``raw``'s items to ``spec``, appending each kept image to ``pixels``.
 
     ``max_images`` (0: all) counts kept images; ``on_bad_image`` is ``skip`` or ``fail``; ``where``
@@ -181,16 +198,18 @@ def collect(raw: RawData, spec: ImageSpec, pixels: PixelFile, *, max_images: int
         if not raw.items and not skipped:
             raise PrepareError(f"no images found in {where}")
         first = f" (first: {skipped[0]['path']}: {skipped[0]['reason']})" if skipped else ""
-        raise PrepareError(f"no usable images in {where}: {len(skipped)} input(s) skipped, "
-                           f"{duplicates} duplicate(s){first}")
+        raise PrepareError(
+            f"no usable images in {where}: {len(skipped)} input(s) skipped, {duplicates} duplicate(s){first}"
+        )
     if all(item.label is None for item in kept):
         return Collected(kept, hashes, None, None, skipped, duplicates, inputs)
     labels = np.array([UNLABELLED if item.label is None else item.label for item in kept], dtype=np.int64)
     return Collected(kept, hashes, labels, raw.class_names, skipped, duplicates, inputs)
 
 
-def split_indices(labels: np.ndarray | None, n: int, test_fraction: float,
-                  seed: int) -> tuple[np.ndarray, np.ndarray, bool]:
+def split_indices(
+    labels: np.ndarray | None, n: int, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, bool]:
     """Split ``range(n)`` into sorted train and test indices; returns ``(train, test, stratified)``.
 
     The test split holds ``ceil(test_fraction * n)`` images (scikit-learn's rule), clamped so that
@@ -205,8 +224,7 @@ def split_indices(labels: np.ndarray | None, n: int, test_fraction: float,
         counts = Counter(labels.tolist())
         if min(counts.values()) >= 2 and min(n_test, n - n_test) >= len(counts):
             stratify = labels
-    train, test = train_test_split(np.arange(n), test_size=n_test, random_state=seed, shuffle=True,
-                                   stratify=stratify)
+    train, test = train_test_split(np.arange(n), test_size=n_test, random_state=seed, shuffle=True, stratify=stratify)
     return np.sort(train), np.sort(test), stratify is not None
 
 
@@ -217,11 +235,13 @@ def npz_rows(n: int, cap: int, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(n, size=cap, replace=False))
 
 
-def plan_splits(labels: np.ndarray | None, n: int, test_fraction: float, seed: int,
-                npz_max_images: int) -> tuple[list[Split], bool]:
+def plan_splits(
+    labels: np.ndarray | None, n: int, test_fraction: float, seed: int, npz_max_images: int
+) -> tuple[list[Split], bool]:
     """The train and test :class:`Split` of ``n`` kept images (see :func:`split_indices`), each with
     its npz rows (a seeded sample of ``npz_max_images`` when set); returns ``(splits, stratified)``."""
     train, test, stratified = split_indices(labels, n, test_fraction, seed)
     rng = np.random.default_rng(seed)  # one generator, drawn train first, then test
-    return [Split(name, idx, npz_rows(len(idx), npz_max_images, rng))
-            for name, idx in (("train", train), ("test", test))], stratified
+    return [
+        Split(name, idx, npz_rows(len(idx), npz_max_images, rng)) for name, idx in (("train", train), ("test", test))
+    ], stratified

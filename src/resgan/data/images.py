@@ -66,8 +66,7 @@ class ImageSpec:
     @classmethod
     def from_params(cls, params) -> ImageSpec:
         """The spec from a :class:`resgan.config.PrepareParams`."""
-        return cls(image_size=params.image_size, channels=params.channels, fit=params.fit,
-                   min_size=params.min_size)
+        return cls(image_size=params.image_size, channels=params.channels, fit=params.fit, min_size=params.min_size)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -96,8 +95,9 @@ def open_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
             with Image.open(path) as img:
                 width, height = img.size  # header only: nothing decoded yet
                 if width * height > max_pixels:
-                    raise BadImage(f"decompression bomb ({width}x{height} = {width * height} pixels "
-                                   f"> limit {max_pixels})")
+                    raise BadImage(
+                        f"decompression bomb ({width}x{height} = {width * height} pixels > limit {max_pixels})"
+                    )
                 img.seek(0)  # first frame of an animation or multi-page file
                 img.load()  # decode now, so truncation shows up here and not later
                 # exif_transpose returns a new image (a copy when there is nothing to rotate), so the

@@ -20,14 +20,16 @@ from resgan.data import shards as shard_files
 from resgan.data.prepared import load_split
 from resgan.errors import ResganError
 
-NO_LABELS_IN_SHARDS = ("model.conditional needs the labels, which train.npz holds and the train shards do not: "
-                       "set train.input: memory")
+NO_LABELS_IN_SHARDS = (
+    "model.conditional needs the labels, which train.npz holds and the train shards do not: set train.input: memory"
+)
 # Images in flight while streaming: shard files read at once (interleaved), chosen by AUTOTUNE up to this.
 MAX_PARALLEL_READS = 8
 
 
-def train_dataset(images: np.ndarray, global_batch_size: int, seed: int, epoch_offset: int = 0,
-                  labels: np.ndarray | None = None):
+def train_dataset(
+    images: np.ndarray, global_batch_size: int, seed: int, epoch_offset: int = 0, labels: np.ndarray | None = None
+):
     """An endless ``tf.data.Dataset`` of float32 batches in [-1, 1], reshuffled every epoch; with
     ``labels``, of ``(images, labels)`` batches (labels int32), each label staying with its image.
 
@@ -54,8 +56,13 @@ def _epoch_seed(seed: int, epoch_offset: int) -> int:
     return seed + 7919 * epoch_offset
 
 
-def stream_dataset(index: shard_files.ShardIndex, global_batch_size: int, seed: int, epoch_offset: int = 0,
-                   shuffle_buffer: int = 10_000):
+def stream_dataset(
+    index: shard_files.ShardIndex,
+    global_batch_size: int,
+    seed: int,
+    epoch_offset: int = 0,
+    shuffle_buffer: int = 10_000,
+):
     """An endless ``tf.data.Dataset`` of float32 batches in [-1, 1] streamed from the shards of ``index``.
 
     Every epoch visits the shard files in a new seeded order, reads up to MAX_PARALLEL_READS of them
@@ -68,15 +75,20 @@ def stream_dataset(index: shard_files.ShardIndex, global_batch_size: int, seed: 
     import tensorflow as tf
 
     if index.count < global_batch_size:
-        raise ResganError(f"train.batch_size {global_batch_size} is larger than the {index.count} training images "
-                          f"in {index.folder}")
+        raise ResganError(
+            f"train.batch_size {global_batch_size} is larger than the {index.count} training images in {index.folder}"
+        )
     height, width, channels = index.shape
     seed = _epoch_seed(seed, epoch_offset)
     files = tf.data.Dataset.from_tensor_slices([str(path) for path in index.paths])
     files = files.shuffle(len(index.shards), seed=seed, reshuffle_each_iteration=True)
-    ds = files.interleave(lambda path: tf.data.FixedLengthRecordDataset(path, index.record_bytes),
-                          cycle_length=min(len(index.shards), MAX_PARALLEL_READS), block_length=1,
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = files.interleave(
+        lambda path: tf.data.FixedLengthRecordDataset(path, index.record_bytes),
+        cycle_length=min(len(index.shards), MAX_PARALLEL_READS),
+        block_length=1,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
     ds = ds.shuffle(min(shuffle_buffer, index.count), seed=seed + 1, reshuffle_each_iteration=True).repeat()
     ds = ds.batch(global_batch_size, drop_remainder=True)
 
@@ -102,15 +114,22 @@ class TrainData:
     labels: np.ndarray | None = None  # memory, when the data has labels
     index: shard_files.ShardIndex | None = None  # stream
 
-    def dataset(self, global_batch_size: int, seed: int, epoch_offset: int = 0, shuffle_buffer: int = 10_000,
-                with_labels: bool = False):
+    def dataset(
+        self,
+        global_batch_size: int,
+        seed: int,
+        epoch_offset: int = 0,
+        shuffle_buffer: int = 10_000,
+        with_labels: bool = False,
+    ):
         """Batches of images, or of ``(images, labels)`` with ``with_labels`` (see :meth:`num_classes`)."""
         if self.mode == "stream":
             if with_labels:
                 raise ResganError(NO_LABELS_IN_SHARDS)
             return stream_dataset(self.index, global_batch_size, seed, epoch_offset, shuffle_buffer)
-        return train_dataset(self.images, global_batch_size, seed, epoch_offset,
-                             labels=self.labels if with_labels else None)
+        return train_dataset(
+            self.images, global_batch_size, seed, epoch_offset, labels=self.labels if with_labels else None
+        )
 
     def classes_for(self, conditional: bool | str, class_names: list[str] | None = None) -> int:
         """The classes of a model with ``model.conditional`` set to ``conditional``; 0 means unconditional.
@@ -132,12 +151,16 @@ class TrainData:
         if self.mode == "stream":
             raise ResganError(NO_LABELS_IN_SHARDS)
         if self.labels is None:
-            raise ResganError("model.conditional needs labelled images, and the prepared data has no labels "
-                              "(a folder source labels images by their class sub-folder)")
+            raise ResganError(
+                "model.conditional needs labelled images, and the prepared data has no labels "
+                "(a folder source labels images by their class sub-folder)"
+            )
         unlabelled = int(np.sum(self.labels < 0))
         if unlabelled:
-            raise ResganError(f"model.conditional needs a label on every image; {unlabelled} of {len(self.labels)} "
-                              "training images have none (files in the folder's root, outside a class sub-folder)")
+            raise ResganError(
+                f"model.conditional needs a label on every image; {unlabelled} of {len(self.labels)} "
+                "training images have none (files in the folder's root, outside a class sub-folder)"
+            )
         count = max(len(class_names or []), int(self.labels.max()) + 1)
         if count < 2:
             raise ResganError(f"model.conditional needs at least 2 classes; the training images have {count}")
@@ -160,17 +183,20 @@ def open_train_data(data_dir: str | Path, mode: str = "auto") -> TrainData:
         if not has_shards:
             where = data_dir / shard_files.FOLDER / shard_files.INDEX
             state = "does not exist" if index is None else "lists no shards"
-            raise ResganError(f"train.input is 'stream' but {where} {state}: set prepare.shard_size > 0 and "
-                              "re-run the prepare stage, or set train.input to auto or memory")
+            raise ResganError(
+                f"train.input is 'stream' but {where} {state}: set prepare.shard_size > 0 and "
+                "re-run the prepare stage, or set train.input to auto or memory"
+            )
         shard_files.verify(index)
-        print(f"train: streaming {index.count} images from {len(index.shards)} shard(s) in {index.folder}",
-              flush=True)
+        print(f"train: streaming {index.count} images from {len(index.shards)} shard(s) in {index.folder}", flush=True)
         return TrainData("stream", index.count, int(index.shape[0]), int(index.shape[2]), index=index)
     if mode not in ("auto", "memory"):
         raise ResganError(f"train.input: unknown mode {mode!r}; use auto, memory or stream")
     images, labels = load_split(data_dir, "train")
     if has_shards and len(images) != index.count:
-        raise ResganError(f"{data_dir / 'train.npz'} holds {len(images)} of the {index.count} training images "
-                          "(a sample, prepare.npz_max_images): train.input: memory would train on the sample; "
-                          "set train.input to auto or stream")
+        raise ResganError(
+            f"{data_dir / 'train.npz'} holds {len(images)} of the {index.count} training images "
+            "(a sample, prepare.npz_max_images): train.input: memory would train on the sample; "
+            "set train.input to auto or stream"
+        )
     return TrainData("memory", len(images), int(images.shape[1]), int(images.shape[3]), images=images, labels=labels)

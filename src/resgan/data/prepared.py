@@ -48,6 +48,7 @@ class PrepareError(ResganError):
 
 # ------------------------------------------------------------------------------------------ reading
 
+
 @contextlib.contextmanager
 def _open_npz(path: Path) -> Iterator:
     """``np.load(path)``, with a missing or unreadable file (also while reading a member) as one
@@ -58,8 +59,9 @@ def _open_npz(path: Path) -> Iterator:
     except FileNotFoundError:
         raise ResganError(f"{path} not found: {MISSING_HINT}") from None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
-        raise ResganError(f"{path} is not a prepared data file ({type(error).__name__}: {error}); "
-                          f"{MISSING_HINT}") from None
+        raise ResganError(
+            f"{path} is not a prepared data file ({type(error).__name__}: {error}); {MISSING_HINT}"
+        ) from None
 
 
 def load_split(data_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -86,6 +88,7 @@ def load_class_names(data_dir: str | Path, split: str = "train") -> list[str] | 
 
 
 # ------------------------------------------------------------------------------------------ hashing
+
 
 class DataHasher:
     """The data hash (see the module docstring), fed one array at a time or in blocks.
@@ -137,6 +140,7 @@ class DataHasher:
 
 
 # ------------------------------------------------------------------------------------------ writing
+
 
 class PixelFile:
     """Converted images appended one at a time to a temporary file in ``folder`` (created on the
@@ -203,16 +207,20 @@ def _member(name: str) -> zipfile.ZipInfo:
     return info
 
 
-def save_npz_chunked(path: Path, count: int, shape: tuple[int, int, int], chunks: Iterable[np.ndarray],
-                     **arrays: np.ndarray) -> None:
+def save_npz_chunked(
+    path: Path, count: int, shape: tuple[int, int, int], chunks: Iterable[np.ndarray], **arrays: np.ndarray
+) -> None:
     """Like ``files.save_npz`` (compressed, atomic), with ``images`` (``count`` uint8 images of ``shape``)
     written from an iterable of chunks, so the whole array is never in memory."""
-    with files.atomic_path(path, suffix=".npz") as tmp, \
-            zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+    with (
+        files.atomic_path(path, suffix=".npz") as tmp,
+        zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive,
+    ):
         written = 0
         with archive.open(_member("images.npy"), "w", force_zip64=True) as handle:
             np.lib.format.write_array_header_1_0(
-                handle, {"descr": np.dtype(np.uint8).str, "fortran_order": False, "shape": (count, *shape)})
+                handle, {"descr": np.dtype(np.uint8).str, "fortran_order": False, "shape": (count, *shape)}
+            )
             for chunk in chunks:
                 handle.write(np.ascontiguousarray(chunk, dtype=np.uint8))  # no bytes copy: the buffer itself
                 written += len(chunk)
@@ -241,8 +249,15 @@ class Written:
     preview: np.ndarray  # the first train images, for preview.png
 
 
-def write_splits(out_dir: Path, pixels: PixelFile, splits: list[Split], labels: np.ndarray | None,
-                 class_names: list[str] | None, shard_size: int, preview: int) -> Written:
+def write_splits(
+    out_dir: Path,
+    pixels: PixelFile,
+    splits: list[Split],
+    labels: np.ndarray | None,
+    class_names: list[str] | None,
+    shard_size: int,
+    preview: int,
+) -> Written:
     """Write ``<split>.npz`` for each split and the train shards (``shard_size > 0``) with their index,
     from ``pixels`` a block at a time; hash the full splits on the way.
 
@@ -259,8 +274,11 @@ def write_splits(out_dir: Path, pixels: PixelFile, splits: list[Split], labels: 
             extra["labels"] = labels[split.idx][split.npz_rows]
         if class_names:
             extra["class_names"] = np.array(class_names, dtype=str)
-        writer = (shards.ShardWriter(shard_dir, len(split.idx), shard_size, pixels.shape, split.name)
-                  if split.name == shards.SPLIT and shard_size else None)
+        writer = (
+            shards.ShardWriter(shard_dir, len(split.idx), shard_size, pixels.shape, split.name)
+            if split.name == shards.SPLIT and shard_size
+            else None
+        )
         keep = first_images if split.name == "train" else None
         chunks = _split_chunks(pixels, split, hasher, writer, keep, preview)
         with writer if writer is not None else contextlib.nullcontext():
@@ -274,8 +292,14 @@ def write_splits(out_dir: Path, pixels: PixelFile, splits: list[Split], labels: 
     return Written(hasher.hexdigest(), written_shards, np.stack(first_images))
 
 
-def _split_chunks(pixels: PixelFile, split: Split, hasher: DataHasher, writer: shards.ShardWriter | None,
-                  first_images: list[np.ndarray] | None, preview: int) -> Iterator[np.ndarray]:
+def _split_chunks(
+    pixels: PixelFile,
+    split: Split,
+    hasher: DataHasher,
+    writer: shards.ShardWriter | None,
+    first_images: list[np.ndarray] | None,
+    preview: int,
+) -> Iterator[np.ndarray]:
     """The split's npz rows, a block at a time; every image of the split goes to the hash, the shard
     writer and (up to ``preview``) ``first_images`` on the way."""
     hasher.begin(split.name, "images", np.uint8, (len(split.idx), *pixels.shape))
@@ -287,8 +311,8 @@ def _split_chunks(pixels: PixelFile, split: Split, hasher: DataHasher, writer: s
         if writer is not None:
             writer.add(block)
         if first_images is not None and len(first_images) < preview:
-            first_images.extend(block[:preview - len(first_images)].copy())  # not a view of the block
-        yield block[in_npz[done:done + len(block)]]
+            first_images.extend(block[: preview - len(first_images)].copy())  # not a view of the block
+        yield block[in_npz[done : done + len(block)]]
         done += len(block)
 
 

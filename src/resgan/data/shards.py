@@ -121,7 +121,7 @@ class ShardWriter:
             if self._stack is None:
                 self._open()
             take = min(self.shard_size - self._in_shard, len(images) - start)
-            data = images[start:start + take]  # a contiguous view: written and hashed without a copy
+            data = images[start : start + take]  # a contiguous view: written and hashed without a copy
             self._handle.write(data)
             self._digest.update(data)
             self._in_shard += take
@@ -131,8 +131,9 @@ class ShardWriter:
                 self._close()
 
 
-def write_index(folder: Path, shape: tuple[int, int, int], shards: list[Shard], shard_size: int,
-                split: str = SPLIT) -> None:
+def write_index(
+    folder: Path, shape: tuple[int, int, int], shards: list[Shard], shard_size: int, split: str = SPLIT
+) -> None:
     """Write ``index.json`` (atomically), then delete every other file in ``folder``: shards of an
     earlier run with another count, temporary files of a killed run."""
     folder = Path(folder)
@@ -166,19 +167,24 @@ def read_index(data_dir: Path) -> ShardIndex | None:
         raise ShardError(f"{path} is unreadable ({error}); re-run the prepare stage") from None
     try:
         if raw["format"] != FORMAT:
-            raise ShardError(f"{path}: format {raw['format']!r}, this version reads {FORMAT!r}; "
-                             "re-run the prepare stage")
+            raise ShardError(
+                f"{path}: format {raw['format']!r}, this version reads {FORMAT!r}; re-run the prepare stage"
+            )
         shape = tuple(int(d) for d in raw["shape"])
-        shards = tuple(Shard(str(s["file"]), int(s["count"]), int(s["bytes"]), str(s["sha256"]))
-                       for s in raw["shards"])
+        shards = tuple(Shard(str(s["file"]), int(s["count"]), int(s["bytes"]), str(s["sha256"])) for s in raw["shards"])
         index = ShardIndex(folder, str(raw["split"]), shape, int(raw["count"]), shards)  # type: ignore[arg-type]
     except ShardError:
         raise
     except (KeyError, TypeError, ValueError) as error:
-        raise ShardError(f"{path} is not a shard index ({type(error).__name__}: {error}); "
-                         "re-run the prepare stage") from None
-    if len(shape) != 3 or min(shape) < 1 or index.count != sum(s.count for s in shards) or any(
-            Path(s.file).name != s.file or s.bytes != s.count * index.record_bytes for s in shards):
+        raise ShardError(
+            f"{path} is not a shard index ({type(error).__name__}: {error}); re-run the prepare stage"
+        ) from None
+    if (
+        len(shape) != 3
+        or min(shape) < 1
+        or index.count != sum(s.count for s in shards)
+        or any(Path(s.file).name != s.file or s.bytes != s.count * index.record_bytes for s in shards)
+    ):
         raise ShardError(f"{path} is inconsistent (shape {shape}, count {index.count}); re-run the prepare stage")
     return index
 
@@ -191,8 +197,10 @@ def verify(index: ShardIndex, block: int = 1 << 22) -> None:
         try:
             size = path.stat().st_size
             if size != shard.bytes:
-                raise ShardError(f"shard {path} is truncated or altered: {size} bytes, index.json says "
-                                 f"{shard.bytes} ({shard.count} images); {hint}")
+                raise ShardError(
+                    f"shard {path} is truncated or altered: {size} bytes, index.json says "
+                    f"{shard.bytes} ({shard.count} images); {hint}"
+                )
             digest = hashlib.sha256()
             with open(path, "rb") as handle:
                 for chunk in iter(lambda: handle.read(block), b""):

@@ -23,8 +23,18 @@ FALLBACK_HINT = "use prepare.source: idx, folder or npz with files you have loca
 
 KERAS_CLASS_NAMES = {
     "mnist": [str(d) for d in range(10)],
-    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                      "Sneaker", "Bag", "Ankle boot"],
+    "fashion_mnist": [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ],
     "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
 }
 
@@ -88,11 +98,14 @@ def describe_source(params) -> str:
 
 def _array_items(images: np.ndarray, labels: np.ndarray | None, prefix: str) -> list[RawItem]:
     """Items that view rows of ``images`` (no copies)."""
-    return [RawItem(ref=f"{prefix}:{i}", label=None if labels is None else int(labels[i]), pixels=images[i])
-            for i in range(len(images))]
+    return [
+        RawItem(ref=f"{prefix}:{i}", label=None if labels is None else int(labels[i]), pixels=images[i])
+        for i in range(len(images))
+    ]
 
 
 # ---------------------------------------------------------------------------------------- digits
+
 
 def load_digits() -> RawData:
     """scikit-learn's bundled 8x8 digits (1,797 images, labels 0-9), scaled from 0..16 to 0..255."""
@@ -103,6 +116,7 @@ def load_digits() -> RawData:
 
 
 # ---------------------------------------------------------------------------------------- folder
+
 
 def _ignored(name: str) -> bool:
     """Files that live beside images but are never images: dot-files, DVC pointers, READMEs."""
@@ -172,6 +186,7 @@ def _shown(root: Path, path: Path) -> str:
 
 # ------------------------------------------------------------------------------------------- idx
 
+
 def read_idx(path: str | Path) -> np.ndarray:
     """Read one IDX file (as used by MNIST), gzip-compressed or raw; returns a native-endian array.
 
@@ -186,8 +201,10 @@ def read_idx(path: str | Path) -> np.ndarray:
     except (OSError, EOFError) as error:
         raise SourceError(f"IDX file {path}: cannot read ({error})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
-        raise SourceError(f"IDX file {path}: bad magic number {raw[:4].hex() or '(empty)'} "
-                          "(expected 00 00 <type 08/09/0b/0c/0d/0e> <ndim>)")
+        raise SourceError(
+            f"IDX file {path}: bad magic number {raw[:4].hex() or '(empty)'} "
+            "(expected 00 00 <type 08/09/0b/0c/0d/0e> <ndim>)"
+        )
     dtype, ndim = np.dtype(IDX_DTYPES[raw[2]]), raw[3]
     if ndim == 0:
         raise SourceError(f"IDX file {path}: header declares 0 dimensions")
@@ -197,8 +214,10 @@ def read_idx(path: str | Path) -> np.ndarray:
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) - header_end != expected:
-        raise SourceError(f"IDX file {path}: size mismatch: header says {shape} x {dtype.itemsize} bytes = "
-                          f"{expected} bytes of data, the file has {len(raw) - header_end}")
+        raise SourceError(
+            f"IDX file {path}: size mismatch: header says {shape} x {dtype.itemsize} bytes = "
+            f"{expected} bytes of data, the file has {len(raw) - header_end}"
+        )
     data = np.frombuffer(raw, dtype=dtype, offset=header_end).reshape(shape)
     return data.astype(dtype.newbyteorder("="))
 
@@ -225,8 +244,9 @@ def load_idx(path: str | Path) -> RawData:
         # an extracted copy next to its .gz would count every image twice: keep the extracted one
         image_files = [p for p in found if not (p.name.endswith(".gz") and p.name[:-3] in names)]
         if not image_files:
-            raise SourceError(f"prepare.path: no *images*idx3* file in {path} (expected e.g. "
-                              "train-images-idx3-ubyte.gz)")
+            raise SourceError(
+                f"prepare.path: no *images*idx3* file in {path} (expected e.g. train-images-idx3-ubyte.gz)"
+            )
     else:
         image_files = [path]
 
@@ -234,15 +254,19 @@ def load_idx(path: str | Path) -> RawData:
     for images_file in image_files:
         images = read_idx(images_file)
         if images.dtype != np.uint8 or images.ndim not in (3, 4):
-            raise SourceError(f"IDX file {images_file}: expected unsigned-byte images (N, H, W[, C]), "
-                              f"got {images.dtype} with shape {images.shape}")
+            raise SourceError(
+                f"IDX file {images_file}: expected unsigned-byte images (N, H, W[, C]), "
+                f"got {images.dtype} with shape {images.shape}"
+            )
         labels_file = _labels_file_for(images_file)
         labels = None
         if labels_file is not None:
             labels = read_idx(labels_file)
             if labels.ndim != 1 or len(labels) != len(images):
-                raise SourceError(f"IDX file {labels_file}: {labels.shape[0] if labels.ndim else 0} labels "
-                                  f"(shape {labels.shape}) for {len(images)} images in {images_file.name}")
+                raise SourceError(
+                    f"IDX file {labels_file}: {labels.shape[0] if labels.ndim else 0} labels "
+                    f"(shape {labels.shape}) for {len(images)} images in {images_file.name}"
+                )
             labels = labels.astype(np.int64)
         items += _array_items(images, labels, images_file.name)
     class_names = _names_for(items)
@@ -259,6 +283,7 @@ def _names_for(items: list[RawItem]) -> list[str] | None:
 
 # ------------------------------------------------------------------------------------------- npz
 
+
 def load_npz(path: str | Path) -> RawData:
     """An ``.npz`` holding ``images`` (N, H, W[, C]) as uint8 or float in [0, 1], optional
     ``labels`` (N,) as integers or strings, and optional ``class_names``."""
@@ -274,13 +299,16 @@ def load_npz(path: str | Path) -> RawData:
         raise SourceError(f"npz file {path}: no 'images' array (found: {', '.join(arrays) or 'nothing'})")
     images = arrays["images"]
     if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3, 4)):
-        raise SourceError(f"npz file {path}: 'images' must be (N, H, W) or (N, H, W, C) with C in 1, 3, 4; "
-                          f"got shape {images.shape}")
+        raise SourceError(
+            f"npz file {path}: 'images' must be (N, H, W) or (N, H, W, C) with C in 1, 3, 4; got shape {images.shape}"
+        )
     if np.issubdtype(images.dtype, np.floating):
         lo, hi = float(np.nanmin(images)), float(np.nanmax(images))
         if np.isnan(images).any() or lo < 0.0 or hi > 1.0:
-            raise SourceError(f"npz file {path}: float 'images' must lie in [0, 1] (found {lo:g} .. {hi:g}"
-                              f"{', NaN' if np.isnan(images).any() else ''})")
+            raise SourceError(
+                f"npz file {path}: float 'images' must lie in [0, 1] (found {lo:g} .. {hi:g}"
+                f"{', NaN' if np.isnan(images).any() else ''})"
+            )
         images = np.rint(images * 255.0).astype(np.uint8)
     elif images.dtype != np.uint8:
         raise SourceError(f"npz file {path}: 'images' must be uint8 or float in [0, 1], got {images.dtype}")
@@ -289,8 +317,9 @@ def load_npz(path: str | Path) -> RawData:
     if "labels" in arrays:
         labels = arrays["labels"].reshape(-1) if arrays["labels"].ndim == 2 else arrays["labels"]
         if labels.shape != (len(images),):
-            raise SourceError(f"npz file {path}: 'labels' has shape {arrays['labels'].shape}, "
-                              f"expected ({len(images)},)")
+            raise SourceError(
+                f"npz file {path}: 'labels' has shape {arrays['labels'].shape}, expected ({len(images)},)"
+            )
         if labels.dtype.kind in "US":  # class names as strings: sorted names -> 0..K-1
             class_names = sorted({str(v) for v in labels})
             index = {name: i for i, name in enumerate(class_names)}
@@ -307,6 +336,7 @@ def load_npz(path: str | Path) -> RawData:
 
 # ----------------------------------------------------------------------------------------- keras
 
+
 def load_keras(dataset: str) -> RawData:
     """``keras.datasets.<dataset>.load_data()`` (train then test, re-split later by the stage).
 
@@ -314,8 +344,9 @@ def load_keras(dataset: str) -> RawData:
     :class:`SourceError` that suggests the offline sources.
     """
     if dataset not in KERAS_CLASS_NAMES:
-        raise SourceError(f"prepare.dataset: unknown Keras dataset {dataset!r}; use one of "
-                          f"{', '.join(KERAS_CLASS_NAMES)}")
+        raise SourceError(
+            f"prepare.dataset: unknown Keras dataset {dataset!r}; use one of {', '.join(KERAS_CLASS_NAMES)}"
+        )
     import keras  # lazy: TensorFlow costs seconds and only this source needs it
 
     loader = getattr(keras.datasets, dataset).load_data
@@ -324,8 +355,10 @@ def load_keras(dataset: str) -> RawData:
     labels = np.concatenate([np.ravel(y_train), np.ravel(y_test)]).astype(np.int64)
     split = ["train"] * len(x_train) + ["test"] * len(x_test)
     offset = [0] * len(x_train) + [len(x_train)] * len(x_test)
-    items = [RawItem(ref=f"keras:{dataset}:{split[i]}:{i - offset[i]}", label=int(labels[i]), pixels=images[i])
-             for i in range(len(images))]
+    items = [
+        RawItem(ref=f"keras:{dataset}:{split[i]}:{i - offset[i]}", label=int(labels[i]), pixels=images[i])
+        for i in range(len(images))
+    ]
     return RawData(items, class_names=list(KERAS_CLASS_NAMES[dataset]))
 
 
@@ -334,5 +367,7 @@ def call_keras_loader(loader, dataset: str):
     try:
         return loader()
     except Exception as error:  # noqa: BLE001 - Keras raises a bare Exception for a failed download
-        raise SourceError(f"could not load Keras dataset {dataset!r} (no network? the first use downloads it): "
-                          f"{error}. Download it elsewhere, or {FALLBACK_HINT}.") from None
+        raise SourceError(
+            f"could not load Keras dataset {dataset!r} (no network? the first use downloads it): "
+            f"{error}. Download it elsewhere, or {FALLBACK_HINT}."
+        ) from None

@@ -46,8 +46,11 @@ def save(folder: Path, gan, record: dict[str, Any]) -> Path:
     """Write checkpoint ``ckpt-<step>.npz`` + its record, then point ``latest.json`` at it."""
     folder.mkdir(parents=True, exist_ok=True)
     step = int(gan.step.numpy())
-    arrays = {f"{group}/{i}": np.asarray(v.numpy()) for group, variables in _variables(gan).items()
-              for i, v in enumerate(variables)}
+    arrays = {
+        f"{group}/{i}": np.asarray(v.numpy())
+        for group, variables in _variables(gan).items()
+        for i, v in enumerate(variables)
+    }
     name = f"ckpt-{step:08d}"
     files.save_npz(folder / f"{name}.npz", **arrays)
     files.write_json(folder / f"{name}.json", {**record, "step": step})
@@ -62,8 +65,15 @@ def clean(folder: Path) -> list[Path]:
     """Remove the temporary files (``.ckpt-*``, ``.latest.json.*``, ``.run.json.*``) that a process
     killed mid-write left in ``folder``; returns them. Only for the one trainer of the folder, before it
     writes: a temporary file is never renamed after its writer died."""
-    stale = [path for path in folder.glob(".*") if path.is_file() and path.name.startswith(
-        (".ckpt-", ".latest.json.", ".run.json."))] if folder.is_dir() else []
+    stale = (
+        [
+            path
+            for path in folder.glob(".*")
+            if path.is_file() and path.name.startswith((".ckpt-", ".latest.json.", ".run.json."))
+        ]
+        if folder.is_dir()
+        else []
+    )
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
@@ -78,8 +88,9 @@ def latest(folder: Path) -> tuple[Path, dict[str, Any]] | None:
         name = json.loads(pointer.read_text())["checkpoint"]
         record = json.loads((folder / f"{name}.json").read_text())
     except (OSError, ValueError, KeyError) as error:
-        raise ResganError(f"checkpoint record in {folder} is unreadable ({error}); "
-                          f"move the folder aside to start afresh") from None
+        raise ResganError(
+            f"checkpoint record in {folder} is unreadable ({error}); move the folder aside to start afresh"
+        ) from None
     path = folder / f"{name}.npz"
     if not path.exists():
         raise ResganError(f"{pointer} names {path.name}, which is missing; move {folder} aside to start afresh")
@@ -110,13 +121,17 @@ def restore(path: Path, gan) -> int:
     for group, variables in _variables(gan).items():
         count = sum(1 for key in arrays if key.startswith(group + "/"))
         if count != len(variables):
-            raise ResganError(f"checkpoint {path} does not match the model ({group}: {count} arrays for "
-                              f"{len(variables)} variables); the model params changed?")
+            raise ResganError(
+                f"checkpoint {path} does not match the model ({group}: {count} arrays for "
+                f"{len(variables)} variables); the model params changed?"
+            )
         for i, variable in enumerate(variables):
             value = arrays[f"{group}/{i}"]
             if tuple(value.shape) != tuple(variable.shape):
-                raise ResganError(f"checkpoint {path}: {group} variable {i} has shape {value.shape}, "
-                                  f"the model wants {tuple(variable.shape)}")
+                raise ResganError(
+                    f"checkpoint {path}: {group} variable {i} has shape {value.shape}, "
+                    f"the model wants {tuple(variable.shape)}"
+                )
             variable.assign(value)
     return int(gan.step.numpy())
 
@@ -143,9 +158,15 @@ class RunRecord:
     def load(cls, folder: Path, step: int, record: dict[str, Any]) -> RunRecord:
         """The state of the run in ``folder`` resumed at ``step`` from checkpoint ``record`` ({} for none)."""
         run_id = record.get("run_id") or _read_json(folder / RUN_FILE).get("run_id")
-        return cls(folder, step, run_id, record.get("model_uri") if record.get("step") == step else None,
-                   [row for row in record.get("history", []) if row["step"] <= step],
-                   [row for row in record.get("fid_history", []) if row["step"] <= step], record.get("ada_p"))
+        return cls(
+            folder,
+            step,
+            run_id,
+            record.get("model_uri") if record.get("step") == step else None,
+            [row for row in record.get("history", []) if row["step"] <= step],
+            [row for row in record.get("fid_history", []) if row["step"] <= step],
+            record.get("ada_p"),
+        )
 
     @property
     def run_file(self) -> Path:
@@ -164,8 +185,14 @@ class RunRecord:
     def state(self, run_id: str | None, history: list, fid, gan, key: str, **more: Any) -> dict[str, Any]:
         """What a checkpoint of this run records beside the weights: the run, the loss history, the key, the
         FID history of ``fid`` (a FidTracker or None), ADA's probability, and ``more`` (the logged model)."""
-        return {"run_id": run_id, "history": history, "key": key, "fid_history": fid.history if fid else [],
-                "ada_p": float(gan.ada_p.numpy()), **more}
+        return {
+            "run_id": run_id,
+            "history": history,
+            "key": key,
+            "fid_history": fid.history if fid else [],
+            "ada_p": float(gan.ada_p.numpy()),
+            **more,
+        }
 
 
 def _read_json(path: Path) -> dict[str, Any]:

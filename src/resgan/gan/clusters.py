@@ -81,7 +81,9 @@ def self_condition(train_data, k: int, classifier_path, seed: int) -> tuple[Clus
         return off(str(error))
     clusters = cluster_features(features, k, seed)
     sizes = np.bincount(clusters.labels, minlength=k)
-    note = (f"{k} k-means clusters of the {extractor.kind} features stand in for labels "
-            f"({sizes.max()} to {sizes.min()} images each, {time.perf_counter() - started:.0f} s)")
+    note = (
+        f"{k} k-means clusters of the {extractor.kind} features stand in for labels "
+        f"({sizes.max()} to {sizes.min()} images each, {time.perf_counter() - started:.0f} s)"
+    )
     print(f"self-conditioning: {note}", flush=True)
     return clusters, note

@@ -85,8 +85,9 @@ def split_cpu(count: int) -> None:
     try:
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
     except RuntimeError as error:
-        raise ResganError(f"RESGAN_CPU_DEVICES={count}: TensorFlow's devices are already initialised "
-                          f"({error})") from None
+        raise ResganError(
+            f"RESGAN_CPU_DEVICES={count}: TensorFlow's devices are already initialised ({error})"
+        ) from None
 
 
 def worker_index(strategy: tf.distribute.Strategy) -> int:

@@ -57,8 +57,7 @@ class ExportDecision:
         return {**rounded, "margin": round(self.margin, 4), "noise_multiple": NOISE_MULTIPLE}
 
 
-def choose_export(curve: Sequence[tuple[int, float]], noise: float,
-                  multiple: float = NOISE_MULTIPLE) -> ExportDecision:
+def choose_export(curve: Sequence[tuple[int, float]], noise: float, multiple: float = NOISE_MULTIPLE) -> ExportDecision:
     """From FID over training ``curve`` ((step, fid) in step order, its last row the last step trained)
     and its ``noise`` (:func:`fid_spread`): the lowest finite FID's step (the later of equals) when it beats
     the last step's by more than ``multiple * noise``, else the last step. A non-finite last FID loses to
@@ -68,17 +67,36 @@ def choose_export(curve: Sequence[tuple[int, float]], noise: float,
     last_step, last_fid = int(curve[-1][0]), float(curve[-1][1])
     finite = [(int(s), float(f)) for s, f in curve if math.isfinite(f)]
     if not finite:
-        return ExportDecision("last", last_step, last_step, last_fid, last_step, last_fid, noise,
-                              "no finite FID was measured: the last step is exported")
+        return ExportDecision(
+            "last",
+            last_step,
+            last_step,
+            last_fid,
+            last_step,
+            last_fid,
+            noise,
+            "no finite FID was measured: the last step is exported",
+        )
     best_step, best_fid = min(finite, key=lambda row: (row[1], -row[0]))
     threshold = multiple * noise
     if best_step == last_step:
         which, reason = "last", f"the last step's FID {last_fid:.3g} is the lowest measured"
     elif not math.isfinite(last_fid) or last_fid - best_fid > threshold:
-        which, reason = "best", (f"step {best_step}'s FID {best_fid:.3g} beats the last step's {last_fid:.3g} by "
-                                 f"more than {multiple:g} x its noise {noise:.3g}")
+        which, reason = (
+            "best",
+            (
+                f"step {best_step}'s FID {best_fid:.3g} beats the last step's {last_fid:.3g} by "
+                f"more than {multiple:g} x its noise {noise:.3g}"
+            ),
+        )
     else:
-        which, reason = "last", (f"step {best_step}'s FID {best_fid:.3g} is within {multiple:g} x its noise "
-                                 f"{noise:.3g} of the last step's {last_fid:.3g}: the last step is exported")
-    return ExportDecision(which, best_step if which == "best" else last_step, best_step, best_fid, last_step,
-                          last_fid, noise, reason)
+        which, reason = (
+            "last",
+            (
+                f"step {best_step}'s FID {best_fid:.3g} is within {multiple:g} x its noise "
+                f"{noise:.3g} of the last step's {last_fid:.3g}: the last step is exported"
+            ),
+        )
+    return ExportDecision(
+        which, best_step if which == "best" else last_step, best_step, best_fid, last_step, last_fid, noise, reason
+    )

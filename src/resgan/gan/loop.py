@@ -30,9 +30,18 @@ from resgan.errors import ResganError
 from resgan.gan import checkpoint
 
 # Path-style MLflow names of the step's figures.
-METRIC_NAMES = {"loss_d": "loss/d", "loss_g": "loss/g", "d_real": "d/real", "d_fake": "d/fake",
-                "grad_norm_d": "grad_norm/d", "grad_norm_g": "grad_norm/g", "img_per_s": "perf/img_per_s",
-                "ada_p": "aug/p", "d_real_sign": "d/real_sign", "lr_g": "lr/g"}
+METRIC_NAMES = {
+    "loss_d": "loss/d",
+    "loss_g": "loss/g",
+    "d_real": "d/real",
+    "d_fake": "d/fake",
+    "grad_norm_d": "grad_norm/d",
+    "grad_norm_g": "grad_norm/g",
+    "img_per_s": "perf/img_per_s",
+    "ada_p": "aug/p",
+    "d_real_sign": "d/real_sign",
+    "lr_g": "lr/g",
+}
 
 
 class DivergenceError(ResganError):
@@ -94,16 +103,16 @@ def diverged(reason: str, folder: Path | None) -> DivergenceError:
     """The error for a run that diverged: ``reason``, the last good checkpoint in ``folder``, what to do."""
     last = checkpoint.latest(folder) if folder is not None else None
     where = f"last good checkpoint: {last[0]} (step {last[1]['step']})" if last else "no checkpoint was written"
-    return DivergenceError(f"training diverged: {reason}; {where}. Lower the learning rates or "
-                           f"change train.loss, then re-run")
+    return DivergenceError(
+        f"training diverged: {reason}; {where}. Lower the learning rates or change train.loss, then re-run"
+    )
 
 
 def non_finite(figures: dict[str, float], loss_scaled: bool = False) -> str | None:
     """The non-finite figures as ``name=value, ...``, or None. Under dynamic loss scaling (mixed_float16)
     a non-finite gradient is expected: the optimizer skips that update and lowers the scale, so only
     the other figures count."""
-    bad = [k for k, v in figures.items()
-           if not math.isfinite(v) and not (loss_scaled and k.startswith("grad_norm"))]
+    bad = [k for k, v in figures.items() if not math.isfinite(v) and not (loss_scaled and k.startswith("grad_norm"))]
     return ", ".join(f"{k}={figures[k]}" for k in bad) or None
 
 
@@ -129,8 +138,15 @@ class MetricsLogger(Callback):
     ``history`` holds the rows of a resumed run (from its checkpoint); those the run lacks in MLflow
     (logged while the store was down, then killed) are logged again at the start."""
 
-    def __init__(self, every: int, batch_size: int, history: list[dict[str, float]] | None = None,
-                 logger=None, retries: int = 5, clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        every: int,
+        batch_size: int,
+        history: list[dict[str, float]] | None = None,
+        logger=None,
+        retries: int = 5,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
         self.every, self.batch_size, self.logger, self.retries, self.clock = every, batch_size, logger, retries, clock
         self.history: list[dict[str, float]] = list(history or [])
         self._window_start, self._window_steps = 0.0, 0
@@ -153,7 +169,6 @@ class MetricsLogger(Callback):
         if self.logger is not None:
             self.logger.log_metrics(metric_names(figures), step)
 
-
     COLUMNS = ["step", "loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "img_per_s"]
     OPTIONAL = ["ada_p", "lr_g"]  # columns where the run has them (ADA, a learning-rate decay)
 
@@ -162,8 +177,14 @@ class MetricsLogger(Callback):
         call (the last row's without a step) and the last logged losses."""
         last = self.history[-1] if self.history else {}
         img_per_s = round((step - start) * self.batch_size / wall, 2) if step > start else last.get("img_per_s", 0.0)
-        return {"steps": step, "steps_this_run": step - start, "wall_s": round(wall, 2), "img_per_s": img_per_s,
-                "loss_d": last.get("loss_d"), "loss_g": last.get("loss_g")}
+        return {
+            "steps": step,
+            "steps_this_run": step - start,
+            "wall_s": round(wall, 2),
+            "img_per_s": img_per_s,
+            "loss_d": last.get("loss_d"),
+            "loss_g": last.get("loss_g"),
+        }
 
     def csv(self) -> bytes:
         """:attr:`history` as CSV: :attr:`COLUMNS`, and :attr:`OPTIONAL` ones where a row has them."""
@@ -186,8 +207,13 @@ class ProgressBar(Callback):
     def on_train_begin(self, step: int, steps: int) -> None:
         super().on_train_begin(step, steps)
         if self.tty if self.tty is not None else sys.stdout.isatty():
-            self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                TextColumn("{task.fields[info]}"))
+            self.bar = Progress(
+                TextColumn("train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+            )
             self.task = self.bar.add_task("train", total=steps, completed=step, info="")
             self.bar.start()
 
@@ -249,9 +275,20 @@ class FidTracker(Callback):
 
     BEST_MODEL, BEST_RECORD = checkpoint.BEST_MODEL, checkpoint.BEST_RECORD
 
-    def __init__(self, gan, score: Callable[[np.ndarray], dict[str, float]], key: str, every: int, num: int,
-                 seed: int, folder: Path, export: Callable[[Any, Path], Any], logger=None,
-                 history: list[dict[str, float]] | None = None, batch_size: int = 256):
+    def __init__(
+        self,
+        gan,
+        score: Callable[[np.ndarray], dict[str, float]],
+        key: str,
+        every: int,
+        num: int,
+        seed: int,
+        folder: Path,
+        export: Callable[[Any, Path], Any],
+        logger=None,
+        history: list[dict[str, float]] | None = None,
+        batch_size: int = 256,
+    ):
         self.gan, self.score, self.key, self.every, self.folder, self.export = gan, score, key, every, folder, export
         self.logger, self.batch_size = logger, batch_size
         self.latents = sampling.latents(num, gan.model_params.latent_dim, seed)
@@ -315,9 +352,11 @@ class FidTracker(Callback):
         noise come with the export decision (:func:`resgan.gan.export.choose_export`)."""
         figures: dict[str, Any] = {}
         figures["fid_seconds"] = round(self.seconds, 2)  # its share of wall_s: the cost of FID over training
-        print(f"FID over training: {sum(1 for row in self.history if row['step'] > start)} measurements, "
-              f"{self.seconds:.1f} s ({100 * self.seconds / max(wall, 1e-9):.1f}% of this run's training time)",
-              flush=True)
+        print(
+            f"FID over training: {sum(1 for row in self.history if row['step'] > start)} measurements, "
+            f"{self.seconds:.1f} s ({100 * self.seconds / max(wall, 1e-9):.1f}% of this run's training time)",
+            flush=True,
+        )
         return figures
 
     def csv(self) -> bytes:

@@ -24,8 +24,9 @@ def _flat(logits) -> tf.Tensor:
 def minimax_discriminator_loss(real_logits, fake_logits) -> tf.Tensor:
     """-(log D(x) + log(1 - D(G(z)))) per example: sigmoid cross-entropy with real=1, fake=0."""
     real, fake = _flat(real_logits), _flat(fake_logits)
-    return (tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.ones_like(real), logits=real)
-            + tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.zeros_like(fake), logits=fake))
+    return tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=tf.ones_like(real), logits=real
+    ) + tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.zeros_like(fake), logits=fake)
 
 
 def minimax_generator_loss(fake_logits) -> tf.Tensor:

@@ -90,15 +90,21 @@ class TrainPlan:
     @property
     def wants_clusters(self) -> bool:
         """True while self-conditioning still needs the stage to cluster the training images."""
-        return self.data is not None and self.data.clusters is None and "model.self_condition" in self.choices \
+        return (
+            self.data is not None
+            and self.data.clusters is None
+            and "model.self_condition" in self.choices
             and bool(self.model.self_condition)
+        )
 
     def describe(self) -> str:
         """The plan as one block of text: the key, the run's size, each settled auto and why."""
         tp, shapes = self.train, self.shapes
         images = f"{self.data.images:,} training images, " if self.data else ""
-        lines = [f"plan: checkpoint key {self.key}; {tp.steps:,} steps of {tp.batch_size} images; {images}"
-                 f"{shapes.image_size}x{shapes.image_size}x{shapes.channels}"]
+        lines = [
+            f"plan: checkpoint key {self.key}; {tp.steps:,} steps of {tp.batch_size} images; {images}"
+            f"{shapes.image_size}x{shapes.image_size}x{shapes.channels}"
+        ]
         for name, choice in self.choices.items():
             shown = "off" if choice.value in ("", 0) and name != "model.conditional" else choice.value
             lines.append(f"  {name}: {shown} (auto: {choice.reason})")
@@ -106,6 +112,7 @@ class TrainPlan:
 
 
 # ---- the autos, one function each: (model, train, data) -> Choice, or None where there is nothing to settle
+
 
 def settle_self_condition(model: ModelParams, train: TrainParams, data: DataSummary) -> Choice | None:
     """Unlabelled data with ``model.conditional: auto``: the clusters to condition on (see
@@ -140,8 +147,11 @@ def settle_diffaugment(model: ModelParams, train: TrainParams, data: DataSummary
     if train.diffaugment != "auto":
         return None
     policy = resolve_diffaugment("auto", data.images, adaptive=bool(train.ada_target))
-    why = "train.ada_target is set" if train.ada_target else (
-        f"{data.images} training images, {'below' if policy else 'not below'} {SMALL_DATA}")
+    why = (
+        "train.ada_target is set"
+        if train.ada_target
+        else (f"{data.images} training images, {'below' if policy else 'not below'} {SMALL_DATA}")
+    )
     return Choice(policy, why)
 
 
@@ -209,9 +219,15 @@ def summarize(summary: dict[str, Any], train_data) -> DataSummary:
         classes, why = train_data.num_classes(summary.get("class_names")), ""
     except ResganError as error:  # conditional: true fails with this; auto trains unconditional
         classes, why = 0, str(error)
-    return DataSummary(images=train_data.count, image_size=train_data.image_size, channels=train_data.channels,
-                       data_hash=str(summary.get("data_hash", "")), classes=classes, no_classes=why,
-                       streamed=train_data.mode == "stream")
+    return DataSummary(
+        images=train_data.count,
+        image_size=train_data.image_size,
+        channels=train_data.channels,
+        data_hash=str(summary.get("data_hash", "")),
+        classes=classes,
+        no_classes=why,
+        streamed=train_data.mode == "stream",
+    )
 
 
 def with_clusters(data: DataSummary, clusters, note: str = "") -> DataSummary:
@@ -219,5 +235,10 @@ def with_clusters(data: DataSummary, clusters, note: str = "") -> DataSummary:
     or None where there are none, ``note`` saying why)."""
     if clusters is None:
         return replace(data, clusters=0, cluster_note=note)
-    return replace(data, clusters=clusters.k, cluster_prior=clusters.prior, cluster_note=note,
-                   cluster_hash=hashlib.sha256(clusters.labels.tobytes()).hexdigest()[:12])
+    return replace(
+        data,
+        clusters=clusters.k,
+        cluster_prior=clusters.prior,
+        cluster_note=note,
+        cluster_hash=hashlib.sha256(clusters.labels.tobytes()).hexdigest()[:12],
+    )

@@ -51,8 +51,14 @@ class GAN:
     settled sections (no ``auto``: :func:`resgan.gan.plan.plan`); :func:`build_gan` makes one from a plan.
     """
 
-    def __init__(self, model: ModelParams, train: TrainParams, shapes: Shapes,
-                 strategy: tf.distribute.Strategy | None = None, global_batch_size: int | None = None):
+    def __init__(
+        self,
+        model: ModelParams,
+        train: TrainParams,
+        shapes: Shapes,
+        strategy: tf.distribute.Strategy | None = None,
+        global_batch_size: int | None = None,
+    ):
         for name, value in (("train.diffaugment", train.diffaugment), ("model.conditional", model.conditional)):
             if value == "auto":  # the plan settles every auto (resgan.gan.plan); the GAN settles nothing
                 raise ResganError(f"{name.split('.')[1]} is auto: settle it first (resgan.gan.plan.plan)")
@@ -67,16 +73,22 @@ class GAN:
         with self.strategy.scope():
             self.generator = self._build_generator()
             self.ema_generator = self._build_generator(name="ema_generator")
-            self.discriminator = discriminator_from_params(model, shapes.image_size, shapes.channels,
-                                                           num_classes=self.num_classes)
+            self.discriminator = discriminator_from_params(
+                model, shapes.image_size, shapes.channels, num_classes=self.num_classes
+            )
             self.g_optimizer = self._adam(train.lr_g, train.beta1_g, train.beta2_g, "g_adam")
             self.d_optimizer = self._adam(train.lr_d, train.beta1_d, train.beta2_d, "d_adam")
             self.g_optimizer.build(self.generator.trainable_variables)
             self.d_optimizer.build(self.discriminator.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             # The probability of each DiffAugment op: 1 without ADA; with it, adjusted by train_step.
-            self.ada_p = tf.Variable(0.0 if train.ada_target else 1.0, dtype=tf.float32, trainable=False,
-                                     name="ada_p", aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            self.ada_p = tf.Variable(
+                0.0 if train.ada_target else 1.0,
+                dtype=tf.float32,
+                trainable=False,
+                name="ada_p",
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
         self._ada_signs: list[float] = []
         _first_replica_writes(self.discriminator)
         # Latents come from a counter-based generator whose state is checkpointed with the weights.
@@ -85,16 +97,21 @@ class GAN:
         self.rng = tf.random.Generator.from_seed(train.seed)
         replicas = self.strategy.num_replicas_in_sync
         if self.global_batch_size % replicas:
-            raise ResganError(f"train.batch_size {self.global_batch_size} must be a multiple of the "
-                              f"{replicas} replicas")
+            raise ResganError(
+                f"train.batch_size {self.global_batch_size} must be a multiple of the {replicas} replicas"
+            )
         self.copy_to_ema()
         self._compiled = None
 
     def _build_generator(self, name: str = "generator") -> keras.Model:
         # More than one replica: batch statistics over the global batch (an all-reduce per BN layer).
-        g = generator_from_params(self.model_params, self.shapes.image_size, self.shapes.channels,
-                                  synchronized_bn=self.strategy.num_replicas_in_sync > 1,
-                                  num_classes=self.num_classes)
+        g = generator_from_params(
+            self.model_params,
+            self.shapes.image_size,
+            self.shapes.channels,
+            synchronized_bn=self.strategy.num_replicas_in_sync > 1,
+            num_classes=self.num_classes,
+        )
         g.name = name
         return g
 
@@ -159,7 +176,9 @@ class GAN:
         trainable = {id(v) for v in self.generator.trainable_weights}
         for ema, weight in zip(self.ema_generator.weights, self.generator.weights):
             if id(weight) in trainable:
-                ema.assign(tf.cast(decay, ema.dtype) * ema + tf.cast(1.0 - decay, ema.dtype) * tf.cast(weight, ema.dtype))
+                ema.assign(
+                    tf.cast(decay, ema.dtype) * ema + tf.cast(1.0 - decay, ema.dtype) * tf.cast(weight, ema.dtype)
+                )
             else:
                 ema.assign(weight)
 
@@ -176,7 +195,7 @@ class GAN:
             return global_latents
         local = self.global_batch_size // replicas
         start = tf.cast(context.replica_id_in_sync_group, tf.int32) * local
-        return global_latents[start:start + local]
+        return global_latents[start : start + local]
 
     def _augment(self, images: tf.Tensor) -> tf.Tensor:
         if not self.train_params.diffaugment:
@@ -219,6 +238,7 @@ class GAN:
                 penalty = tf.reduce_sum(tf.square(tf.cast(grad, tf.float32)), axis=[1, 2, 3])
                 per_example += 0.5 * self.train_params.r1_gamma * self.train_params.r1_every * penalty
             if self.train_params.loss == "wasserstein_gp":
+
                 def critic(x, training):
                     return self.discriminator(model_inputs(x, labels), training=training)
 
@@ -228,11 +248,18 @@ class GAN:
         grads = tape.gradient(scaled, self.discriminator.trainable_variables)
         grads, norm = self._reduce_gradients(grads, self.d_optimizer)
         self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_variables))
-        figures = {"d_real_sign": self._average(tf.sign(tf.reshape(real_logits, [-1])))} if self.train_params.ada_target else {}
-        return {"loss_d": loss, **figures,
-                "d_real": self._average(tf.reshape(real_logits, [-1])),
-                "d_fake": self._average(tf.reshape(fake_logits, [-1])),
-                "grad_norm_d": norm}
+        figures = (
+            {"d_real_sign": self._average(tf.sign(tf.reshape(real_logits, [-1])))}
+            if self.train_params.ada_target
+            else {}
+        )
+        return {
+            "loss_d": loss,
+            **figures,
+            "d_real": self._average(tf.reshape(real_logits, [-1])),
+            "d_fake": self._average(tf.reshape(fake_logits, [-1])),
+            "grad_norm_d": norm,
+        }
 
     def _g_step(self, latents: tf.Tensor, labels: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
         with tf.GradientTape() as tape:
@@ -269,8 +296,10 @@ class GAN:
             per_replica = self.strategy.run(self._d_step, args=(batch, latents, r1))
             # Losses and logit means are shares of a global average: sum them. The gradient norm is
             # the same number on every replica (computed after the all-reduce).
-            out = {k: self.strategy.reduce(mean if k.startswith("grad_norm") else sum_, v, axis=None)
-                   for k, v in per_replica.items()}
+            out = {
+                k: self.strategy.reduce(mean if k.startswith("grad_norm") else sum_, v, axis=None)
+                for k, v in per_replica.items()
+            }
         latents = self._latents(self.global_batch_size)
         per_replica = self.strategy.run(self._g_step, args=(latents, labels))
         for key, value in per_replica.items():
@@ -340,8 +369,9 @@ def export_generator(gan: GAN, path: Path, earlier: Path | None = None) -> keras
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
-        model = generator_from_params(gan.model_params, gan.shapes.image_size, gan.shapes.channels,
-                                      num_classes=gan.num_classes)
+        model = generator_from_params(
+            gan.model_params, gan.shapes.image_size, gan.shapes.channels, num_classes=gan.num_classes
+        )
     finally:
         keras.mixed_precision.set_global_policy(policy)
     model.set_weights([np.asarray(w, dtype=np.float32) for w in gan.ema_generator.get_weights()])

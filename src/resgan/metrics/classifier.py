@@ -55,8 +55,9 @@ def build_trunk(input_shape: tuple[int, int, int], width: int = 32, feature_dim:
     return inputs, layers.BatchNormalization(momentum=0.9, name=FEATURE_LAYER)(x)
 
 
-def build_classifier(input_shape: tuple[int, int, int], num_classes: int, width: int = 32,
-                     feature_dim: int = 128) -> keras.Model:
+def build_classifier(
+    input_shape: tuple[int, int, int], num_classes: int, width: int = 32, feature_dim: int = 128
+) -> keras.Model:
     """A compact CNN for uint8-valued ``input_shape`` (H, W, C) images, ``num_classes`` softmax outputs:
     :func:`build_trunk`, then ReLU, dropout and the softmax head ``probs``."""
     inputs, features = build_trunk(input_shape, width, feature_dim)
@@ -66,8 +67,11 @@ def build_classifier(input_shape: tuple[int, int, int], num_classes: int, width:
     return keras.Model(inputs, outputs, name="domain_classifier")
 
 
-def labelled_data(train: tuple[np.ndarray, np.ndarray | None], test: tuple[np.ndarray, np.ndarray | None],
-                  class_names: list[str] | None) -> tuple[Split, Split, int]:
+def labelled_data(
+    train: tuple[np.ndarray, np.ndarray | None],
+    test: tuple[np.ndarray, np.ndarray | None],
+    class_names: list[str] | None,
+) -> tuple[Split, Split, int]:
     """The labelled images of the prepared ``train`` and ``test`` splits (``(images, labels or None)``
     as :func:`resgan.data.prepared.load_split` gives them) and the number of classes.
 
@@ -76,9 +80,11 @@ def labelled_data(train: tuple[np.ndarray, np.ndarray | None], test: tuple[np.nd
     too few classes or labels outside them.
     """
     if train[1] is None or test[1] is None:
-        raise ResganError("the domain classifier needs labelled data, and the prepared data has no labels "
-                          "(for a folder source, put images in one sub-folder per class with "
-                          "prepare.labels_from_folders: true)")
+        raise ResganError(
+            "the domain classifier needs labelled data, and the prepared data has no labels "
+            "(for a folder source, put images in one sub-folder per class with "
+            "prepare.labels_from_folders: true)"
+        )
     if len(train[0]) == 0 or len(test[0]) == 0:
         raise ResganError("the domain classifier needs images in both train.npz and test.npz")
     if test[0].shape[1:] != train[0].shape[1:]:
@@ -106,8 +112,9 @@ def train_classifier(params: ClassifierParams, train: Split, test: Split, num_cl
     ``test``; returns the model and ``{accuracy, loss, epochs, n_train, n_test, num_classes, time_s}``."""
     keras.utils.set_random_seed(params.seed)
     model = build_classifier(train[0].shape[1:], num_classes, params.width, params.feature_dim)
-    model.compile(optimizer=keras.optimizers.Adam(params.lr), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(params.lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     start = time.perf_counter()
     ops = [op.strip() for op in params.augment.split(",") if op.strip()]
     if ops:  # a fresh random view of every image each epoch: what lets a small CNN generalise on photographs
@@ -115,15 +122,23 @@ def train_classifier(params: ClassifierParams, train: Split, test: Split, num_cl
 
         from resgan.metrics.ssl import augment
 
-        views = (tf.data.Dataset.from_tensor_slices(train)
-                 .shuffle(len(train[0]), seed=params.seed, reshuffle_each_iteration=True)
-                 .batch(params.batch_size)
-                 .map(lambda x, y: (augment(tf.cast(x, tf.float32), ops), y), num_parallel_calls=tf.data.AUTOTUNE)
-                 .prefetch(tf.data.AUTOTUNE))
+        views = (
+            tf.data.Dataset.from_tensor_slices(train)
+            .shuffle(len(train[0]), seed=params.seed, reshuffle_each_iteration=True)
+            .batch(params.batch_size)
+            .map(lambda x, y: (augment(tf.cast(x, tf.float32), ops), y), num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE)
+        )
         model.fit(views, epochs=params.epochs, shuffle=False, verbose=2)  # shuffled above, every epoch
     else:
-        model.fit(train[0].astype(np.float32), train[1], batch_size=params.batch_size, epochs=params.epochs,
-                  shuffle=True, verbose=2)
+        model.fit(
+            train[0].astype(np.float32),
+            train[1],
+            batch_size=params.batch_size,
+            epochs=params.epochs,
+            shuffle=True,
+            verbose=2,
+        )
     loss, accuracy = model.evaluate(test[0].astype(np.float32), test[1], batch_size=params.batch_size, verbose=0)
     return model, {
         "accuracy": float(accuracy),

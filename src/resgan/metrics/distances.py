@@ -29,14 +29,16 @@ def _as_features(features: np.ndarray, name: str, min_rows: int = 2) -> np.ndarr
 
 # ---------------------------------------------------------------- FID
 
+
 def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean ``(D,)`` and covariance ``(D, D)`` (unbiased, N-1) of ``(N, D)`` features, in float64."""
     features = _as_features(features, "feature_stats")
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     eps: float = 1e-6) -> float:
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
+) -> float:
     """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
 
     ``||mu1 - mu2||^2 + Tr(sigma1 + sigma2 - 2 sqrt(sigma1 sigma2))``, as in the reference
@@ -48,8 +50,10 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
-        raise MetricError(f"frechet_distance: shapes do not match: mu {mu1.shape} / {mu2.shape}, "
-                          f"sigma {sigma1.shape} / {sigma2.shape}")
+        raise MetricError(
+            f"frechet_distance: shapes do not match: mu {mu1.shape} / {mu2.shape}, "
+            f"sigma {sigma1.shape} / {sigma2.shape}"
+        )
     diff = mu1 - mu2
     covmean = linalg.sqrtm(sigma1 @ sigma2)
     if not np.isfinite(covmean).all():
@@ -57,9 +61,11 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
         covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
     if np.iscomplexobj(covmean):
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise MetricError(f"FID: the matrix square root has a large imaginary component "
-                              f"({np.max(np.abs(covmean.imag)):.3g}); the covariance estimates are "
-                              "ill-conditioned: use more images than feature dimensions")
+            raise MetricError(
+                f"FID: the matrix square root has a large imaginary component "
+                f"({np.max(np.abs(covmean.imag)):.3g}); the covariance estimates are "
+                "ill-conditioned: use more images than feature dimensions"
+            )
         covmean = covmean.real
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
 
@@ -70,6 +76,7 @@ def fid(real_features: np.ndarray, fake_features: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------- KID
+
 
 def _polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """k(x, y) = (x.y / d + 1)^3 for all row pairs, in place (two products beat ``** 3`` here)."""
@@ -92,8 +99,13 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     return float(within - 2.0 * k_xy.sum() / (m * m))
 
 
-def kid(real_features: np.ndarray, fake_features: np.ndarray, subsets: int = 100, subset_size: int = 1000,
-        rng: np.random.Generator | None = None) -> tuple[float, float]:
+def kid(
+    real_features: np.ndarray,
+    fake_features: np.ndarray,
+    subsets: int = 100,
+    subset_size: int = 1000,
+    rng: np.random.Generator | None = None,
+) -> tuple[float, float]:
     """Kernel Inception Distance: mean and standard deviation of unbiased MMD^2 over random subsets.
 
     Each of ``subsets`` rounds draws ``m = min(subset_size, n_real, n_fake)`` rows of each set
@@ -121,6 +133,7 @@ def kid(real_features: np.ndarray, fake_features: np.ndarray, subsets: int = 100
 
 # ---------------------------------------------------------------- precision / recall
 
+
 def _sq_norms(x: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", x, x)
 
@@ -132,7 +145,7 @@ def _distance_chunks(x: np.ndarray, y: np.ndarray, chunk: int):
     """
     y_sq = _sq_norms(y)
     for start in range(0, x.shape[0], chunk):
-        block = x[start:start + chunk]
+        block = x[start : start + chunk]
         d2 = _sq_norms(block)[:, None] + y_sq[None, :] - 2.0 * (block @ y.T)
         yield start, np.sqrt(np.maximum(d2, 0.0))  # round-off can make d2 slightly negative
 
@@ -144,19 +157,20 @@ def knn_radii(features: np.ndarray, k: int = 3, chunk: int = 1024) -> np.ndarray
     for start, dist in _distance_chunks(features, features, chunk):
         # Position 0 of the sorted row is the point itself (distance ~0), so the k-th neighbour
         # is at position k. A duplicate of the point counts as a neighbour, as in the reference.
-        radii[start:start + dist.shape[0]] = np.partition(dist, k, axis=1)[:, k]
+        radii[start : start + dist.shape[0]] = np.partition(dist, k, axis=1)[:, k]
     return radii
 
 
 def _inside_manifold(queries: np.ndarray, manifold: np.ndarray, radii: np.ndarray, chunk: int) -> np.ndarray:
     inside = np.empty(queries.shape[0], dtype=bool)
     for start, dist in _distance_chunks(queries, manifold, chunk):
-        inside[start:start + dist.shape[0]] = (dist <= radii[None, :]).any(axis=1)
+        inside[start : start + dist.shape[0]] = (dist <= radii[None, :]).any(axis=1)
     return inside
 
 
-def precision_recall(real_features: np.ndarray, fake_features: np.ndarray, k: int = 3,
-                     chunk: int = 1024) -> tuple[float, float]:
+def precision_recall(
+    real_features: np.ndarray, fake_features: np.ndarray, k: int = 3, chunk: int = 1024
+) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019) in feature space.
 
     Each set's manifold is the union of balls around its points with radius the distance to the

@@ -14,26 +14,41 @@ from resgan.metrics.registry import EvalContext, get_metric
 # The figures people compare between runs, in this order (``<e>``: the extractor's name): what
 # metrics/eval.json, `dvc exp show`, the evaluation run's metrics and the registered version's tags hold.
 # Everything else an evaluation finds (noise floors, spreads, counts, timings, text) is detail.
-HEADLINE = ("fid_<e>", "kid_<e>_mean", "is_<e>_mean", "pr_<e>_precision", "pr_<e>_recall", "class_accuracy",
-            "class_tv_distance", "ssim_diversity_generated", "memorization_fraction")
+HEADLINE = (
+    "fid_<e>",
+    "kid_<e>_mean",
+    "is_<e>_mean",
+    "pr_<e>_precision",
+    "pr_<e>_recall",
+    "class_accuracy",
+    "class_tv_distance",
+    "ssim_diversity_generated",
+    "memorization_fraction",
+)
 
 
 def headline(results: dict) -> dict[str, float]:
     """The :data:`HEADLINE` figures of ``evaluate_samples``' results, in that order (those computed)."""
     keys = [key.replace("<e>", str(results.get("features"))) for key in HEADLINE]
-    return {key: float(results[key]) for key in keys
-            if isinstance(results.get(key), (int, float)) and not isinstance(results.get(key), bool)}
+    return {
+        key: float(results[key])
+        for key in keys
+        if isinstance(results.get(key), (int, float)) and not isinstance(results.get(key), bool)
+    }
 
 
 def _check_sets(samples: np.ndarray, train_images: np.ndarray, test_images: np.ndarray) -> None:
     for name, images in (("samples", samples), ("train images", train_images), ("test images", test_images)):
         if images.ndim != 4 or images.dtype != np.uint8 or images.shape[-1] not in (1, 3):
-            raise MetricError(f"evaluate: {name} must be uint8 NHWC with 1 or 3 channels, "
-                              f"got {images.dtype} {images.shape}")
+            raise MetricError(
+                f"evaluate: {name} must be uint8 NHWC with 1 or 3 channels, got {images.dtype} {images.shape}"
+            )
     if samples.shape[1:] != train_images.shape[1:] or test_images.shape[1:] != train_images.shape[1:]:
-        raise MetricError(f"evaluate: image shapes differ: samples {samples.shape[1:]}, train "
-                          f"{train_images.shape[1:]}, test {test_images.shape[1:]} (was the generator "
-                          "trained on other prepared data?)")
+        raise MetricError(
+            f"evaluate: image shapes differ: samples {samples.shape[1:]}, train "
+            f"{train_images.shape[1:]}, test {test_images.shape[1:]} (was the generator "
+            "trained on other prepared data?)"
+        )
     if len(samples) < 2 or len(train_images) < 2:
         raise MetricError("evaluate: needs at least 2 samples and 2 training images")
 
@@ -93,14 +108,24 @@ def training_fid(params: EvaluateParams, data_dir, classifier_path) -> FidScore 
         print(f"FID over training is off: {error}", flush=True)
         return None
     if not extractor.trusted:
-        print(f"FID over training is logged as {score.key}: the features failed their fitness check "
-              f"({extractor.fitness}), so the last step's generator is exported, not the best FID's", flush=True)
+        print(
+            f"FID over training is logged as {score.key}: the features failed their fitness check "
+            f"({extractor.fitness}), so the last step's generator is exported, not the best FID's",
+            flush=True,
+        )
     return score
 
 
-def evaluate_samples(samples: np.ndarray, train_images: np.ndarray, test_images: np.ndarray, extractor,
-                     params: EvaluateParams, train_labels: np.ndarray | None = None,
-                     details: dict | None = None, sample_labels: np.ndarray | None = None) -> dict:
+def evaluate_samples(
+    samples: np.ndarray,
+    train_images: np.ndarray,
+    test_images: np.ndarray,
+    extractor,
+    params: EvaluateParams,
+    train_labels: np.ndarray | None = None,
+    details: dict | None = None,
+    sample_labels: np.ndarray | None = None,
+) -> dict:
     """Score generated ``samples`` against the prepared data; return flat, JSON-ready results.
 
     All images are uint8 NHWC of one shape. The reference set is a random subset of at most
@@ -139,10 +164,19 @@ def evaluate_samples(samples: np.ndarray, train_images: np.ndarray, test_images:
     real, real_labels = reference_set(train_images, train_labels, params)
     test_rng = np.random.default_rng(np.random.SeedSequence(params.seed).spawn(2)[1])
     test, _ = _cap(test_images, None, params.max_real, test_rng)
-    ctx = EvalContext(params=params, extractor_name=extractor.name if needs_features else None,
-                      images={"generated": samples, "real": real, "test": test}, train_images=train_images)
-    results: dict = {"n_generated": int(len(samples)), "n_real_reference": int(len(real)),
-                     "n_real_test": int(len(test)), "reference_split": "train", "features": ctx.extractor_name}
+    ctx = EvalContext(
+        params=params,
+        extractor_name=extractor.name if needs_features else None,
+        images={"generated": samples, "real": real, "test": test},
+        train_images=train_images,
+    )
+    results: dict = {
+        "n_generated": int(len(samples)),
+        "n_real_reference": int(len(real)),
+        "n_real_test": int(len(test)),
+        "reference_split": "train",
+        "features": ctx.extractor_name,
+    }
     if len(test) < 2:
         ctx.notes.append("noise floors not computed: the test split has fewer than 2 images")
     if needs_features:
@@ -164,8 +198,9 @@ def _check_labels(labels: np.ndarray | None, count: int, what: str, of: str) -> 
         raise MetricError(f"evaluate: {len(labels)} {what} for {count} {of}")
 
 
-def _extract(ctx: EvalContext, extractor, batch_size: int, real_labels: np.ndarray | None,
-             sample_labels: np.ndarray | None) -> dict:
+def _extract(
+    ctx: EvalContext, extractor, batch_size: int, real_labels: np.ndarray | None, sample_labels: np.ndarray | None
+) -> dict:
     """Every image set's features (and class probabilities) into ``ctx``; returns their time (s) and, with
     the domain classifier, the class mix of the generated images."""
     start = time.perf_counter()
@@ -206,6 +241,7 @@ def _class_mix(ctx: EvalContext, real_labels: np.ndarray | None, sample_labels: 
         real_histogram = np.bincount(np.asarray(real_labels, dtype=np.int64), minlength=num_classes)
         results["class_histogram_real"] = real_histogram.tolist()
         # total variation distance of the class mixes: 0 = same proportions, 1 = disjoint
-        results["class_tv_distance"] = float(0.5 * np.abs(histogram / histogram.sum()
-                                                          - real_histogram / real_histogram.sum()).sum())
+        results["class_tv_distance"] = float(
+            0.5 * np.abs(histogram / histogram.sum() - real_histogram / real_histogram.sum()).sum()
+        )
     return results

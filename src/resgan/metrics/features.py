@@ -53,8 +53,9 @@ class Extractor(Protocol):
 def _check_uint8_images(images: np.ndarray, who: str) -> np.ndarray:
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] not in (1, 3) or images.shape[0] == 0:
-        raise ResganError(f"{who}: images must be a non-empty uint8 NHWC batch with 1 or 3 channels, "
-                          f"got shape {images.shape}")
+        raise ResganError(
+            f"{who}: images must be a non-empty uint8 NHWC batch with 1 or 3 channels, got shape {images.shape}"
+        )
     if images.dtype != np.uint8:
         raise ResganError(f"{who}: images must be uint8 (0..255), got {images.dtype}")
     return images
@@ -65,7 +66,7 @@ def _run_batches(forward: Callable, images: np.ndarray, batch_size: int, descrip
     features, probs = [], []
     with progress_bar(len(images), description) as advance:
         for start in range(0, len(images), batch_size):
-            f, p = forward(images[start:start + batch_size])
+            f, p = forward(images[start : start + batch_size])
             features.append(np.asarray(f, dtype=np.float64))
             if p is not None:
                 probs.append(np.asarray(p, dtype=np.float64))
@@ -74,6 +75,7 @@ def _run_batches(forward: Callable, images: np.ndarray, batch_size: int, descrip
 
 
 # ---------------------------------------------------------------- learned: domain classifier or SSL encoder
+
 
 class LearnedFeatures:
     """Features from the ``classifier`` stage's model: the domain classifier (its ``features`` layer and
@@ -95,8 +97,10 @@ class LearnedFeatures:
 
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
-            raise ResganError(f"feature extractor {self.model_path} not found: run the classifier stage "
-                              "(`dvc repro classifier`) or use evaluate.features=inception")
+            raise ResganError(
+                f"feature extractor {self.model_path} not found: run the classifier stage "
+                "(`dvc repro classifier`) or use evaluate.features=inception"
+            )
         try:
             model = keras.models.load_model(self.model_path, safe_mode=True, compile=False)
         except Exception as error:  # a corrupt or foreign file: say which one
@@ -104,8 +108,9 @@ class LearnedFeatures:
         try:
             feature_output = model.get_layer(FEATURE_LAYER).output
         except (ValueError, AttributeError):  # no such layer; or a Sequential model never called
-            raise ResganError(f"{self.model_path} has no {FEATURE_LAYER!r} layer: "
-                              "it is not a resgan feature extractor") from None
+            raise ResganError(
+                f"{self.model_path} has no {FEATURE_LAYER!r} layer: it is not a resgan feature extractor"
+            ) from None
         self.input_shape = tuple(model.input_shape[1:])
         self.kind = "ssl" if model.output is feature_output else "classifier"
         self.data_classes = self.kind == "classifier"
@@ -124,8 +129,10 @@ class LearnedFeatures:
         """``(N, feature_dim)`` features and ``(N, K)`` probabilities (None for the encoder) of uint8 NHWC images."""
         images = _check_uint8_images(images, f"{self.kind} features")
         if tuple(images.shape[1:]) != self.input_shape:
-            raise ResganError(f"the feature extractor was trained on {self.input_shape} images, got "
-                              f"{images.shape[1:]}: retrain it on the prepared data (`dvc repro classifier`)")
+            raise ResganError(
+                f"the feature extractor was trained on {self.input_shape} images, got "
+                f"{images.shape[1:]}: retrain it on the prepared data (`dvc repro classifier`)"
+            )
 
         def forward(batch):
             out = self._model.predict_on_batch(batch.astype(np.float32))
@@ -134,8 +141,8 @@ class LearnedFeatures:
         return _run_batches(forward, images, batch_size, f"{self.kind} features")
 
 
-
 # ---------------------------------------------------------------- InceptionV3
+
 
 def keras_cache_dirs() -> list[Path]:
     """Where Keras keeps downloaded weights: ``$KERAS_HOME/models``, else ``~/.keras/models``
@@ -155,8 +162,9 @@ def find_inception_weights(weights_path: str | Path = "") -> Path | None:
     if str(weights_path):
         path = Path(weights_path).expanduser()
         if not path.is_file():
-            raise ResganError(f"evaluate.inception_weights: {path} not found. "
-                              + INCEPTION_HELP.format(cache=keras_cache_dirs()[0]))
+            raise ResganError(
+                f"evaluate.inception_weights: {path} not found. " + INCEPTION_HELP.format(cache=keras_cache_dirs()[0])
+            )
         return path
     for folder in keras_cache_dirs():
         for name in INCEPTION_CACHE_FILES:
@@ -205,8 +213,7 @@ class InceptionFeatures:
     def __init__(self, weights_path: str | Path = ""):
         path = find_inception_weights(weights_path)
         if path is None:
-            raise ResganError("no InceptionV3 weights found. "
-                              + INCEPTION_HELP.format(cache=keras_cache_dirs()[0]))
+            raise ResganError("no InceptionV3 weights found. " + INCEPTION_HELP.format(cache=keras_cache_dirs()[0]))
         import keras
         import tensorflow as tf
 
@@ -225,8 +232,9 @@ class InceptionFeatures:
 
         @tf.function(reduce_retracing=True)
         def forward(batch):
-            x = tf.image.resize(tf.cast(batch, tf.float32), (INCEPTION_SIZE, INCEPTION_SIZE),
-                                method="bicubic", antialias=True)
+            x = tf.image.resize(
+                tf.cast(batch, tf.float32), (INCEPTION_SIZE, INCEPTION_SIZE), method="bicubic", antialias=True
+            )
             x = tf.clip_by_value(x, 0.0, 255.0)  # bicubic overshoots near edges
             if x.shape[-1] == 1:
                 x = tf.repeat(x, 3, axis=-1)
@@ -267,9 +275,11 @@ def resolve_extractor(kind: str, classifier_path: str | Path, inception_weights:
     if kind in ("classifier", "ssl"):
         learned = LearnedFeatures(classifier_path)
         if learned.kind != kind:
-            raise ResganError(f"evaluate.features is {kind}, but {classifier_path} is a {learned.kind} "
-                              f"model: set classifier.kind: {kind} and run the classifier stage, or set "
-                              "evaluate.features: auto")
+            raise ResganError(
+                f"evaluate.features is {kind}, but {classifier_path} is a {learned.kind} "
+                f"model: set classifier.kind: {kind} and run the classifier stage, or set "
+                "evaluate.features: auto"
+            )
         return learned
     if kind == "auto":
         if find_inception_weights(inception_weights) is not None:

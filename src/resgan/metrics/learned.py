@@ -38,9 +38,13 @@ def significant(score: float, baseline: float, n: int) -> bool:
     return n >= MIN_HELD_OUT and (score - baseline) * n >= 2.0 * (n * p * (1.0 - p)) ** 0.5
 
 
-def fit_extractor(params: ClassifierParams, train: tuple[np.ndarray, np.ndarray | None],
-                  test: tuple[np.ndarray, np.ndarray | None], class_names: list[str] | None,
-                  log: Callable[[str], None] = print):
+def fit_extractor(
+    params: ClassifierParams,
+    train: tuple[np.ndarray, np.ndarray | None],
+    test: tuple[np.ndarray, np.ndarray | None],
+    class_names: list[str] | None,
+    log: Callable[[str], None] = print,
+):
     """Train the extractor ``params.kind`` asks for (see the module text) on the prepared ``train`` split,
     prove it on ``test``; returns ``(model, record, figures)``: the Keras model to save, the record to save
     beside it, and the numeric figures (``metrics/classifier.json``)."""
@@ -52,8 +56,9 @@ def fit_extractor(params: ClassifierParams, train: tuple[np.ndarray, np.ndarray 
             labelled = labelled_data(train, test, class_names)
         except ResganError as error:
             if params.kind == "classifier":
-                raise ResganError(f"{error}; or set classifier.kind: auto (a self-supervised encoder "
-                                  "when there are no labels)") from None
+                raise ResganError(
+                    f"{error}; or set classifier.kind: auto (a self-supervised encoder when there are no labels)"
+                ) from None
             log(f"no classifier: {error.args[0].split(';')[0]}; training a self-supervised encoder instead")
     tried: dict[str, Any] = {}
     if labelled is not None:
@@ -64,11 +69,16 @@ def fit_extractor(params: ClassifierParams, train: tuple[np.ndarray, np.ndarray 
         beyond_noise = significant(result["accuracy"], chance, len(te[0]))
         trusted = gain >= params.min_skill and beyond_noise
         figures = {**result, "chance": round(chance, 6), "skill": round(gain, 6), "trusted": int(trusted)}
-        reason = (f"held-out accuracy {result['accuracy']:.3f} against chance {chance:.3f} on {len(te[0])} images: "
-                  f"skill {gain:.3f} (needs {params.min_skill})")
+        reason = (
+            f"held-out accuracy {result['accuracy']:.3f} against chance {chance:.3f} on {len(te[0])} images: "
+            f"skill {gain:.3f} (needs {params.min_skill})"
+        )
         if not beyond_noise:
-            reason += (f"; fewer than {MIN_HELD_OUT} held-out images cannot prove it" if len(te[0]) < MIN_HELD_OUT
-                       else f"; not beyond chance's noise on {len(te[0])} held-out images")
+            reason += (
+                f"; fewer than {MIN_HELD_OUT} held-out images cannot prove it"
+                if len(te[0]) < MIN_HELD_OUT
+                else f"; not beyond chance's noise on {len(te[0])} held-out images"
+            )
         if trusted or params.kind == "classifier":
             log(f"domain classifier: {reason}: {'trusted' if trusted else 'NOT trusted'}")
             return model, _record("classifier", trusted, gain, params.min_skill, reason), figures
@@ -85,10 +95,19 @@ def _fit_ssl(params: ClassifierParams, train, test, log, tried: dict[str, Any]):
         raise ResganError("the self-supervised encoder needs at least 2 training images")
     ops = ssl.parse_augment(params.ssl_augment)
     untrained = ssl.build_encoder(train_images.shape[1:], params.width, params.feature_dim)
-    encoder, result = ssl.train_encoder(train_images, epochs=params.ssl_epochs, batch_size=params.ssl_batch_size,
-                                        lr=params.lr, width=params.width, feature_dim=params.feature_dim,
-                                        temperature=params.ssl_temperature, ops=ops, seed=params.seed,
-                                        min_steps=params.ssl_min_steps, log=log)
+    encoder, result = ssl.train_encoder(
+        train_images,
+        epochs=params.ssl_epochs,
+        batch_size=params.ssl_batch_size,
+        lr=params.lr,
+        width=params.width,
+        feature_dim=params.feature_dim,
+        temperature=params.ssl_temperature,
+        ops=ops,
+        seed=params.seed,
+        min_steps=params.ssl_min_steps,
+        log=log,
+    )
     held_out = test_images[:2000]
     if len(held_out) >= MIN_HELD_OUT:
         before = ssl.retrieval_accuracy(untrained, held_out, seed=params.seed)
@@ -96,29 +115,46 @@ def _fit_ssl(params: ClassifierParams, train, test, log, tried: dict[str, Any]):
         gain = ssl.skill(after, before)
         beyond_noise = significant(after, before, len(held_out))
         trusted = gain >= params.ssl_min_skill and beyond_noise
-        reason = (f"two-view retrieval on {len(held_out)} held-out images (groups of {ssl.FITNESS_GROUP}): "
-                  f"{after:.3f} trained against {before:.3f} untrained: skill {gain:.3f} "
-                  f"(needs {params.ssl_min_skill})")
+        reason = (
+            f"two-view retrieval on {len(held_out)} held-out images (groups of {ssl.FITNESS_GROUP}): "
+            f"{after:.3f} trained against {before:.3f} untrained: skill {gain:.3f} "
+            f"(needs {params.ssl_min_skill})"
+        )
         if not beyond_noise:
             reason += f"; not beyond the untrained encoder's noise on {len(held_out)} images"
     else:
         before = after = gain = float("nan")
         trusted = False
         reason = f"only {len(held_out)} held-out images: fewer than {MIN_HELD_OUT} cannot prove it"
-    figures = {**result, **tried, "n_test": int(len(test_images)), "retrieval": after, "retrieval_untrained": before,
-               "skill": round(gain, 6) if np.isfinite(gain) else gain, "trusted": int(trusted)}
+    figures = {
+        **result,
+        **tried,
+        "n_test": int(len(test_images)),
+        "retrieval": after,
+        "retrieval_untrained": before,
+        "skill": round(gain, 6) if np.isfinite(gain) else gain,
+        "trusted": int(trusted),
+    }
     labels_train, labels_test = train[1], test[1]
     if labels_train is not None and labels_test is not None and len(held_out):
-        keep_train, keep_test = labels_train >= 0, labels_test[:len(held_out)] >= 0
+        keep_train, keep_test = labels_train >= 0, labels_test[: len(held_out)] >= 0
         if keep_train.any() and keep_test.any():  # the labels the encoder never saw: a k-NN probe of its features
             figures["knn_accuracy"] = ssl.knn_accuracy(
-                ssl.embed(encoder, train_images[keep_train][:10000]), labels_train[keep_train][:10000],
-                ssl.embed(encoder, held_out[keep_test]), labels_test[:len(held_out)][keep_test])
+                ssl.embed(encoder, train_images[keep_train][:10000]),
+                labels_train[keep_train][:10000],
+                ssl.embed(encoder, held_out[keep_test]),
+                labels_test[: len(held_out)][keep_test],
+            )
     log(f"self-supervised encoder: {reason}: {'trusted' if trusted else 'NOT trusted'}")
     figures = {k: v for k, v in figures.items() if not (isinstance(v, float) and not np.isfinite(v))}
     return encoder, _record("ssl", trusted, gain, params.ssl_min_skill, reason), figures
 
 
 def _record(kind: str, trusted: bool, gain: float, threshold: float, reason: str) -> dict[str, Any]:
-    return {"kind": kind, "trusted": bool(trusted), "skill": None if not np.isfinite(gain) else round(float(gain), 6),
-            "min_skill": threshold, "fitness": reason}
+    return {
+        "kind": kind,
+        "trusted": bool(trusted),
+        "skill": None if not np.isfinite(gain) else round(float(gain), 6),
+        "min_skill": threshold,
+        "fitness": reason,
+    }

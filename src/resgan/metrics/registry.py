@@ -74,9 +74,11 @@ _METRICS: dict[str, MetricSpec] = {}
 
 def register_metric(name: str, needs_features: bool = True):
     """Decorator: register ``fn(ctx) -> dict`` under ``name`` (a value of ``evaluate.metrics``)."""
+
     def decorate(fn: Callable[[EvalContext], dict[str, float]]):
         _METRICS[name] = MetricSpec(name, fn, needs_features)
         return fn
+
     return decorate
 
 
@@ -127,6 +129,7 @@ def rounded(value: float) -> float:
 
 # ---------------------------------------------------------------- the metrics
 
+
 @register_metric("fid")
 def _fid(ctx: EvalContext) -> dict[str, float]:
     e, f = ctx.extractor_name, ctx.features
@@ -156,12 +159,16 @@ def _is(ctx: EvalContext) -> dict[str, float]:
     probs = ctx.probs.get("generated")
     if probs is None:
         if e.startswith("inception"):
-            ctx.notes.append("is not computed: the inception extractor gives no class probabilities (InceptionV3 "
-                             "weights without the classification head); give the full-model weights file "
-                             "to get it")
+            ctx.notes.append(
+                "is not computed: the inception extractor gives no class probabilities (InceptionV3 "
+                "weights without the classification head); give the full-model weights file "
+                "to get it"
+            )
         else:
-            ctx.notes.append(f"is not computed: it needs class probabilities, which only a classifier or "
-                             f"InceptionV3 gives, and the {e} extractor is a self-supervised encoder")
+            ctx.notes.append(
+                f"is not computed: it needs class probabilities, which only a classifier or "
+                f"InceptionV3 gives, and the {e} extractor is a self-supervised encoder"
+            )
         return {}
     mean, std = inception_score(probs, min(splits, len(probs)))
     out = {f"is_{e}_mean": mean, f"is_{e}_std": std}
@@ -175,14 +182,22 @@ def _is(ctx: EvalContext) -> dict[str, float]:
 @register_metric("ssim", needs_features=False)
 def _ssim(ctx: EvalContext) -> dict[str, float]:
     p, images = ctx.params, ctx.images
-    out = {"ssim_diversity_generated": ssim_diversity(images["generated"], p.ssim_pairs, ctx.rng("ssim_generated")),
-           "ssim_diversity_real": ssim_diversity(images["real"], p.ssim_pairs, ctx.rng("ssim_real"))}
+    out = {
+        "ssim_diversity_generated": ssim_diversity(images["generated"], p.ssim_pairs, ctx.rng("ssim_generated")),
+        "ssim_diversity_real": ssim_diversity(images["real"], p.ssim_pairs, ctx.rng("ssim_real")),
+    }
     start = time.perf_counter()
     train = ctx.train_images if ctx.train_images is not None else images["real"]
     memo = memorization(images["generated"], train, p.memorization_shortlist, p.memorization_threshold)
-    out.update({"memorization_mean": memo["mean"], "memorization_median": memo["median"],
-                "memorization_p95": memo["p95"], "memorization_fraction": memo["fraction"],
-                "time_memorization_s": time.perf_counter() - start})
+    out.update(
+        {
+            "memorization_mean": memo["mean"],
+            "memorization_median": memo["median"],
+            "memorization_p95": memo["p95"],
+            "memorization_fraction": memo["fraction"],
+            "time_memorization_s": time.perf_counter() - start,
+        }
+    )
     ctx.details["memorization_max_ssim"] = memo["max_ssim"]
     ctx.details["memorization_nearest"] = memo["nearest"]
     return out

@@ -61,12 +61,11 @@ def _downscale(images: np.ndarray, max_side: int = 16) -> np.ndarray:
     n, height, width, channels = images.shape
     factor = max(1, max(height, width) // max_side)
     h, w = height // factor, width // factor
-    blocks = images[:, :h * factor, :w * factor].astype(np.float32).reshape(n, h, factor, w, factor, channels)
+    blocks = images[:, : h * factor, : w * factor].astype(np.float32).reshape(n, h, factor, w, factor, channels)
     return (blocks.mean(axis=(2, 4)) / 255.0).reshape(n, -1)
 
 
-def memorization(samples: np.ndarray, train_images: np.ndarray, shortlist: int = 10,
-                 threshold: float = 0.9) -> dict:
+def memorization(samples: np.ndarray, train_images: np.ndarray, shortlist: int = 10, threshold: float = 0.9) -> dict:
     """How close each generated sample comes to a training image, by SSIM.
 
     For each sample, the ``shortlist`` training images nearest by L2 distance on downscaled
@@ -81,8 +80,9 @@ def memorization(samples: np.ndarray, train_images: np.ndarray, shortlist: int =
     samples = _check_images(samples, "memorization")
     train_images = _check_images(train_images, "memorization")
     if samples.shape[1:] != train_images.shape[1:]:
-        raise MetricError(f"memorization: sample shape {samples.shape[1:]} differs from "
-                          f"training image shape {train_images.shape[1:]}")
+        raise MetricError(
+            f"memorization: sample shape {samples.shape[1:]} differs from training image shape {train_images.shape[1:]}"
+        )
     if samples.shape[0] == 0 or train_images.shape[0] == 0:
         raise MetricError("memorization: needs at least one sample and one training image")
     k = min(shortlist, train_images.shape[0])

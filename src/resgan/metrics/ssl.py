@@ -86,13 +86,21 @@ def build_encoder(input_shape: tuple[int, int, int], width: int = 32, feature_di
 
 def embed(encoder: keras.Model, images: np.ndarray | tf.Tensor, batch_size: int = 256) -> np.ndarray:
     """``encoder``'s features of float or uint8 images in 0..255, in batches (inference mode)."""
-    out = [encoder(tf.cast(images[i:i + batch_size], tf.float32), training=False).numpy()
-           for i in range(0, len(images), batch_size)]
+    out = [
+        encoder(tf.cast(images[i : i + batch_size], tf.float32), training=False).numpy()
+        for i in range(0, len(images), batch_size)
+    ]
     return np.concatenate(out).astype(np.float64)
 
 
-def retrieval_accuracy(encoder: keras.Model, images: np.ndarray, ops: list[str] | None = None, seed: int = 0,
-                       group: int = FITNESS_GROUP, batch_size: int = 256) -> float:
+def retrieval_accuracy(
+    encoder: keras.Model,
+    images: np.ndarray,
+    ops: list[str] | None = None,
+    seed: int = 0,
+    group: int = FITNESS_GROUP,
+    batch_size: int = 256,
+) -> float:
     """Top-1 two-view retrieval on ``images``: two random views of each (``ops``, default
     :data:`FITNESS_OPS`; the same views for any encoder at the same ``seed``), and the share of first views
     whose nearest second view (cosine similarity of the features) within its group of ``group`` images is
@@ -105,7 +113,7 @@ def retrieval_accuracy(encoder: keras.Model, images: np.ndarray, ops: list[str] 
     f2 /= np.linalg.norm(f2, axis=1, keepdims=True) + 1e-12
     hits = 0
     for start in range(0, len(f1), group):
-        a, b = f1[start:start + group], f2[start:start + group]
+        a, b = f1[start : start + group], f2[start : start + group]
         hits += int(np.sum((a @ b.T).argmax(axis=1) == np.arange(len(a))))
     return hits / max(len(f1), 1)
 
@@ -115,8 +123,9 @@ def skill(score: float, baseline: float) -> float:
     return float((score - baseline) / (1.0 - baseline)) if baseline < 1 else 0.0
 
 
-def knn_accuracy(train_features: np.ndarray, train_labels: np.ndarray, test_features: np.ndarray,
-                 test_labels: np.ndarray, k: int = 5) -> float:
+def knn_accuracy(
+    train_features: np.ndarray, train_labels: np.ndarray, test_features: np.ndarray, test_labels: np.ndarray, k: int = 5
+) -> float:
     """A k-nearest-neighbour probe (cosine, majority vote): how well the features separate the classes,
     where labels exist (not needed to train the encoder)."""
     a = train_features / (np.linalg.norm(train_features, axis=1, keepdims=True) + 1e-12)
@@ -124,17 +133,28 @@ def knn_accuracy(train_features: np.ndarray, train_labels: np.ndarray, test_feat
     k = min(k, len(a))
     hits = 0
     for start in range(0, len(b), 512):
-        sims = b[start:start + 512] @ a.T
+        sims = b[start : start + 512] @ a.T
         nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         votes = train_labels[nearest]
         predicted = np.array([np.bincount(v).argmax() for v in votes])
-        hits += int(np.sum(predicted == test_labels[start:start + 512]))
+        hits += int(np.sum(predicted == test_labels[start : start + 512]))
     return hits / max(len(b), 1)
 
 
-def train_encoder(train_images: np.ndarray, *, epochs: int, batch_size: int, lr: float, width: int,
-                  feature_dim: int, temperature: float, ops: list[str], seed: int, min_steps: int = 0,
-                  log=print) -> tuple[keras.Model, dict]:
+def train_encoder(
+    train_images: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    width: int,
+    feature_dim: int,
+    temperature: float,
+    ops: list[str],
+    seed: int,
+    min_steps: int = 0,
+    log=print,
+) -> tuple[keras.Model, dict]:
     """Train :func:`build_encoder` with SimCLR on uint8 ``train_images`` for ``epochs``, or more where
     that makes fewer than ``min_steps`` steps (a few hundred images are one batch an epoch); returns
     the encoder and ``{loss (last epoch's mean), epochs, steps, n_train, time_s}``."""
@@ -142,8 +162,9 @@ def train_encoder(train_images: np.ndarray, *, epochs: int, batch_size: int, lr:
         raise ResganError("the self-supervised encoder needs at least 2 training images")
     keras.utils.set_random_seed(seed)
     encoder = build_encoder(train_images.shape[1:], width, feature_dim)
-    projection = keras.Sequential([layers.ReLU(), layers.Dense(feature_dim), layers.ReLU(),
-                                   layers.Dense(min(feature_dim, 64))], name="projection")
+    projection = keras.Sequential(
+        [layers.ReLU(), layers.Dense(feature_dim), layers.ReLU(), layers.Dense(min(feature_dim, 64))], name="projection"
+    )
     optimizer = keras.optimizers.Adam(lr)
     batch = int(min(batch_size, len(train_images)))
 
@@ -166,11 +187,16 @@ def train_encoder(train_images: np.ndarray, *, epochs: int, batch_size: int, lr:
     start, loss = time.perf_counter(), float("nan")
     for epoch in range(epochs):
         order = rng.permutation(len(train_images))
-        losses = [float(step(tf.gather(data, order[i:i + batch]))) for i in range(0, per_epoch * batch, batch)]
+        losses = [float(step(tf.gather(data, order[i : i + batch]))) for i in range(0, per_epoch * batch, batch)]
         loss = float(np.mean(losses))
         if (epoch + 1) % every == 0 or epoch + 1 == epochs:
             log(f"self-supervised encoder: epoch {epoch + 1}/{epochs}, NT-Xent loss {loss:.4f}")
     if not np.isfinite(loss):
         raise ResganError(f"the self-supervised encoder's loss is {loss}: lower classifier.lr")
-    return encoder, {"loss": loss, "epochs": epochs, "steps": epochs * per_epoch, "n_train": int(len(train_images)),
-                     "time_s": round(time.perf_counter() - start, 2)}
+    return encoder, {
+        "loss": loss,
+        "epochs": epochs,
+        "steps": epochs * per_epoch,
+        "n_train": int(len(train_images)),
+        "time_s": round(time.perf_counter() - start, 2),
+    }

@@ -27,8 +27,10 @@ def _built_input_shape(layer) -> tuple:
     shapes = getattr(layer, "_build_shapes_dict", None) or {}
     shape = next(iter(shapes.values()), None)
     if shape is None or any(d is None for d in tuple(shape)[1:]):
-        raise ValueError(f"cannot count FLOPs of layer {layer.name!r}: it is not built with a fully known "
-                         f"input shape (got {shape}); build the model first")
+        raise ValueError(
+            f"cannot count FLOPs of layer {layer.name!r}: it is not built with a fully known "
+            f"input shape (got {shape}); build the model first"
+        )
     return tuple(shape)
 
 

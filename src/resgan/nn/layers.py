@@ -31,9 +31,15 @@ class FusedBatchNormalization(layers.BatchNormalization):
     """
 
     def _fused(self, inputs, mask) -> bool:
-        return (mask is None and not self.renorm and not self.synchronized and len(inputs.shape) == 4
-                and self.axis in (-1, 3) and self.epsilon >= 1.001e-5
-                and keras.backend.standardize_dtype(inputs.dtype) in _FUSED_DTYPES)
+        return (
+            mask is None
+            and not self.renorm
+            and not self.synchronized
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+            and self.epsilon >= 1.001e-5
+            and keras.backend.standardize_dtype(inputs.dtype) in _FUSED_DTYPES
+        )
 
     def call(self, inputs, training=None, mask=None):
         if not self._fused(inputs, mask):
@@ -44,8 +50,16 @@ class FusedBatchNormalization(layers.BatchNormalization):
         if training and self.trainable:
             empty = tf.constant([], tf.float32)
             y, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
-                x=x, scale=scale, offset=offset, mean=empty, variance=empty, epsilon=self.epsilon,
-                exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
+                x=x,
+                scale=scale,
+                offset=offset,
+                mean=empty,
+                variance=empty,
+                epsilon=self.epsilon,
+                exponential_avg_factor=1.0,
+                data_format="NHWC",
+                is_training=True,
+            )
             # The kernel returns the unbiased (n - 1) variance; Keras keeps the biased one, as it normalizes with.
             n = tf.cast(tf.size(x) // tf.shape(x)[-1], tf.float32)
             variance = variance * ((n - 1.0) / n)
@@ -53,8 +67,16 @@ class FusedBatchNormalization(layers.BatchNormalization):
             self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
         else:
             y, *_ = tf.raw_ops.FusedBatchNormV3(
-                x=x, scale=scale, offset=offset, mean=self.moving_mean, variance=self.moving_variance,
-                epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC", is_training=False)
+                x=x,
+                scale=scale,
+                offset=offset,
+                mean=self.moving_mean,
+                variance=self.moving_variance,
+                epsilon=self.epsilon,
+                exponential_avg_factor=1.0,
+                data_format="NHWC",
+                is_training=False,
+            )
         return y
 
 
@@ -182,8 +204,13 @@ class DownBlock(layers.Layer):
         return (n, h, w, self.filters)
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "spectral_norm": self.spectral_norm,
-                "first": self.first, "downsample": self.downsample}
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "spectral_norm": self.spectral_norm,
+            "first": self.first,
+            "downsample": self.downsample,
+        }
 
 
 @keras.saving.register_keras_serializable(package="resgan")
@@ -214,8 +241,11 @@ class ClassProjection(layers.Layer):
     def build(self, input_shape):
         features_shape, _ = input_shape
         embed = layers.Dense(features_shape[-1], use_bias=False, name="embed", dtype=self.dtype_policy)
-        self.embed = (layers.SpectralNormalization(embed, name="sn_embed", dtype=self.dtype_policy)
-                      if self.spectral_norm else embed)
+        self.embed = (
+            layers.SpectralNormalization(embed, name="sn_embed", dtype=self.dtype_policy)
+            if self.spectral_norm
+            else embed
+        )
         self.embed.build((features_shape[0], self.num_classes))
         self.built = True
 
@@ -290,7 +320,7 @@ class ClusterChoice(layers.Layer):
 
     def call(self, latents):
         z, u = latents[:, :-1], ops.cast(latents[:, -1], "float32")
-        uniform = 0.5 * (1.0 + ops.erf(u / 2.0 ** 0.5))
+        uniform = 0.5 * (1.0 + ops.erf(u / 2.0**0.5))
         edges = ops.convert_to_tensor([sum(self.prior[: k + 1]) for k in range(len(self.prior) - 1)], "float32")
         cluster = ops.sum(ops.cast(uniform[:, None] >= edges[None, :], "int32"), axis=1)
         return [z, cluster]

@@ -42,7 +42,7 @@ def level_widths(width: int, levels: int, width_growth: float = 1.0, max_width: 
         raise ValueError(f"width_growth must be at least 1, got {width_growth!r}")
     if max_width and max_width < width:
         raise ValueError(f"max_width ({max_width}) must be 0 or at least width ({width})")
-    widths = [int(round(width * width_growth ** level)) for level in range(levels + 1)]
+    widths = [int(round(width * width_growth**level)) for level in range(levels + 1)]
     return [min(w, max_width) for w in widths] if max_width else widths
 
 
@@ -59,9 +59,17 @@ def _check(image_size: int, channels: int, width: int, blocks_per_resolution: in
     return int(math.log2(image_size // 4))
 
 
-def build_generator(latent_dim: int, width: int, image_size: int, channels: int,
-                    blocks_per_resolution: int = 1, synchronized_bn: bool = False,
-                    width_growth: float = 1.0, max_width: int = 0, num_classes: int = 0) -> keras.Model:
+def build_generator(
+    latent_dim: int,
+    width: int,
+    image_size: int,
+    channels: int,
+    blocks_per_resolution: int = 1,
+    synchronized_bn: bool = False,
+    width_growth: float = 1.0,
+    max_width: int = 0,
+    num_classes: int = 0,
+) -> keras.Model:
     """The generator: latents (N, latent_dim) -> images (N, image_size, image_size, channels) in [-1, 1], float32.
 
     With ``num_classes`` > 0 its inputs are ``[z, label]`` (``label`` int32 of shape (N,), 0..K-1):
@@ -98,9 +106,17 @@ def build_generator(latent_dim: int, width: int, image_size: int, channels: int,
     return keras.Model(inputs, images, name="generator")
 
 
-def build_discriminator(image_size: int, channels: int, width: int, blocks_per_resolution: int = 1,
-                        spectral_norm: bool = True, width_growth: float = 1.0, max_width: int = 0,
-                        num_classes: int = 0, minibatch_std: int = 0) -> keras.Model:
+def build_discriminator(
+    image_size: int,
+    channels: int,
+    width: int,
+    blocks_per_resolution: int = 1,
+    spectral_norm: bool = True,
+    width_growth: float = 1.0,
+    max_width: int = 0,
+    num_classes: int = 0,
+    minibatch_std: int = 0,
+) -> keras.Model:
     """The discriminator: images (N, image_size, image_size, channels) -> logits (N, 1), float32.
 
     With ``num_classes`` > 0 its inputs are ``[images, label]`` and the logit gains the projection
@@ -142,14 +158,22 @@ def build_discriminator(image_size: int, channels: int, width: int, blocks_per_r
     return keras.Model(inputs, logits, name="discriminator")
 
 
-def generator_from_params(model, image_size: int, channels: int, synchronized_bn: bool = False,
-                          num_classes: int = 0) -> keras.Model:
+def generator_from_params(
+    model, image_size: int, channels: int, synchronized_bn: bool = False, num_classes: int = 0
+) -> keras.Model:
     """The generator that ``model`` (:class:`resgan.config.ModelParams`) describes; ``num_classes``
     of the data when ``model.conditional`` (ignored otherwise)."""
-    return build_generator(latent_dim=model.latent_dim, width=model.width, image_size=image_size,
-                           channels=channels, blocks_per_resolution=model.blocks_per_resolution,
-                           synchronized_bn=synchronized_bn, width_growth=model.width_growth,
-                           max_width=model.max_width, num_classes=num_classes if model.conditional else 0)
+    return build_generator(
+        latent_dim=model.latent_dim,
+        width=model.width,
+        image_size=image_size,
+        channels=channels,
+        blocks_per_resolution=model.blocks_per_resolution,
+        synchronized_bn=synchronized_bn,
+        width_growth=model.width_growth,
+        max_width=model.max_width,
+        num_classes=num_classes if model.conditional else 0,
+    )
 
 
 def self_conditioned(generator: keras.Model, prior) -> keras.Model:
@@ -163,8 +187,14 @@ def self_conditioned(generator: keras.Model, prior) -> keras.Model:
 
 def discriminator_from_params(model, image_size: int, channels: int, num_classes: int = 0) -> keras.Model:
     """The discriminator that ``model`` (:class:`resgan.config.ModelParams`) describes (``d_width`` or ``width``)."""
-    return build_discriminator(image_size=image_size, channels=channels, width=model.d_width or model.width,
-                               blocks_per_resolution=model.blocks_per_resolution,
-                               spectral_norm=model.spectral_norm, width_growth=model.width_growth,
-                               max_width=model.max_width, num_classes=num_classes if model.conditional else 0,
-                               minibatch_std=model.minibatch_std)
+    return build_discriminator(
+        image_size=image_size,
+        channels=channels,
+        width=model.d_width or model.width,
+        blocks_per_resolution=model.blocks_per_resolution,
+        spectral_norm=model.spectral_norm,
+        width_growth=model.width_growth,
+        max_width=model.max_width,
+        num_classes=num_classes if model.conditional else 0,
+        minibatch_std=model.minibatch_std,
+    )

@@ -22,8 +22,9 @@ def run(params: ClassifierParams, data_dir: Path, model_path: Path, metrics_path
     fitness, trusted) beside it (``.json``) and the numeric figures to ``metrics_path``, all atomically;
     return the figures. Raises ResganError when the prepared data is missing, or labels are needed
     (``classifier.kind: classifier``) and absent."""
-    model, record, figures = fit_extractor(params, load_split(data_dir, "train"), load_split(data_dir, "test"),
-                                           load_class_names(data_dir))
+    model, record, figures = fit_extractor(
+        params, load_split(data_dir, "train"), load_split(data_dir, "test"), load_class_names(data_dir)
+    )
     model_path = Path(model_path)
     with atomic_path(model_path, suffix=".keras") as tmp:
         model.save(tmp)

@@ -38,7 +38,9 @@ def _load_samples(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise ResganError(f"{path} is not a samples file: {error}") from None
 
 
-def _plots(plots_dir: Path, results: dict[str, Any], details: dict[str, Any], test_memo: np.ndarray | None) -> list[Path]:
+def _plots(
+    plots_dir: Path, results: dict[str, Any], details: dict[str, Any], test_memo: np.ndarray | None
+) -> list[Path]:
     """Class and memorization histograms as CSV (for `dvc plots`) and PNG (for people and MLflow)."""
     import matplotlib
 
@@ -51,9 +53,13 @@ def _plots(plots_dir: Path, results: dict[str, Any], details: dict[str, Any], te
     generated = results.get("class_histogram_generated")
     if generated:
         real = results.get("class_histogram_real") or [0] * len(generated)
-        frame = pd.DataFrame({"class": range(len(generated)),
-                              "generated": np.asarray(generated) / max(sum(generated), 1),
-                              "real": np.asarray(real) / max(sum(real), 1)})
+        frame = pd.DataFrame(
+            {
+                "class": range(len(generated)),
+                "generated": np.asarray(generated) / max(sum(generated), 1),
+                "real": np.asarray(real) / max(sum(real), 1),
+            }
+        )
         files.write_bytes(plots_dir / "classes.csv", frame.to_csv(index=False).encode())
         fig, ax = plt.subplots(figsize=(5, 3))
         ax.bar(frame["class"] - 0.2, frame["generated"], width=0.4, label="generated (predicted)")
@@ -68,8 +74,12 @@ def _plots(plots_dir: Path, results: dict[str, Any], details: dict[str, Any], te
         bins = np.linspace(0, 1, 21)
         memo = np.clip(memo, 0, 1)
         test_memo = None if test_memo is None else np.clip(test_memo, 0, 1)
-        frame = pd.DataFrame({"ssim": np.round((bins[:-1] + bins[1:]) / 2, 3),
-                              "generated": np.histogram(memo, bins)[0] / max(len(memo), 1)})
+        frame = pd.DataFrame(
+            {
+                "ssim": np.round((bins[:-1] + bins[1:]) / 2, 3),
+                "generated": np.histogram(memo, bins)[0] / max(len(memo), 1),
+            }
+        )
         if test_memo is not None:
             frame["real_test"] = np.histogram(test_memo, bins)[0] / max(len(test_memo), 1)
         files.write_bytes(plots_dir / "memorization.csv", frame.to_csv(index=False).encode())
@@ -107,9 +117,18 @@ def _extractor_id(name: str, classifier_path: Path, inception_weights: str) -> s
     return f"{name}:{digest.hexdigest()[:12]}"
 
 
-def run(params: Params, samples_path: Path, data_dir: Path, classifier_path: Path, run_file: Path | None,
-        metrics_path: Path, plots_dir: Path, generator: str | None = None,
-        registration_path: Path | None = None, info_path: Path | None = None) -> dict[str, Any]:
+def run(
+    params: Params,
+    samples_path: Path,
+    data_dir: Path,
+    classifier_path: Path,
+    run_file: Path | None,
+    metrics_path: Path,
+    plots_dir: Path,
+    generator: str | None = None,
+    registration_path: Path | None = None,
+    info_path: Path | None = None,
+) -> dict[str, Any]:
     """Evaluate; write the headline figures to ``metrics_path`` (DVC metrics) and the rest to
     ``info_path``; draw the plots; record the evaluation in MLflow and register; return all results."""
     from resgan.data.prepared import load_split
@@ -122,8 +141,7 @@ def run(params: Params, samples_path: Path, data_dir: Path, classifier_path: Pat
     if generator:  # the images the sample stage would write, drawn in memory
         sp = params.sample
         with progress_bar(sp.num, "sampling") as advance:
-            samples, sample_labels = draw(load_generator(generator), sp.num, sp.seed, sp.batch_size,
-                                          progress=advance)
+            samples, sample_labels = draw(load_generator(generator), sp.num, sp.seed, sp.batch_size, progress=advance)
     else:
         samples, sample_labels = _load_samples(samples_path)
     train_images, train_labels = load_split(data_dir, "train")
@@ -132,17 +150,22 @@ def run(params: Params, samples_path: Path, data_dir: Path, classifier_path: Pat
     extractor = resolve_extractor(ep.features, classifier_path, ep.inception_weights) if needs_features else None
     print(f"evaluating {len(samples)} samples with {extractor.name if extractor else 'no'} features", flush=True)
     details: dict[str, Any] = {}
-    results = evaluate_samples(samples, train_images, test_images, extractor, ep, train_labels, details,
-                               sample_labels=sample_labels)
+    results = evaluate_samples(
+        samples, train_images, test_images, extractor, ep, train_labels, details, sample_labels=sample_labels
+    )
     if extractor is not None:
         results["feature_extractor_id"] = _extractor_id(extractor.name, classifier_path, ep.inception_weights)
         results["features_trusted"] = bool(extractor.trusted)
         results["features_fitness"] = extractor.fitness
         if not extractor.trusted:
-            results["notes"].append(f"the {extractor.name.removesuffix('_untrusted')} features failed their fitness "
-                                    f"check ({extractor.fitness}): their figures are named *_untrusted, are not "
-                                    "comparable, and move no champion")
-    test_memo = _test_memorization(ep, test_images, train_images, results) if "memorization_max_ssim" in details else None
+            results["notes"].append(
+                f"the {extractor.name.removesuffix('_untrusted')} features failed their fitness "
+                f"check ({extractor.fitness}): their figures are named *_untrusted, are not "
+                "comparable, and move no champion"
+            )
+    test_memo = (
+        _test_memorization(ep, test_images, train_images, results) if "memorization_max_ssim" in details else None
+    )
 
     top = headline(results)
     files.write_json(metrics_path, top, sort_keys=False)
@@ -153,9 +176,15 @@ def run(params: Params, samples_path: Path, data_dir: Path, classifier_path: Pat
 
     registration = None
     if run_file is not None and str(run_file):
-        registration = _track(params, Path(run_file), data_dir, results, top,
-                              [metrics_path, *([info_path] if info_path else []), *plot_files],
-                              None if generator else samples_path.parent / "grid.png")
+        registration = _track(
+            params,
+            Path(run_file),
+            data_dir,
+            results,
+            top,
+            [metrics_path, *([info_path] if info_path else []), *plot_files],
+            None if generator else samples_path.parent / "grid.png",
+        )
     if registration_path is not None:
         files.write_json(registration_path, registration.as_dict() if registration else {"registered": False})
     return results
@@ -174,8 +203,15 @@ def _test_memorization(ep, test_images: np.ndarray, train_images: np.ndarray, re
     return test_reference["max_ssim"]
 
 
-def _track(params: Params, run_file: Path, data_dir: Path, results: dict[str, Any], top: dict[str, float],
-           artifacts: list[Path], grid: Path | None):
+def _track(
+    params: Params,
+    run_file: Path,
+    data_dir: Path,
+    results: dict[str, Any],
+    top: dict[str, float],
+    artifacts: list[Path],
+    grid: Path | None,
+):
     """Record this evaluation as a run nested under the train run (its own ``sample.*``, ``evaluate.*`` and
     ``classifier.*`` params, the headline figures, the full results and plots as artifacts), log the figures
     against the logged model and the evaluation data too (the model's page lists them), and those that
@@ -188,8 +224,12 @@ def _track(params: Params, run_file: Path, data_dir: Path, results: dict[str, An
     info = read_pointer(run_file)
 
     summary = load_summary(data_dir)
-    tags = {"stage": "evaluate", "train_run_id": info["run_id"], "feature_extractor": str(results.get("features")),
-            **tracking.run_tags(summary)}
+    tags = {
+        "stage": "evaluate",
+        "train_run_id": info["run_id"],
+        "feature_extractor": str(results.get("features")),
+        **tracking.run_tags(summary),
+    }
     if results.get("feature_extractor_id"):
         tags["feature_extractor_id"] = str(results["feature_extractor_id"])
     model_id = tracking.model_id(info.get("model_uri"))
@@ -198,34 +238,44 @@ def _track(params: Params, run_file: Path, data_dir: Path, results: dict[str, An
     registration = None
     with tracking.StageRun(params.mlflow.tracking_retries) as session:
         session.start_child(run_file, params.mlflow.experiment, "evaluate", tags)
-        session.log_params({k: v for k, v in params.flat().items()
-                            if k.split(".")[0] in ("sample", "evaluate", "classifier")})
+        session.log_params(
+            {k: v for k, v in params.flat().items() if k.split(".")[0] in ("sample", "evaluate", "classifier")}
+        )
         figures = {f"eval/{k}": v for k, v in top.items()}
         session.log_metrics(figures)
         if model_id:  # the same figures on the model's own page, against the data they were measured on
-            evaluation_data = tracking.dataset(data_name(summary), summary.get("data_hash", ""),
-                                               data_dir.resolve())
+            evaluation_data = tracking.dataset(data_name(summary), summary.get("data_hash", ""), data_dir.resolve())
             session.log_metrics(figures, model_id=model_id, record=evaluation_data, what="log metrics to the model")
         exported_step = int(session.parent.data.tags.get("exported_step", 0))
-        session.log_metrics(tracking.row_figures(top, str(results.get("features"))), step=exported_step,
-                            run_id=info["run_id"], what="log the figures to the train run")
+        session.log_metrics(
+            tracking.row_figures(top, str(results.get("features"))),
+            step=exported_step,
+            run_id=info["run_id"],
+            what="log the figures to the train run",
+        )
         for path in [*artifacts, *([grid] if grid is not None and grid.exists() else [])]:
             session.log_artifact(path, "eval")
         if results.get("features") and info.get("model_uri"):
             registration = _register(params, info, results, session.run_id, session.parent.data.tags)
-            session.set_tags({"registered_version": str(registration.version),
-                              "registry_decision": registration.decision}, "tag registration")
+            session.set_tags(
+                {"registered_version": str(registration.version), "registry_decision": registration.decision},
+                "tag registration",
+            )
         experiment_id = session.run.info.experiment_id
         if results.get("features"):
             session.log(lambda: tracking.set_runs_view(experiment_id, str(results["features"])), "save the runs view")
-        print(f"MLflow evaluation run {session.run_id} (under train run {info['run_id']}): "
-              f"{tracking.run_url(experiment_id, session.run_id)}\nevery run, with FID columns: "
-              f"{tracking.experiment_url(experiment_id)}", flush=True)
+        print(
+            f"MLflow evaluation run {session.run_id} (under train run {info['run_id']}): "
+            f"{tracking.run_url(experiment_id, session.run_id)}\nevery run, with FID columns: "
+            f"{tracking.experiment_url(experiment_id)}",
+            flush=True,
+        )
     return registration
 
 
-def _register(params: Params, info: dict[str, Any], results: dict[str, Any], eval_run_id: str,
-              run_tags: dict[str, str]):
+def _register(
+    params: Params, info: dict[str, Any], results: dict[str, Any], eval_run_id: str, run_tags: dict[str, str]
+):
     from resgan import model_registry as registry
     from resgan.metrics.evaluation import headline
     from resgan.metrics.registry import result_key
@@ -241,15 +291,28 @@ def _register(params: Params, info: dict[str, Any], results: dict[str, Any], eva
     figures = headline(results)
     if key in results and key not in figures:
         figures[key] = float(results[key])
-    description = (f"Trained in run {info['run_id']}; latest evaluation: run {eval_run_id} "
-                   f"({results.get('n_generated')} samples, {results.get('features')} features): "
-                   + ", ".join(f"{k} {v:.4g}" for k, v in figures.items())
-                   + ". Every figure: that run's artifact eval/eval_info.json.")
-    outcome = registry.register(info["model_uri"], params.mlflow.registered_model, metric, key, figures,
-                                summary_tags, run_id=info["run_id"], reuse=True, description=description,
-                                trusted=bool(results.get("features_trusted", True)))
-    print(f"registered {outcome.name} v{outcome.version} aliases {', '.join(outcome.aliases)}: {outcome.decision}",
-          flush=True)
+    description = (
+        f"Trained in run {info['run_id']}; latest evaluation: run {eval_run_id} "
+        f"({results.get('n_generated')} samples, {results.get('features')} features): "
+        + ", ".join(f"{k} {v:.4g}" for k, v in figures.items())
+        + ". Every figure: that run's artifact eval/eval_info.json."
+    )
+    outcome = registry.register(
+        info["model_uri"],
+        params.mlflow.registered_model,
+        metric,
+        key,
+        figures,
+        summary_tags,
+        run_id=info["run_id"],
+        reuse=True,
+        description=description,
+        trusted=bool(results.get("features_trusted", True)),
+    )
+    print(
+        f"registered {outcome.name} v{outcome.version} aliases {', '.join(outcome.aliases)}: {outcome.decision}",
+        flush=True,
+    )
     return outcome
 
 
@@ -267,6 +330,7 @@ def _print_table(results: dict[str, Any]) -> None:
     if results.get("notes"):
         for note in results["notes"]:
             print(f"note: {note}")
-    timings = ", ".join(f"{k.removeprefix('time_').removesuffix('_s')} {v:.1f}"
-                        for k, v in results.items() if k.startswith("time_"))
+    timings = ", ".join(
+        f"{k.removeprefix('time_').removesuffix('_s')} {v:.1f}" for k, v in results.items() if k.startswith("time_")
+    )
     print(f"evaluate took (s): {timings}")

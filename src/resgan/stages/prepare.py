@@ -52,11 +52,18 @@ def run(params: PrepareParams, out_dir: Path) -> dict:
 
 def _prepare(params: PrepareParams, out_dir: Path, spec: ImageSpec, pixels: PixelFile) -> dict:
     where = describe_source(params)
-    kept = collect(load_source(params), spec, pixels, max_images=params.max_images,
-                   on_bad_image=params.on_bad_image, where=where,
-                   workers=params.workers or available_cpus())
-    splits, stratified = plan_splits(kept.labels, pixels.count, params.test_fraction, params.seed,
-                                     params.npz_max_images)
+    kept = collect(
+        load_source(params),
+        spec,
+        pixels,
+        max_images=params.max_images,
+        on_bad_image=params.on_bad_image,
+        where=where,
+        workers=params.workers or available_cpus(),
+    )
+    splits, stratified = plan_splits(
+        kept.labels, pixels.count, params.test_fraction, params.seed, params.npz_max_images
+    )
     manifest = kept.manifest(splits)
     written = write_splits(out_dir, pixels, splits, kept.labels, kept.class_names, params.shard_size, PREVIEW_IMAGES)
     summary = _summary(params, kept, splits, stratified, written)
@@ -70,8 +77,7 @@ def _prepare(params: PrepareParams, out_dir: Path, spec: ImageSpec, pixels: Pixe
     return summary
 
 
-def _summary(params: PrepareParams, kept: Collected, splits: list[Split], stratified: bool,
-             written: Written) -> dict:
+def _summary(params: PrepareParams, kept: Collected, splits: list[Split], stratified: bool, written: Written) -> dict:
     counts = {split.name: int(len(split.idx)) for split in splits}
     return {
         "source": params.source,
@@ -89,11 +95,15 @@ def _summary(params: PrepareParams, kept: Collected, splits: list[Split], strati
         "inputs": kept.inputs,
         "counts": {**counts, "total": sum(counts.values())},
         "npz_counts": {split.name: int(len(split.npz_rows)) for split in splits},
-        "shards": {"shard_size": params.shard_size, "files": len(written.shards),
-                   "images": int(sum(s.count for s in written.shards))},
+        "shards": {
+            "shard_size": params.shard_size,
+            "files": len(written.shards),
+            "images": int(sum(s.count for s in written.shards)),
+        },
         "class_names": kept.class_names,
-        "class_counts": ({split.name: kept.class_counts(split.idx) for split in splits}
-                         if kept.labels is not None else None),
+        "class_counts": (
+            {split.name: kept.class_counts(split.idx) for split in splits} if kept.labels is not None else None
+        ),
         "skipped": kept.skipped,
         "duplicates": kept.duplicates,
         "data_hash": written.data_hash,
@@ -105,14 +115,15 @@ def _report(summary: dict, where: str, out_dir: Path) -> None:
     size = f"{summary['image_size']}x{summary['image_size']}x{summary['channels']}"
     classes = f", {len(summary['class_names'])} classes" if summary["class_names"] else ", unlabelled"
     shard_files = summary["shards"]["files"]
-    print(f"prepare: {where} -> {out_dir}: {counts['train']} train + {counts['test']} test images ({size}"
-          f"{classes}{', stratified' if summary['stratified'] else ''}); "
-          f"{summary['duplicates']} duplicate(s) dropped, {len(summary['skipped'])} input(s) skipped"
-          + (f"; train split in {shard_files} shard(s)" if shard_files else ""))
+    print(
+        f"prepare: {where} -> {out_dir}: {counts['train']} train + {counts['test']} test images ({size}"
+        f"{classes}{', stratified' if summary['stratified'] else ''}); "
+        f"{summary['duplicates']} duplicate(s) dropped, {len(summary['skipped'])} input(s) skipped"
+        + (f"; train split in {shard_files} shard(s)" if shard_files else "")
+    )
     npz = summary["npz_counts"]
     if (npz["train"], npz["test"]) != (counts["train"], counts["test"]):
-        print(f"  train.npz / test.npz hold a sample of {npz['train']} / {npz['test']} images "
-              f"(prepare.npz_max_images)")
+        print(f"  train.npz / test.npz hold a sample of {npz['train']} / {npz['test']} images (prepare.npz_max_images)")
     for entry in summary["skipped"][:10]:
         print(f"  skipped {entry['path']}: {entry['reason']}")
     if len(summary["skipped"]) > 10:

@@ -26,8 +26,9 @@ class BufferedLogger:
 
     BATCH = 1000  # MLflow's limit of metrics per log_batch
 
-    def __init__(self, run_id: str, max_images: int = 32, first_wait: float = 1.0, max_wait: float = 30.0,
-                 timeout: int = 10):
+    def __init__(
+        self, run_id: str, max_images: int = 32, first_wait: float = 1.0, max_wait: float = 30.0, timeout: int = 10
+    ):
         self.run_id = run_id
         self.max_images, self.first_wait, self.max_wait, self.timeout = max_images, first_wait, max_wait, timeout
         self.queue: collections.deque = collections.deque()
@@ -50,22 +51,31 @@ class BufferedLogger:
         if len(images) > self.max_images:
             self.queue.remove(images[0])
             self.dropped_images += 1
-            print(f"MLflow: store unreachable; dropped the sample grid of step {images[0][1]} "
-                  f"(keeping the newest {self.max_images})", file=sys.stderr)
+            print(
+                f"MLflow: store unreachable; dropped the sample grid of step {images[0][1]} "
+                f"(keeping the newest {self.max_images})",
+                file=sys.stderr,
+            )
         self._attempt()
 
     def log_missing(self, rows: list[tuple[int, dict[str, float]]], probe: str, retries: int = 5) -> int:
         """Queue the ``(step, metrics)`` rows whose step the run lacks for metric ``probe`` (logged while
         the store was down, then the process died); returns how many. Used when a run resumes."""
-        have = {m.step for m in retry(lambda: MlflowClient().get_metric_history(self.run_id, probe),
-                                      "read metric history", retries)}
+        have = {
+            m.step
+            for m in retry(
+                lambda: MlflowClient().get_metric_history(self.run_id, probe), "read metric history", retries
+            )
+        }
         missing = [(step, metrics) for step, metrics in rows if step not in have]
         now = int(time.time() * 1000)
         for step, metrics in missing:
             self.queue.append(("metrics", int(step), now, dict(metrics)))
         if missing:
-            print(f"MLflow: logging {len(missing)} step(s) the run lacks: {', '.join(str(s) for s, _ in missing)}",
-                  file=sys.stderr)
+            print(
+                f"MLflow: logging {len(missing)} step(s) the run lacks: {', '.join(str(s) for s, _ in missing)}",
+                file=sys.stderr,
+            )
             self._attempt()
         return len(missing)
 
@@ -100,8 +110,11 @@ class BufferedLogger:
         except Exception as error:  # MLflow raises many types for a store that is down
             if self._down_since is None:
                 self._down_since = now
-            print(f"MLflow: logging failed ({type(error).__name__}: {first_line(error)[:200]}); training goes on, "
-                  f"{len(self.queue)} entries wait, next try in {self._wait:.0f} s", file=sys.stderr)
+            print(
+                f"MLflow: logging failed ({type(error).__name__}: {first_line(error)[:200]}); training goes on, "
+                f"{len(self.queue)} entries wait, next try in {self._wait:.0f} s",
+                file=sys.stderr,
+            )
             self._next_try = time.monotonic() + self._wait
             self._wait = min(self._wait * 2, self.max_wait)
             return
@@ -109,8 +122,9 @@ class BufferedLogger:
 
     def _delivered(self, backlog: int) -> None:
         if self._down_since is not None:
-            print(f"MLflow: the store answers again; delivered {backlog} waiting entries in step order",
-                  file=sys.stderr)
+            print(
+                f"MLflow: the store answers again; delivered {backlog} waiting entries in step order", file=sys.stderr
+            )
         self._down_since, self._wait, self._next_try = None, self.first_wait, 0.0
 
     def close(self, retries: int = 5) -> None:

@@ -73,7 +73,9 @@ def retry(call: Callable[[], T], what: str, retries: int = 5, first_wait: float 
                     raise TrackingError(f"{reason(error)} (could not {what})") from None
                 raise TrackingError(f"MLflow refused to {what}: {first_line(error)}") from None
             if attempt == retries:
-                raise TrackingError(f"MLflow: {what} failed after {retries + 1} attempts: {first_line(error)}") from None
+                raise TrackingError(
+                    f"MLflow: {what} failed after {retries + 1} attempts: {first_line(error)}"
+                ) from None
             print(f"MLflow: {what} failed ({type(error).__name__}); retrying in {wait:.0f} s", file=sys.stderr)
             time.sleep(wait)
             wait = min(wait * 2, 30.0)

@@ -81,8 +81,15 @@ class StageRun:
         """``call()`` through :func:`retry` with this session's retries."""
         return retry(call, what, self.retries)
 
-    def open(self, run_file: Path, experiment_id: str, run_id: str | None, run_name: str | None,
-             tags: dict[str, str], on_new: Callable[[], None]) -> Run:
+    def open(
+        self,
+        run_file: Path,
+        experiment_id: str,
+        run_id: str | None,
+        run_name: str | None,
+        tags: dict[str, str],
+        on_new: Callable[[], None],
+    ) -> Run:
         """Resume ``run_id`` (or the run ``run_file`` names), else start the stage's run; returns it.
 
         A kill must never leave an orphaned run: before a run is created, ``run_file`` records a launch
@@ -132,13 +139,17 @@ class StageRun:
             self.parent = self.client.get_run(parent)
         except MlflowException as error:
             if refused(error):
-                raise TrackingError(f"the train run {parent} recorded in {run_file} is not in {tracking_uri()}: "
-                                    f"{first_line(error)} (re-run the train stage: dvc repro --force train)") from None
+                raise TrackingError(
+                    f"the train run {parent} recorded in {run_file} is not in {tracking_uri()}: "
+                    f"{first_line(error)} (re-run the train stage: dvc repro --force train)"
+                ) from None
             # the store is down (a 5xx), not the run missing: try again, then one line
             self.parent = self.log(lambda: self.client.get_run(parent), "read the train run")
         child_tags = {**tags, MLFLOW_PARENT_RUN_ID: parent}
-        self.run = self.log(lambda: self._create(self.parent.info.experiment_id or experiment_id, run_name,
-                                                 child_tags), "start the evaluation run")
+        self.run = self.log(
+            lambda: self._create(self.parent.info.experiment_id or experiment_id, run_name, child_tags),
+            "start the evaluation run",
+        )
         return self.run
 
     def _create(self, experiment_id: str, run_name: str | None, tags: dict[str, str]) -> Run:
@@ -174,21 +185,41 @@ class StageRun:
         entry = DatasetInput(record, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
         self.log(lambda: self.client.log_inputs(run_id, datasets=[entry]), f"log the {context} data")
 
-    def log_metrics(self, metrics: dict[str, float], step: int = 0, model_id: str | None = None,
-                    record: DatasetRecord | None = None, run_id: str | None = None, what: str = "log metrics") -> None:
+    def log_metrics(
+        self,
+        metrics: dict[str, float],
+        step: int = 0,
+        model_id: str | None = None,
+        record: DatasetRecord | None = None,
+        run_id: str | None = None,
+        what: str = "log metrics",
+    ) -> None:
         """``metrics`` at ``step`` in this run (or ``run_id``); with ``model_id`` and ``record`` they are
         also the logged model's, measured on that data set (the model's page lists them), and both become
         inputs of the run, as MLflow's ``log_metrics(model_id=, dataset=)`` does."""
         run_id = run_id or self.run_id
         now = int(time.time() * 1000)
-        rows = [Metric(k, float(v), now, step, model_id=model_id, run_id=run_id,
-                       dataset_name=record.name if record else None, dataset_digest=record.digest if record else None)
-                for k, v in metrics.items()]
+        rows = [
+            Metric(
+                k,
+                float(v),
+                now,
+                step,
+                model_id=model_id,
+                run_id=run_id,
+                dataset_name=record.name if record else None,
+                dataset_digest=record.digest if record else None,
+            )
+            for k, v in metrics.items()
+        ]
 
         def send() -> None:
             if model_id or record:
-                self.client.log_inputs(run_id, datasets=[DatasetInput(record, tags=[])] if record else None,
-                                       models=[LoggedModelInput(model_id)] if model_id else None)
+                self.client.log_inputs(
+                    run_id,
+                    datasets=[DatasetInput(record, tags=[])] if record else None,
+                    models=[LoggedModelInput(model_id)] if model_id else None,
+                )
             self.client.log_batch(run_id, metrics=rows)
 
         self.log(send, what)

@@ -61,8 +61,10 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
                 raise TrackingError(f"MLflow tracking server at {uri} answered /health with HTTP {response.status}")
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
-        raise TrackingError(f"MLflow tracking server at {uri} is unreachable ({reason}); "
-                            "start it or unset MLFLOW_TRACKING_URI to use the local mlflow.db") from None
+        raise TrackingError(
+            f"MLflow tracking server at {uri} is unreachable ({reason}); "
+            "start it or unset MLFLOW_TRACKING_URI to use the local mlflow.db"
+        ) from None
     check_credentials(uri, timeout)
 
 
@@ -72,6 +74,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 # an outage: never retried (see resgan.tracking.retries.refused), and said in one line naming the server
 # and the user.
 
+
 def check_credentials(uri: str, timeout: float = 5.0) -> None:
     """One authenticated read (the first experiment) before a stage starts: a server that refuses the
     user fails here, before anything is written, with one line (see :func:`refusal`)."""
@@ -80,8 +83,12 @@ def check_credentials(uri: str, timeout: float = 5.0) -> None:
     user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
     auth = (user, password) if user and password is not None else None
     try:
-        answer = requests.get(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search", params={"max_results": 1},
-                              auth=auth, timeout=timeout)
+        answer = requests.get(
+            uri.rstrip("/") + "/api/2.0/mlflow/experiments/search",
+            params={"max_results": 1},
+            auth=auth,
+            timeout=timeout,
+        )
     except requests.RequestException:
         return  # /health answered: a slow read is retried where it happens
     if answer.status_code in (401, 403):
@@ -92,11 +99,15 @@ def refusal(uri: str, status: int) -> str:
     """The one line for a 401/403 answer of the tracking server ``uri`` (names the user, never the password)."""
     user = os.environ.get("MLFLOW_TRACKING_USERNAME") or None
     if status == 401 and user is None:
-        return (f"MLflow tracking server at {uri} asks for a user name and password (HTTP 401): "
-                "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+        return (
+            f"MLflow tracking server at {uri} asks for a user name and password (HTTP 401): "
+            "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+        )
     if status == 401:
-        return (f"MLflow tracking server at {uri} refused user {user!r}: wrong user name or password (HTTP 401); "
-                "check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+        return (
+            f"MLflow tracking server at {uri} refused user {user!r}: wrong user name or password (HTTP 401); "
+            "check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+        )
     return f"MLflow tracking server at {uri} refused user {user!r}: permission denied (HTTP 403)"
 
 

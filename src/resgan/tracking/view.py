@@ -40,8 +40,7 @@ def run_url(experiment_id: str, run_id: str) -> str:
 
 def experiment_url(experiment_id: str) -> str:
     """The experiment's runs table in the model-training view with the columns :func:`set_runs_view` saved."""
-    return (f"{_ui_base()}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
-            "&workflowType=machine_learning")
+    return f"{_ui_base()}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}&workflowType=machine_learning"
 
 
 def set_runs_view(experiment_id: str, features: str) -> None:
@@ -57,28 +56,54 @@ def set_runs_view(experiment_id: str, features: str) -> None:
     from resgan.gan.loop import FID_CURVE
 
     curve = FID_CURVE.format(key=f"fid_{features}")
-    columns = [*(f"metrics.`eval/{m.format(f=features)}`" for m in VIEW_FIGURES),
-               *(f"params.`{p}`" for p in VIEW_PARAMS)]
-    sections = [{"uuid": f"resgan-{name}", "name": name, "display": True, "isReordered": False}
-                for name in ("train", "eval", "loss", "d", "grad_norm", "perf")]
-    state = {"searchFilter": "", "orderByKey": "attributes.start_time", "orderByAsc": False,
-             "selectedColumns": [*columns, "attributes.`Models`"], "columnWidths": {c: 130 for c in columns},
-             "compareRunSections": sections, "isAccordionReordered": True,
-             "compareRunCharts": [
-                 _line_chart(curve, f"FID ({features} features) over training, lower is better", "train"),
-                 _line_chart("loss/d", "GAN losses: loss/d and loss/g", "loss", ["loss/d", "loss/g"]),
-                 _line_chart("loss/g", "loss/g", "loss", deleted=True),  # drawn in the chart above
-                 _line_chart("d/real", "Discriminator outputs: d/real and d/fake", "d", ["d/real", "d/fake"]),
-                 _line_chart("d/fake", "d/fake", "d", deleted=True)]}
+    columns = [
+        *(f"metrics.`eval/{m.format(f=features)}`" for m in VIEW_FIGURES),
+        *(f"params.`{p}`" for p in VIEW_PARAMS),
+    ]
+    sections = [
+        {"uuid": f"resgan-{name}", "name": name, "display": True, "isReordered": False}
+        for name in ("train", "eval", "loss", "d", "grad_norm", "perf")
+    ]
+    state = {
+        "searchFilter": "",
+        "orderByKey": "attributes.start_time",
+        "orderByAsc": False,
+        "selectedColumns": [*columns, "attributes.`Models`"],
+        "columnWidths": {c: 130 for c in columns},
+        "compareRunSections": sections,
+        "isAccordionReordered": True,
+        "compareRunCharts": [
+            _line_chart(curve, f"FID ({features} features) over training, lower is better", "train"),
+            _line_chart("loss/d", "GAN losses: loss/d and loss/g", "loss", ["loss/d", "loss/g"]),
+            _line_chart("loss/g", "loss/g", "loss", deleted=True),  # drawn in the chart above
+            _line_chart("d/real", "Discriminator outputs: d/real and d/fake", "d", ["d/real", "d/fake"]),
+            _line_chart("d/fake", "d/fake", "d", deleted=True),
+        ],
+    }
     MlflowClient().set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps(state))
 
 
-def _line_chart(metric: str, title: str, section: str, metrics: list[str] | None = None,
-                deleted: bool = False) -> dict:
+def _line_chart(metric: str, title: str, section: str, metrics: list[str] | None = None, deleted: bool = False) -> dict:
     """One line chart of MLflow's chart view (the fields its RunsChartsLineCardConfig serializes)."""
-    return {"uuid": f"resgan-{metric.replace('/', '-')}", "type": "LINE", "metricKey": metric,
-            "selectedMetricKeys": metrics or [metric], "displayName": title, "metricSectionId": f"resgan-{section}",
-            "isGenerated": False, "deleted": deleted, "runsCountToCompare": 10, "lineSmoothness": 0,
-            "xAxisKey": "step", "xAxisScaleType": "linear", "scaleType": "linear", "selectedXAxisMetricKey": "",
-            "yAxisKey": "metric", "yAxisExpressions": [], "ignoreOutliers": False, "useGlobalXaxisKey": True,
-            "useGlobalLineSmoothing": True, "range": {}}
+    return {
+        "uuid": f"resgan-{metric.replace('/', '-')}",
+        "type": "LINE",
+        "metricKey": metric,
+        "selectedMetricKeys": metrics or [metric],
+        "displayName": title,
+        "metricSectionId": f"resgan-{section}",
+        "isGenerated": False,
+        "deleted": deleted,
+        "runsCountToCompare": 10,
+        "lineSmoothness": 0,
+        "xAxisKey": "step",
+        "xAxisScaleType": "linear",
+        "scaleType": "linear",
+        "selectedXAxisMetricKey": "",
+        "yAxisKey": "metric",
+        "yAxisExpressions": [],
+        "ignoreOutliers": False,
+        "useGlobalXaxisKey": True,
+        "useGlobalLineSmoothing": True,
+        "range": {},
+    }
