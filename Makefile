@@ -36,10 +36,10 @@ repro: $(STAMP)  ## run the whole pipeline (dvc repro) on the built-in digits
 	@echo "  resgan generate --model models:/resgan@champion --num 64 --out grid.png"
 	@echo "  git add dvc.lock metrics plots && git commit -m 'baseline run'   (what dvc metrics diff compares with)"
 
-test: $(TEAM)  ## run the whole test suite; lists the 15 slowest tests (team-mode tests need PostgreSQL)
+test: lint $(TEAM)  ## lint (ruff), then the whole test suite; lists the 15 slowest tests (team-mode tests need PostgreSQL)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest --durations=15
 
-lint: $(STAMP)  ## ruff: lint and format check (pyproject.toml's [tool.ruff]); CI runs it before the tests
+lint: $(STAMP)  ## ruff alone: lint and format check (pyproject.toml's [tool.ruff]); make test runs them first
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
