@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     start = time.perf_counter()
     if args.stage == "train":
-        from resgan.stages.train import run
+        from resgan.stages.train import TrainPaths, run
 
         marks: list[Marks] = []
 
@@ -132,17 +132,16 @@ def main(argv: list[str] | None = None) -> None:
             )
             return [marks[-1]]
 
-        result = run(
-            params,
+        paths = TrainPaths(
             args.params,
             args.data,
             args.out / "models",
             args.out / "checkpoints",
             args.out / "metrics" / "train.json",
             args.out / "plots" / "train.csv",
-            classifier_path=args.classifier,
-            more_callbacks=snapshots,
+            classifier=args.classifier,
         )
+        result = run(params, paths, more_callbacks=snapshots)
         if marks:
             result["marks"] = marks[0].marks
     else:

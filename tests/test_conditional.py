@@ -217,12 +217,14 @@ def train_in(root: Path, params, monkeypatch) -> dict[str, Path]:
     monkeypatch.chdir(root)
     train.run(
         params,
-        params_path=paths["params"],
-        data_dir=paths["data"],
-        models_dir=paths["models"],
-        checkpoint_dir=root / "checkpoints",
-        metrics_path=root / "metrics" / "train.json",
-        plots_path=root / "plots" / "train.csv",
+        train.TrainPaths(
+            params=paths["params"],
+            data=paths["data"],
+            models=paths["models"],
+            checkpoints=root / "checkpoints",
+            metrics=root / "metrics" / "train.json",
+            plots=root / "plots" / "train.csv",
+        ),
     )
     return paths
 
@@ -334,12 +336,14 @@ def test_training_conditional_on_unlabelled_data_fails_before_mlflow_is_touched(
     with pytest.raises(ResganError, match="no labels"):
         train.run(
             params,
-            params_path=paths["params"],
-            data_dir=paths["data"],
-            models_dir=paths["models"],
-            checkpoint_dir=tmp_path / "checkpoints",
-            metrics_path=tmp_path / "m.json",
-            plots_path=tmp_path / "p.csv",
+            train.TrainPaths(
+                params=paths["params"],
+                data=paths["data"],
+                models=paths["models"],
+                checkpoints=tmp_path / "checkpoints",
+                metrics=tmp_path / "m.json",
+                plots=tmp_path / "p.csv",
+            ),
         )
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "checkpoints").exists()
 
@@ -378,11 +382,13 @@ def test_the_train_stage_resolves_conditional_auto_from_the_labels(tmp_path, mon
     monkeypatch.chdir(root)
     train.run(
         params,
-        params_path=paths["params"],
-        data_dir=paths["data"],
-        models_dir=paths["models"],
-        checkpoint_dir=root / "checkpoints",
-        metrics_path=root / "metrics" / "train.json",
-        plots_path=root / "plots" / "train.csv",
+        train.TrainPaths(
+            params=paths["params"],
+            data=paths["data"],
+            models=paths["models"],
+            checkpoints=root / "checkpoints",
+            metrics=root / "metrics" / "train.json",
+            plots=root / "plots" / "train.csv",
+        ),
     )
     assert num_classes(load_generator(paths["models"] / "generator.keras")) == 0

@@ -91,14 +91,16 @@ def test_each_stage_reads_every_param_it_declares_and_no_other(tmp_path, monkeyp
     classifier.run(views["classifier"].classifier, data, models / "classifier.keras", tmp_path / "classifier.json")
     train.run(
         views["train"],
-        params_path=tmp_path / "params.yaml",
-        data_dir=data,
-        models_dir=models,
-        checkpoint_dir=tmp_path / "checkpoints",
-        metrics_path=tmp_path / "train.json",
-        plots_path=tmp_path / "train.csv",
-        classifier_path=models / "classifier.keras",
-        fid_path=tmp_path / "fid.csv",
+        train.TrainPaths(
+            params=tmp_path / "params.yaml",
+            data=data,
+            models=models,
+            checkpoints=tmp_path / "checkpoints",
+            metrics=tmp_path / "train.json",
+            plots=tmp_path / "train.csv",
+            classifier=models / "classifier.keras",
+            fid=tmp_path / "fid.csv",
+        ),
     )
     sample.run(views["sample"], models / "generator.keras", tmp_path / "samples")
     evaluate.run(

@@ -32,6 +32,7 @@ from resgan.loading import load_generator
 from resgan.nn.networks import build_generator
 from resgan.sampling import generate_images, latents
 from resgan.serving import decode_png
+from resgan.stages.train import TrainPaths
 from resgan.stages.train import run as train
 
 pytestmark = pytest.mark.slow  # a store built by real training runs
@@ -87,12 +88,14 @@ def _build(root: Path, uri: str) -> Store:
     params_path.write_text("{}\n")
     train(
         tiny_params(),
-        params_path=params_path,
-        data_dir=data,
-        models_dir=root / "models",
-        checkpoint_dir=root / "checkpoints",
-        metrics_path=root / "metrics" / "train.json",
-        plots_path=root / "plots" / "train.csv",
+        TrainPaths(
+            params=params_path,
+            data=data,
+            models=root / "models",
+            checkpoints=root / "checkpoints",
+            metrics=root / "metrics" / "train.json",
+            plots=root / "plots" / "train.csv",
+        ),
     )
     info = json.loads((root / "models" / "mlflow_run.json").read_text())
 

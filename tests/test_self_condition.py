@@ -102,13 +102,15 @@ def _train(root, params, data, monkeypatch):
     monkeypatch.chdir(root)
     train.run(
         params,
-        params_path=root / "params.yaml",
-        data_dir=data,
-        models_dir=root / "models",
-        checkpoint_dir=root / "checkpoints",
-        metrics_path=root / "metrics.json",
-        plots_path=root / "plots.csv",
-        classifier_path=root / "classifier.keras",
+        train.TrainPaths(
+            params=root / "params.yaml",
+            data=data,
+            models=root / "models",
+            checkpoints=root / "checkpoints",
+            metrics=root / "metrics.json",
+            plots=root / "plots.csv",
+            classifier=root / "classifier.keras",
+        ),
     )
     run_id = json.loads((root / "models" / "mlflow_run.json").read_text())["run_id"]
     return load_generator(root / "models" / "generator.keras"), mlflow.MlflowClient().get_run(run_id).data.params

@@ -364,12 +364,14 @@ def run_train(root: Path, params, data: Path) -> dict:
 
     return train.run(
         params,
-        root / "params.yaml",
-        data,
-        root / "models",
-        root / "checkpoints",
-        root / "metrics" / "train.json",
-        root / "plots" / "train.csv",
+        train.TrainPaths(
+            root / "params.yaml",
+            data,
+            root / "models",
+            root / "checkpoints",
+            root / "metrics" / "train.json",
+            root / "plots" / "train.csv",
+        ),
     )
 
 

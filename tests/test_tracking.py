@@ -455,12 +455,14 @@ def test_train_stage_logs_to_a_tracking_server(tmp_path, monkeypatch, mlflow_ser
     try:
         figures = train.run(
             params,
-            params_path=project / "params.yaml",
-            data_dir=data,
-            models_dir=project / "models",
-            checkpoint_dir=project / "checkpoints",
-            metrics_path=project / "metrics.json",
-            plots_path=project / "train.csv",
+            train.TrainPaths(
+                params=project / "params.yaml",
+                data=data,
+                models=project / "models",
+                checkpoints=project / "checkpoints",
+                metrics=project / "metrics.json",
+                plots=project / "train.csv",
+            ),
         )
     finally:
         keras.mixed_precision.set_global_policy("float32")

@@ -25,7 +25,7 @@ from PIL import Image
 
 from resgan.config import Params
 from resgan.gan import checkpoint
-from resgan.gan.loop import DivergenceError
+from resgan.gan.loop import FID_SEED_OFFSET, DivergenceError
 from resgan.gan.trainer import GAN, Shapes
 from resgan.loading import load_generator
 from resgan.stages import train
@@ -67,12 +67,14 @@ def make_project(root: Path, params: Params) -> SimpleNamespace:
 def run_stage(project: SimpleNamespace, params: Params) -> dict:
     return train.run(
         params,
-        params_path=project.params_path,
-        data_dir=project.data,
-        models_dir=project.models,
-        checkpoint_dir=project.checkpoints,
-        metrics_path=project.metrics,
-        plots_path=project.plots,
+        train.TrainPaths(
+            params=project.params_path,
+            data=project.data,
+            models=project.models,
+            checkpoints=project.checkpoints,
+            metrics=project.metrics,
+            plots=project.plots,
+        ),
     )
 
 
@@ -366,8 +368,8 @@ def test_sigkill_after_a_checkpoint_then_resume(tmp_path, monkeypatch):
             return path
         checkpoint.save = save
         root = Path.cwd()
-        train.run(load_params(root / "params.yaml"), root / "params.yaml", root / "data/prepared",
-                  root / "models", root / "checkpoints", root / "metrics/train.json", root / "plots/train.csv")
+        train.run(load_params(root / "params.yaml"), train.TrainPaths(root / "params.yaml", root / "data/prepared",
+                  root / "models", root / "checkpoints", root / "metrics/train.json", root / "plots/train.csv"))
     """)
     key = train.run_key(params, DATA_HASH)
     pointer = project.checkpoints / key / "latest.json"
@@ -529,14 +531,16 @@ def test_fid_over_training_is_logged_and_the_best_generator_is_exported(tmp_path
     curve_path = tmp_path / "plots" / "fid.csv"
     figures = train.run(
         params,
-        params_path=project.params_path,
-        data_dir=project.data,
-        models_dir=project.models,
-        checkpoint_dir=project.checkpoints,
-        metrics_path=project.metrics,
-        plots_path=project.plots,
-        classifier_path=tmp_path / "classifier.keras",
-        fid_path=curve_path,
+        train.TrainPaths(
+            params=project.params_path,
+            data=project.data,
+            models=project.models,
+            checkpoints=project.checkpoints,
+            metrics=project.metrics,
+            plots=project.plots,
+            classifier=tmp_path / "classifier.keras",
+            fid=curve_path,
+        ),
     )
 
     curve = pd.read_csv(curve_path)
@@ -572,7 +576,7 @@ def test_fid_over_training_is_logged_and_the_best_generator_is_exported(tmp_path
         LearnedFeatures(tmp_path / "classifier.keras"),
         reference_set(np.load(project.data / "train.npz")["images"], None, params.evaluate)[0],
     )
-    images = generate_images(exported, latents(40, params.model.latent_dim, params.train.seed + train.FID_SEED_OFFSET))
+    images = generate_images(exported, latents(40, params.model.latent_dim, params.train.seed + FID_SEED_OFFSET))
     assert score(images)["fid_classifier"] == pytest.approx(fid_at[exported_step], rel=1e-4)
     model = client.get_logged_model(run_info(project)["model_uri"].removeprefix("models:/"))
     assert model.tags["exported_step"] == str(exported_step) and model.tags["step"] == "6"

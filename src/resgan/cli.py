@@ -114,18 +114,20 @@ def train(
     """Train the ResNet-GAN, resuming from the latest checkpoint, and track the run in MLflow."""
     p = _load(params)
     _quiet_mlflow()
-    from resgan.stages.train import run
+    from resgan.stages.train import TrainPaths, run
 
     run(
         p,
-        params_path=params,
-        data_dir=data,
-        models_dir=models,
-        checkpoint_dir=checkpoints,
-        metrics_path=metrics,
-        plots_path=plots,
-        classifier_path=classifier_path,
-        fid_path=fid,
+        TrainPaths(
+            params=params,
+            data=data,
+            models=models,
+            checkpoints=checkpoints,
+            metrics=metrics,
+            plots=plots,
+            classifier=classifier_path,
+            fid=fid,
+        ),
     )
 
 

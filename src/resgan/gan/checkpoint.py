@@ -168,6 +168,16 @@ class RunRecord:
             record.get("ada_p"),
         )
 
+    @classmethod
+    def from_checkpoint(cls, folder: Path, gan, clean_up: bool = True) -> RunRecord:
+        """Restore ``gan`` from the latest checkpoint in ``folder`` (see :func:`resume`), ADA's augmentation
+        probability with it; the run's state at the restored step (step 0 without a checkpoint)."""
+        step, record = resume(folder, gan, clean_up=clean_up)
+        state = cls.load(folder, step, record)
+        if gan.train_params.ada_target and state.ada_p is not None:  # ADA goes on from where it was
+            gan.ada_p.assign(float(state.ada_p))
+        return state
+
     @property
     def run_file(self) -> Path:
         return self.folder / RUN_FILE

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -55,6 +55,17 @@ class ExportDecision:
         """JSON-ready: every field and the margin, rounded."""
         rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
         return {**rounded, "margin": round(self.margin, 4), "noise_multiple": NOISE_MULTIPLE}
+
+    def figures(self, key: str) -> dict:
+        """The train stage's figures of FID ``key`` (``fid_classifier``): the lowest FID and its step, the
+        last step's FID, the noise and the whole decision (``export``)."""
+        return {
+            f"{key}_best": self.best_fid,
+            "best_step": self.best_step,
+            f"{key}_last": self.last_fid,
+            "fid_noise": round(self.noise, 6),
+            "export": self.record(),
+        }
 
 
 def choose_export(curve: Sequence[tuple[int, float]], noise: float, multiple: float = NOISE_MULTIPLE) -> ExportDecision:
@@ -100,3 +111,44 @@ def choose_export(curve: Sequence[tuple[int, float]], noise: float, multiple: fl
     return ExportDecision(
         which, best_step if which == "best" else last_step, best_step, best_fid, last_step, last_fid, noise, reason
     )
+
+
+def decide(fid, export: str, step: int) -> ExportDecision | None:
+    """The train stage's decision at step ``step``: :func:`choose_export` on ``fid`` (a
+    :class:`resgan.gan.loop.FidTracker`, or None: no decision) when it measured that step. Only ``export``
+    (``train.export``) ``best`` with trusted features and the best step's generator kept exports the best
+    step (an untrusted extractor's FID may not pick the generator); otherwise the decision says why the last
+    step is."""
+    rows = [row for row in fid.history if row["step"] <= step] if fid else []
+    if not rows or rows[-1]["step"] != step:
+        return None
+    decision = choose_export([(row["step"], row[fid.key]) for row in rows], fid.noise)
+    if decision.which == "best":
+        why = (
+            "train.export is last"
+            if export != "best"
+            else "the features failed their fitness check"
+            if not fid.score.extractor.trusted
+            else "the best step's generator was not kept"
+            if fid.best is None or int(fid.best["step"]) != decision.best_step
+            else ""
+        )
+        if why:
+            decision = replace(decision, which="last", step=step, reason=f"{decision.reason}, but {why}")
+    return decision
+
+
+def exported(decision: ExportDecision | None, step: int) -> tuple[str, int, str]:
+    """Which generator a run that ended at ``step`` exports (``best`` or ``last``), its step and the
+    reason in a sentence ('' without a decision)."""
+    if decision is None:
+        return "last", step, ""
+    return decision.which, decision.step, f"{decision.which} step exported: {decision.reason}"
+
+
+def describe(decision: ExportDecision | None, step: int) -> str:
+    """The exported generator in words, for a run that ended at ``step``: ``step 1500's`` or ``the best
+    FID's, step 900``, and the reason where there is a decision."""
+    which, exported_step, reason = exported(decision, step)
+    said = f"the best FID's, step {exported_step}" if which == "best" else f"step {step}'s"
+    return f"{said}; {reason}" if reason else said

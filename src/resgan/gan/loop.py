@@ -19,6 +19,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -418,3 +419,79 @@ class TimeBudget(Callback):
         if self.minutes and self.clock() - self._start > 60 * self.minutes:
             print(f"stopping at step {step}: train.max_minutes={self.minutes} reached", flush=True)
             self.stop_training = True
+
+
+GRID_SEED_OFFSET = 1  # fixed latents for the sample grid: seed train.seed + 1
+FID_SEED_OFFSET = 2  # fixed latents for FID over training: seed train.seed + 2
+
+
+@dataclass
+class StageCallbacks:
+    """The train stage's callbacks (:func:`stage_callbacks`): :attr:`all` in the order they run (the caller's
+    own go after them, the :attr:`budget` last), the two whose figures the stage reports, and :attr:`state`,
+    what a checkpoint records beside the weights."""
+
+    all: list[Callback]
+    metrics: MetricsLogger
+    budget: TimeBudget
+    state: Callable[[], dict[str, Any]]
+    fid: FidTracker | None = None
+    precision: str = "float32"  # the settled train.precision, reported with the figures
+
+    def figures(self, start: int, step: int, wall: float, decision=None) -> dict[str, Any]:
+        """The run's final figures from step ``start`` to ``step`` in ``wall`` seconds: the metrics', the
+        precision, whether the time budget stopped it, the cost of FID over training and ``decision``'s (a
+        :class:`resgan.gan.export.ExportDecision`, or None), with the exported step."""
+        from resgan.gan.export import exported
+
+        return {
+            **self.metrics.figures(start, step, wall),
+            "precision": self.precision,
+            "stopped_by_budget": self.budget.stop_training,
+            **(self.fid.figures(start, wall) if self.fid else {}),
+            **(decision.figures(self.fid.key) if decision else {}),
+            "exported_step": exported(decision, step)[1],
+        }
+
+
+def stage_callbacks(plan, gan, record, logger, score, grid: int, retries: int) -> StageCallbacks:
+    """The callbacks of ``plan``'s run (a :class:`resgan.gan.plan.TrainPlan`) of ``gan``, resumed at
+    ``record`` (a :class:`resgan.gan.checkpoint.RunRecord`). Every process checks for divergence, keeps
+    the figures (sent to ``logger``, a :class:`resgan.tracking.BufferedLogger`, with ``retries``) and shows
+    progress; the chief (``logger`` not None) also logs a grid of ``grid`` images, measures FID over
+    training with ``score`` (None: off; :func:`resgan.metrics.evaluation.training_fid`) and checkpoints."""
+    from resgan.gan.trainer import export_generator
+
+    tp = plan.train
+    metrics = MetricsLogger(tp.log_every, tp.batch_size, record.history, logger, retries)
+    callbacks = [
+        DivergenceCheck(loss_scaled=tp.precision == "mixed_float16", folder=record.folder),
+        metrics,
+        ProgressBar(tp.log_every),
+    ]
+    chief = logger is not None  # only the chief of a cluster talks to MLflow, measures and checkpoints
+    fid = (
+        FidTracker(
+            gan,
+            score,
+            score.key,
+            tp.eval_every,
+            tp.eval_num,
+            tp.seed + FID_SEED_OFFSET,
+            record.folder,
+            export_generator,
+            logger,
+            record.fid_history,
+        )
+        if chief and score is not None
+        else None
+    )
+    run_id = logger.run_id if chief else None
+    state = lambda: record.state(run_id, metrics.history, fid, gan, plan.key)  # noqa: E731
+    if chief:
+        callbacks += [
+            SampleGrid(gan, logger, tp.sample_every, grid, tp.seed + GRID_SEED_OFFSET),
+            *([fid] if fid else []),
+            Checkpointer(record.folder, gan, tp.checkpoint_every, state),
+        ]
+    return StageCallbacks(callbacks, metrics, TimeBudget(tp.max_minutes), state, fid, tp.precision)
