@@ -153,44 +153,65 @@ def evaluate_samples(
     """
     total_start = time.perf_counter()
     samples, train_images, test_images = np.asarray(samples), np.asarray(train_images), np.asarray(test_images)
-    _check_sets(samples, train_images, test_images)
-    _check_labels(train_labels, len(train_images), "train labels", "train images")
-    _check_labels(sample_labels, len(samples), "sample labels", "samples")
-    specs = [get_metric(name) for name in params.metrics]
+    specs = _checked_metrics(params, extractor, samples, train_images, test_images, train_labels, sample_labels)
     needs_features = any(spec.needs_features for spec in specs)
-    if needs_features and extractor is None:
-        raise MetricError(f"evaluate: metrics {', '.join(params.metrics)} need a feature extractor")
-
-    real, real_labels = reference_set(train_images, train_labels, params)
-    test_rng = np.random.default_rng(np.random.SeedSequence(params.seed).spawn(2)[1])
-    test, _ = _cap(test_images, None, params.max_real, test_rng)
-    ctx = EvalContext(
-        params=params,
-        extractor_name=extractor.name if needs_features else None,
-        images={"generated": samples, "real": real, "test": test},
-        train_images=train_images,
+    ctx, real_labels = _context(
+        params, extractor.name if needs_features else None, samples, train_images, train_labels, test_images
     )
     results: dict = {
         "n_generated": int(len(samples)),
-        "n_real_reference": int(len(real)),
-        "n_real_test": int(len(test)),
+        "n_real_reference": int(len(ctx.images["real"])),
+        "n_real_test": int(len(ctx.images["test"])),
         "reference_split": "train",
         "features": ctx.extractor_name,
     }
-    if len(test) < 2:
-        ctx.notes.append("noise floors not computed: the test split has fewer than 2 images")
     if needs_features:
         results.update(_extract(ctx, extractor, params.batch_size, real_labels, sample_labels))
-    for spec in specs:
-        start = time.perf_counter()
-        results.update(spec.fn(ctx))
-        results[f"time_{spec.name}_s"] = time.perf_counter() - start
-
+    results.update(_timed(specs, ctx))
     results["notes"] = ctx.notes
     results["time_total_s"] = time.perf_counter() - total_start
     if details is not None:
         details.update(ctx.details)
     return _plain(results)
+
+
+def _timed(specs, ctx) -> dict:
+    """Each metric's results on ``ctx`` and its seconds (``time_<name>_s``), in ``specs``' order."""
+    results: dict = {}
+    for spec in specs:
+        start = time.perf_counter()
+        results.update(spec.fn(ctx))
+        results[f"time_{spec.name}_s"] = time.perf_counter() - start
+    return results
+
+
+def _checked_metrics(params, extractor, samples, train_images, test_images, train_labels, sample_labels) -> list:
+    """The specs of ``params.metrics``, once the images and labels agree and there is an extractor where a
+    metric needs one (:class:`MetricError` otherwise)."""
+    _check_sets(samples, train_images, test_images)
+    _check_labels(train_labels, len(train_images), "train labels", "train images")
+    _check_labels(sample_labels, len(samples), "sample labels", "samples")
+    specs = [get_metric(name) for name in params.metrics]
+    if any(spec.needs_features for spec in specs) and extractor is None:
+        raise MetricError(f"evaluate: metrics {', '.join(params.metrics)} need a feature extractor")
+    return specs
+
+
+def _context(params, extractor_name, samples, train_images, train_labels, test_images):
+    """The metrics' :class:`EvalContext`, the samples beside the reference set (:func:`reference_set`) and
+    the test split capped alike (its own stream of ``params.seed``); and the reference set's labels."""
+    real, real_labels = reference_set(train_images, train_labels, params)
+    test_rng = np.random.default_rng(np.random.SeedSequence(params.seed).spawn(2)[1])
+    test, _ = _cap(test_images, None, params.max_real, test_rng)
+    ctx = EvalContext(
+        params=params,
+        extractor_name=extractor_name,
+        images={"generated": samples, "real": real, "test": test},
+        train_images=train_images,
+    )
+    if len(test) < 2:
+        ctx.notes.append("noise floors not computed: the test split has fewer than 2 images")
+    return ctx, real_labels
 
 
 def _check_labels(labels: np.ndarray | None, count: int, what: str, of: str) -> None:

@@ -109,23 +109,7 @@ def _fit_ssl(params: ClassifierParams, train, test, log, tried: dict[str, Any]):
         log=log,
     )
     held_out = test_images[:2000]
-    if len(held_out) >= MIN_HELD_OUT:
-        before = ssl.retrieval_accuracy(untrained, held_out, seed=params.seed)
-        after = ssl.retrieval_accuracy(encoder, held_out, seed=params.seed)
-        gain = ssl.skill(after, before)
-        beyond_noise = significant(after, before, len(held_out))
-        trusted = gain >= params.ssl_min_skill and beyond_noise
-        reason = (
-            f"two-view retrieval on {len(held_out)} held-out images (groups of {ssl.FITNESS_GROUP}): "
-            f"{after:.3f} trained against {before:.3f} untrained: skill {gain:.3f} "
-            f"(needs {params.ssl_min_skill})"
-        )
-        if not beyond_noise:
-            reason += f"; not beyond the untrained encoder's noise on {len(held_out)} images"
-    else:
-        before = after = gain = float("nan")
-        trusted = False
-        reason = f"only {len(held_out)} held-out images: fewer than {MIN_HELD_OUT} cannot prove it"
+    before, after, gain, trusted, reason = _ssl_fitness(params, untrained, encoder, held_out)
     figures = {
         **result,
         **tried,
@@ -135,19 +119,52 @@ def _fit_ssl(params: ClassifierParams, train, test, log, tried: dict[str, Any]):
         "skill": round(gain, 6) if np.isfinite(gain) else gain,
         "trusted": int(trusted),
     }
-    labels_train, labels_test = train[1], test[1]
-    if labels_train is not None and labels_test is not None and len(held_out):
-        keep_train, keep_test = labels_train >= 0, labels_test[: len(held_out)] >= 0
-        if keep_train.any() and keep_test.any():  # the labels the encoder never saw: a k-NN probe of its features
-            figures["knn_accuracy"] = ssl.knn_accuracy(
-                ssl.embed(encoder, train_images[keep_train][:10000]),
-                labels_train[keep_train][:10000],
-                ssl.embed(encoder, held_out[keep_test]),
-                labels_test[: len(held_out)][keep_test],
-            )
+    figures.update(_knn_probe(encoder, train_images, train[1], held_out, test[1]))
     log(f"self-supervised encoder: {reason}: {'trusted' if trusted else 'NOT trusted'}")
     figures = {k: v for k, v in figures.items() if not (isinstance(v, float) and not np.isfinite(v))}
     return encoder, _record("ssl", trusted, gain, params.ssl_min_skill, reason), figures
+
+
+def _ssl_fitness(params: ClassifierParams, untrained, encoder, held_out: np.ndarray):
+    """The encoder's fitness check: two-view retrieval on ``held_out`` images, trained against untrained;
+    returns (untrained's, trained's, skill, trusted, the reason in words). Too few images prove nothing."""
+    from resgan.metrics import ssl
+
+    if len(held_out) < MIN_HELD_OUT:
+        reason = f"only {len(held_out)} held-out images: fewer than {MIN_HELD_OUT} cannot prove it"
+        return float("nan"), float("nan"), float("nan"), False, reason
+    before = ssl.retrieval_accuracy(untrained, held_out, seed=params.seed)
+    after = ssl.retrieval_accuracy(encoder, held_out, seed=params.seed)
+    gain = ssl.skill(after, before)
+    beyond_noise = significant(after, before, len(held_out))
+    reason = (
+        f"two-view retrieval on {len(held_out)} held-out images (groups of {ssl.FITNESS_GROUP}): "
+        f"{after:.3f} trained against {before:.3f} untrained: skill {gain:.3f} "
+        f"(needs {params.ssl_min_skill})"
+    )
+    if not beyond_noise:
+        reason += f"; not beyond the untrained encoder's noise on {len(held_out)} images"
+    return before, after, gain, gain >= params.ssl_min_skill and beyond_noise, reason
+
+
+def _knn_probe(encoder, train_images, labels_train, held_out, labels_test) -> dict[str, float]:
+    """``knn_accuracy``: a k-NN probe of the encoder's features with the labels it never saw (at most 10,000
+    labelled training images against the labelled ``held_out`` ones); {} without labels on both sides."""
+    from resgan.metrics import ssl
+
+    if labels_train is None or labels_test is None or not len(held_out):
+        return {}
+    keep_train, keep_test = labels_train >= 0, labels_test[: len(held_out)] >= 0
+    if not (keep_train.any() and keep_test.any()):
+        return {}
+    return {
+        "knn_accuracy": ssl.knn_accuracy(
+            ssl.embed(encoder, train_images[keep_train][:10000]),
+            labels_train[keep_train][:10000],
+            ssl.embed(encoder, held_out[keep_test]),
+            labels_test[: len(held_out)][keep_test],
+        )
+    }
 
 
 def _record(kind: str, trusted: bool, gain: float, threshold: float, reason: str) -> dict[str, Any]:

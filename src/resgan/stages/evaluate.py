@@ -132,37 +132,15 @@ def run(
     """Evaluate; write the headline figures to ``metrics_path`` (DVC metrics) and the rest to
     ``info_path``; draw the plots; record the evaluation in MLflow and register; return all results."""
     from resgan.data.prepared import load_split
-    from resgan.metrics.evaluation import evaluate_samples, headline
-    from resgan.metrics.features import resolve_extractor
-    from resgan.metrics.registry import get_metric
+    from resgan.metrics.evaluation import headline
 
     params = params.view(PARAMS, "evaluate")
     ep = params.evaluate
-    if generator:  # the images the sample stage would write, drawn in memory
-        sp = params.sample
-        with progress_bar(sp.num, "sampling") as advance:
-            samples, sample_labels = draw(load_generator(generator), sp.num, sp.seed, sp.batch_size, progress=advance)
-    else:
-        samples, sample_labels = _load_samples(samples_path)
+    samples, sample_labels = _samples(params.sample, samples_path, generator)
     train_images, train_labels = load_split(data_dir, "train")
     test_images, _ = load_split(data_dir, "test")
-    needs_features = any(get_metric(m).needs_features for m in ep.metrics)
-    extractor = resolve_extractor(ep.features, classifier_path, ep.inception_weights) if needs_features else None
-    print(f"evaluating {len(samples)} samples with {extractor.name if extractor else 'no'} features", flush=True)
     details: dict[str, Any] = {}
-    results = evaluate_samples(
-        samples, train_images, test_images, extractor, ep, train_labels, details, sample_labels=sample_labels
-    )
-    if extractor is not None:
-        results["feature_extractor_id"] = _extractor_id(extractor.name, classifier_path, ep.inception_weights)
-        results["features_trusted"] = bool(extractor.trusted)
-        results["features_fitness"] = extractor.fitness
-        if not extractor.trusted:
-            results["notes"].append(
-                f"the {extractor.name.removesuffix('_untrusted')} features failed their fitness "
-                f"check ({extractor.fitness}): their figures are named *_untrusted, are not "
-                "comparable, and move no champion"
-            )
+    results = _score(ep, samples, sample_labels, train_images, train_labels, test_images, classifier_path, details)
     test_memo = (
         _test_memorization(ep, test_images, train_images, results) if "memorization_max_ssim" in details else None
     )
@@ -187,6 +165,41 @@ def run(
         )
     if registration_path is not None:
         files.write_json(registration_path, registration.as_dict() if registration else {"registered": False})
+    return results
+
+
+def _samples(sp, samples_path: Path, generator: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The sample stage's images and labels from ``samples_path``, or those it would write, drawn in memory
+    from ``generator`` (``sample.*``: ``sp``)."""
+    if not generator:
+        return _load_samples(samples_path)
+    with progress_bar(sp.num, "sampling") as advance:
+        return draw(load_generator(generator), sp.num, sp.seed, sp.batch_size, progress=advance)
+
+
+def _score(ep, samples, sample_labels, train_images, train_labels, test_images, classifier_path, details):
+    """Every metric of ``evaluate.metrics`` (``ep``) on the samples, with the extractor's identity and
+    fitness; per-image arrays go to ``details``."""
+    from resgan.metrics.evaluation import evaluate_samples
+    from resgan.metrics.features import resolve_extractor
+    from resgan.metrics.registry import get_metric
+
+    needs_features = any(get_metric(m).needs_features for m in ep.metrics)
+    extractor = resolve_extractor(ep.features, classifier_path, ep.inception_weights) if needs_features else None
+    print(f"evaluating {len(samples)} samples with {extractor.name if extractor else 'no'} features", flush=True)
+    results = evaluate_samples(
+        samples, train_images, test_images, extractor, ep, train_labels, details, sample_labels=sample_labels
+    )
+    if extractor is not None:
+        results["feature_extractor_id"] = _extractor_id(extractor.name, classifier_path, ep.inception_weights)
+        results["features_trusted"] = bool(extractor.trusted)
+        results["features_fitness"] = extractor.fitness
+        if not extractor.trusted:
+            results["notes"].append(
+                f"the {extractor.name.removesuffix('_untrusted')} features failed their fitness "
+                f"check ({extractor.fitness}): their figures are named *_untrusted, are not "
+                "comparable, and move no champion"
+            )
     return results
 
 
@@ -218,41 +231,18 @@ def _track(
     are the runs table's columns, rounded, on the train run at its exported step (its row shows its
     latest evaluation's figures, :func:`resgan.tracking.row_figures`); then register the model; returns
     the :class:`~resgan.model_registry.Registration` (None without features)."""
-    from resgan.data.prepared import data_name, load_summary
+    from resgan.data.prepared import load_summary
     from resgan.gan.checkpoint import read_pointer
 
     info = read_pointer(run_file)
-
     summary = load_summary(data_dir)
-    tags = {
-        "stage": "evaluate",
-        "train_run_id": info["run_id"],
-        "feature_extractor": str(results.get("features")),
-        **tracking.run_tags(summary),
-    }
-    if results.get("feature_extractor_id"):
-        tags["feature_extractor_id"] = str(results["feature_extractor_id"])
-    model_id = tracking.model_id(info.get("model_uri"))
-    if model_id:
-        tags["model_id"] = model_id
     registration = None
     with tracking.StageRun(params.mlflow.tracking_retries) as session:
-        session.start_child(run_file, params.mlflow.experiment, "evaluate", tags)
+        session.start_child(run_file, params.mlflow.experiment, "evaluate", _tags(info, results, summary))
         session.log_params(
             {k: v for k, v in params.flat().items() if k.split(".")[0] in ("sample", "evaluate", "classifier")}
         )
-        figures = {f"eval/{k}": v for k, v in top.items()}
-        session.log_metrics(figures)
-        if model_id:  # the same figures on the model's own page, against the data they were measured on
-            evaluation_data = tracking.dataset(data_name(summary), summary.get("data_hash", ""), data_dir.resolve())
-            session.log_metrics(figures, model_id=model_id, record=evaluation_data, what="log metrics to the model")
-        exported_step = int(session.parent.data.tags.get("exported_step", 0))
-        session.log_metrics(
-            tracking.row_figures(top, str(results.get("features"))),
-            step=exported_step,
-            run_id=info["run_id"],
-            what="log the figures to the train run",
-        )
+        _log_figures(session, info, top, results, summary, data_dir)
         for path in [*artifacts, *([grid] if grid is not None and grid.exists() else [])]:
             session.log_artifact(path, "eval")
         if results.get("features") and info.get("model_uri"):
@@ -271,6 +261,43 @@ def _track(
             flush=True,
         )
     return registration
+
+
+def _tags(info: dict[str, Any], results: dict[str, Any], summary: dict[str, Any]) -> dict[str, str]:
+    """The evaluation run's tags: the train run, the feature extractor (and its weights' id), the logged
+    model's id and the tags every run carries."""
+    tags = {
+        "stage": "evaluate",
+        "train_run_id": info["run_id"],
+        "feature_extractor": str(results.get("features")),
+        **tracking.run_tags(summary),
+    }
+    if results.get("feature_extractor_id"):
+        tags["feature_extractor_id"] = str(results["feature_extractor_id"])
+    model_id = tracking.model_id(info.get("model_uri"))
+    if model_id:
+        tags["model_id"] = model_id
+    return tags
+
+
+def _log_figures(session, info: dict[str, Any], top: dict[str, float], results, summary, data_dir: Path) -> None:
+    """The headline figures ``top`` on the evaluation run, on the logged model (against the evaluation data)
+    and, those that are the runs table's columns, rounded, on the train run at its exported step."""
+    from resgan.data.prepared import data_name
+
+    figures = {f"eval/{k}": v for k, v in top.items()}
+    session.log_metrics(figures)
+    model_id = tracking.model_id(info.get("model_uri"))
+    if model_id:  # the same figures on the model's own page, against the data they were measured on
+        evaluation_data = tracking.dataset(data_name(summary), summary.get("data_hash", ""), data_dir.resolve())
+        session.log_metrics(figures, model_id=model_id, record=evaluation_data, what="log metrics to the model")
+    exported_step = int(session.parent.data.tags.get("exported_step", 0))
+    session.log_metrics(
+        tracking.row_figures(top, str(results.get("features"))),
+        step=exported_step,
+        run_id=info["run_id"],
+        what="log the figures to the train run",
+    )
 
 
 def _register(
