@@ -204,6 +204,7 @@ ModelOpt = Annotated[
         "a logged-model id (m-...), or a local .keras file. Default: models:/<mlflow.registered_model>@champion.",
     ),
 ]
+ModelParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Where the default model name is read from.")]
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Replace an existing output.")]
 TruncationOpt = Annotated[
     float | None,
@@ -274,9 +275,7 @@ def generate(
     label: LabelOpt = None,
     scale: ScaleOpt = 0,
     force: ForceOpt = False,
-    params: Annotated[Path, typer.Option("--params", "-p", help="Where the default model name is read from.")] = Path(
-        "params.yaml"
-    ),
+    params: ModelParamsOpt = Path("params.yaml"),
 ) -> None:
     """Draw images from a trained or registered generator into a grid PNG, a folder of PNGs or an .npz."""
     _quiet_mlflow()
@@ -312,9 +311,7 @@ def interpolate(
     scale: ScaleOpt = 0,
     label: LabelOpt = None,
     force: ForceOpt = False,
-    params: Annotated[Path, typer.Option("--params", "-p", help="Where the default model name is read from.")] = Path(
-        "params.yaml"
-    ),
+    params: ModelParamsOpt = Path("params.yaml"),
 ) -> None:
     """A spherical latent walk between seeds: the image of each seed is the first of `generate --seed`."""
     _quiet_mlflow()
