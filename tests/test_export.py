@@ -6,10 +6,11 @@ A table of hand-made curves, away from any model or store; the noise from halves
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 
-from resgan.gan.export import NOISE_MULTIPLE, choose_export, fid_spread
+from resgan.gan.export import NOISE_MULTIPLE, choose_export, decide, describe, exported, fid_spread
 
 
 def test_the_spread_of_two_fids_is_the_rms_halves_gap_over_root_two():
@@ -67,3 +68,50 @@ def test_the_record_gives_both_figures_the_noise_and_the_reason():
     }
     with pytest.raises(ValueError):
         choose_export([], 1.0)
+
+
+def _tracker(rows, trusted=True, best_step=500):
+    """What the train stage's decision reads of a FidTracker: its rows, key, noise, extractor and kept best."""
+    return SimpleNamespace(
+        history=[{"step": s, "fid_classifier": f} for s, f in rows],
+        key="fid_classifier",
+        noise=1.0,
+        score=SimpleNamespace(extractor=SimpleNamespace(trusted=trusted)),
+        best=None if best_step is None else {"step": best_step, "fid_classifier": 30.0},
+    )
+
+
+REAL_BEST = [(250, 45.0), (500, 30.0), (750, 33.0), (1000, 38.0)]  # 38 - 30 = 8 > 2 x 1.0: the best wins
+
+
+@pytest.mark.parametrize(
+    ("export", "trusted", "best_step", "which", "step", "but"),
+    [
+        ("best", True, 500, "best", 500, ""),
+        ("last", True, 500, "last", 1000, ", but train.export is last"),
+        ("best", False, 500, "last", 1000, ", but the features failed their fitness check"),
+        ("best", True, None, "last", 1000, ", but the best step's generator was not kept"),
+        ("best", True, 750, "last", 1000, ", but the best step's generator was not kept"),
+    ],
+)
+def test_the_stage_exports_the_best_only_when_asked_trusted_and_kept(export, trusted, best_step, which, step, but):
+    decision = decide(_tracker(REAL_BEST, trusted, best_step), export, 1000)
+    assert (decision.which, decision.step, decision.best_step, decision.last_fid) == (which, step, 500, 38.0)
+    assert decision.reason.endswith("by more than 2 x its noise 1" + but)
+    assert exported(decision, 1000) == (which, step, f"{which} step exported: {decision.reason}")
+    assert decision.figures("fid_classifier") == {
+        "fid_classifier_best": 30.0,
+        "best_step": 500,
+        "fid_classifier_last": 38.0,
+        "fid_noise": 1.0,
+        "export": decision.record(),
+    }
+
+
+def test_without_a_measurement_of_the_last_step_the_last_step_is_exported_without_a_reason():
+    assert decide(None, "best", 1000) is None
+    assert decide(_tracker(REAL_BEST[:3]), "best", 1000) is None  # stopped before measuring step 1000
+    assert exported(None, 1000) == ("last", 1000, "")
+    assert describe(None, 1000) == "step 1000's"
+    best = decide(_tracker(REAL_BEST), "best", 1000)
+    assert describe(best, 1000) == f"the best FID's, step 500; best step exported: {best.reason}"

@@ -172,11 +172,11 @@ class RunRecord:
     def from_checkpoint(cls, folder: Path, gan, clean_up: bool = True) -> RunRecord:
         """Restore ``gan`` from the latest checkpoint in ``folder`` (see :func:`resume`), ADA's augmentation
         probability with it; the run's state at the restored step (step 0 without a checkpoint)."""
-        step, record = resume(folder, gan, clean_up=clean_up)
-        state = cls.load(folder, step, record)
-        if gan.train_params.ada_target and state.ada_p is not None:  # ADA goes on from where it was
-            gan.ada_p.assign(float(state.ada_p))
-        return state
+        step, found = resume(folder, gan, clean_up=clean_up)
+        run = cls.load(folder, step, found)
+        if gan.train_params.ada_target and run.ada_p is not None:  # ADA goes on from where it was
+            gan.ada_p.assign(float(run.ada_p))
+        return run
 
     @property
     def run_file(self) -> Path:
