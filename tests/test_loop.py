@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import mlflow
@@ -18,6 +19,8 @@ from PIL import Image
 from resgan import files, tracking
 from resgan.gan import checkpoint
 from resgan.gan.loop import (
+    FID_SEED_OFFSET,
+    GRID_SEED_OFFSET,
     Callback,
     Checkpointer,
     DivergenceCheck,
@@ -29,6 +32,7 @@ from resgan.gan.loop import (
     TimeBudget,
     fit,
     metric_names,
+    stage_callbacks,
 )
 from resgan.gan.trainer import GAN, Shapes, export_generator
 from resgan.metrics.distances import fid
@@ -542,3 +546,47 @@ def test_every_step_figure_of_a_real_gan_reaches_the_callbacks(eager):
     figures = log[1][3]
     assert set(figures) == {"loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g"}
     assert all(math.isfinite(v) for v in figures.values()) and int(gan.step.numpy()) == 1
+
+
+class KeyedScore:
+    """Stands in for FidScore where only the callbacks' wiring is tested: its key, never called."""
+
+    key = "fid_classifier"
+
+    def __call__(self, images):
+        raise AssertionError("not measured in this test")
+
+
+def test_the_stage_callbacks_run_in_order_and_only_the_chief_draws_measures_and_checkpoints(tmp_path):
+    gan = make_gan()
+    tp = gan.train_params
+    plan = SimpleNamespace(train=tp, key="key-1", shapes=gan.shapes)
+    record = checkpoint.RunRecord(tmp_path, history=[{"step": 1, "loss_d": 0.5}])
+    worker = stage_callbacks(plan, gan, record, None, KeyedScore(), grid=4, retries=0)
+    assert [type(c) for c in worker.all] == [DivergenceCheck, MetricsLogger, ProgressBar] and worker.fid is None
+    assert worker.metrics is worker.all[1] and worker.metrics.history == record.history
+    assert worker.state() == {
+        "run_id": None,
+        "history": record.history,
+        "key": "key-1",
+        "fid_history": [],
+        "ada_p": 1.0,
+    }
+
+    chief = stage_callbacks(plan, gan, record, tracking.BufferedLogger("run-1"), KeyedScore(), grid=4, retries=0)
+    kinds = [DivergenceCheck, MetricsLogger, ProgressBar, SampleGrid, FidTracker, Checkpointer]
+    assert [type(c) for c in chief.all] == kinds and chief.fid is chief.all[4]
+    grid, fid_tracker, checkpointer = chief.all[3:]
+    # the grid's latents are seed train.seed + 1, FID over training's train.seed + 2
+    assert np.array_equal(grid.latents, latents(4, gan.model_params.latent_dim, tp.seed + GRID_SEED_OFFSET))
+    assert np.array_equal(
+        fid_tracker.latents, latents(tp.eval_num, gan.model_params.latent_dim, tp.seed + FID_SEED_OFFSET)
+    )
+    assert (fid_tracker.every, fid_tracker.folder, checkpointer.every) == (tp.eval_every, tmp_path, tp.checkpoint_every)
+    assert checkpointer.record() == chief.state() and chief.state()["run_id"] == "run-1"
+    no_fid = stage_callbacks(plan, gan, record, tracking.BufferedLogger("run-1"), None, grid=4, retries=0)
+    assert [type(c) for c in no_fid.all] == [DivergenceCheck, MetricsLogger, ProgressBar, SampleGrid, Checkpointer]
+
+    figures = worker.figures(0, 0, 1.0)  # nothing trained, no FID: the last step (0) is the exported one
+    assert figures["precision"] == tp.precision and figures["stopped_by_budget"] is False
+    assert figures["exported_step"] == 0 and "fid_seconds" not in figures
