@@ -101,7 +101,7 @@ def _params(sizes: Sizes, model: dict | None = None, train: dict | None = None):
     """The project's params.yaml with the run's overrides, as typed Params."""
     import yaml
 
-    from resgan.config import parse_params
+    from resgan.config import parse_params, resolve_width
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     for section, values in (
@@ -110,6 +110,8 @@ def _params(sizes: Sizes, model: dict | None = None, train: dict | None = None):
         ("evaluate", sizes.evaluate),
     ):
         raw.setdefault(section, {}).update(values)
+    # model.width: auto as the train stage's plan settles it for these digits (the networks are built here)
+    raw["model"]["width"] = resolve_width(raw["model"]["width"], raw["prepare"]["image_size"], sizes.train_images)
     return parse_params(raw)
 
 

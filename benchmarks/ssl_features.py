@@ -109,13 +109,13 @@ def _watch_checkpoints(folder: Path, keep: Path, stop: threading.Event) -> None:
 
 
 def _ema_images(checkpoint: Path, params_path: Path, num: int, seed: int) -> np.ndarray:
-    from resgan.config import load_params
+    from resgan.config import load_params, resolve_width
     from resgan.nn.networks import build_generator
 
     p = load_params(params_path)
     generator = build_generator(
         p.model.latent_dim,
-        p.model.width,
+        resolve_width(p.model.width, p.prepare.image_size, 60_000),  # the digits' width, as the train stage settled it
         p.prepare.image_size,
         p.prepare.channels,
         p.model.blocks_per_resolution,

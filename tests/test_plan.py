@@ -6,6 +6,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -227,3 +228,62 @@ def test_planning_imports_neither_tensorflow_nor_mlflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _data(images: int, size: int, classes: int = 0) -> DataSummary:
+    return DataSummary(images=images, image_size=size, channels=1, classes=classes)
+
+
+# (case, data) -> model.width: auto's value; the digits (60,000 at 32x32) keep the 48 they always had.
+WIDTHS = [
+    ("the digits: 60,000 at 32x32", _data(54_000, 32, 10), 48),
+    ("400 digits at 32x32", _data(400, 32, 10), 48),
+    ("a few hundred faces at 64x64", _data(342, 64, 38), 32),
+    ("a few thousand at 64x64", _data(4_999, 64), 32),
+    ("5,000 at 64x64: not small", _data(5_000, 64), 48),
+    ("a few hundred at 128x128", _data(300, 128), 32),
+]
+
+
+@pytest.mark.parametrize("case, data, want", WIDTHS, ids=[case[0] for case in WIDTHS])
+def test_width_auto_is_narrow_for_a_few_thousand_images_of_64x64(case, data, want):
+    p = plan(tiny_params(model={"width": "auto"}), data)
+    assert p.model.width == p.params["model.width"] == want
+    assert str(data.images) in p.choices["model.width"].reason
+    # A number is kept whatever the data.
+    assert plan(tiny_params(model={"width": 40}), data).model.width == 40
+
+
+# (case, train params) -> train.steps: auto's value; the digits' dvc repro (no time budget) keeps 1,500.
+STEPS = [
+    ("no time budget: 1,500", {"steps": "auto", "max_minutes": 0}, 1500),
+    ("10 minutes: the minutes end the run", {"steps": "auto", "max_minutes": 10}, 10_000_000),
+    ("a number is kept under a budget", {"steps": 700, "max_minutes": 10}, 700),
+]
+
+
+@pytest.mark.parametrize("case, train, want", STEPS, ids=[case[0] for case in STEPS])
+def test_steps_auto_leaves_a_time_budget_to_end_the_run(case, train, want):
+    p = plan(tiny_params(train=train), LABELLED)
+    assert p.train.steps == p.params["train.steps"] == want
+    assert ("train.steps" in p.choices) == (train["steps"] == "auto")
+    assert f"{want:,} steps of 8 images" in p.describe()
+
+
+def test_the_digits_plan_is_the_one_they_had_before_width_and_steps_were_auto():
+    """The project's params.yaml on the built-in digits (54,000 training images of 32x32, 10 classes, no
+    time budget) settles to width 48 and 1,500 steps: the same checkpoint key as those numbers written in."""
+    from resgan.config import load_params
+
+    digits = DataSummary(images=54_000, image_size=32, channels=1, data_hash="mnist", classes=10, accelerator="cpu")
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    assert (params.model.width, params.train.steps) == ("auto", "auto")
+    p = plan(params, digits)
+    assert (p.model.width, p.train.steps) == (48, 1500)
+    written = params.model_copy(
+        update={
+            "model": params.model.model_copy(update={"width": 48}),
+            "train": params.train.model_copy(update={"steps": 1500}),
+        }
+    )
+    assert plan(written, digits).key == p.key

@@ -18,7 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from resgan.config import SMALL_DATA, ModelParams, TrainParams, resolve_diffaugment
+from resgan.config import (
+    SMALL_DATA,
+    ModelParams,
+    TrainParams,
+    resolve_diffaugment,
+    resolve_steps,
+    resolve_width,
+)
 from resgan.errors import ResganError
 from resgan.gan.clusters import MIN_PER_CLUSTER, cluster_count
 
@@ -155,6 +162,29 @@ def settle_diffaugment(model: ModelParams, train: TrainParams, data: DataSummary
     return Choice(policy, why)
 
 
+def settle_steps(model: ModelParams, train: TrainParams, data: DataSummary) -> Choice | None:
+    """``auto``: 1500 steps, or with ``train.max_minutes`` set as many as the minutes allow (see
+    :func:`resgan.config.resolve_steps`)."""
+    if train.steps != "auto":
+        return None
+    steps = resolve_steps("auto", train.max_minutes)
+    if train.max_minutes:
+        return Choice(steps, f"train.max_minutes={train.max_minutes:g} ends the run")
+    return Choice(steps, "no time budget (train.max_minutes: 0)")
+
+
+def settle_width(model: ModelParams, train: TrainParams, data: DataSummary) -> Choice | None:
+    """``auto``: narrow nets for a few thousand images of 64x64 and more, else the digits' 48 (see
+    :func:`resgan.config.resolve_width`)."""
+    if model.width != "auto":
+        return None
+    width = resolve_width("auto", data.image_size, data.images)
+    size = f"{data.images} training images of {data.image_size}x{data.image_size}"
+    if width < resolve_width("auto", 0, 0):
+        return Choice(width, f"{size}: a narrower net trains twice the images a second, more steps in a budget")
+    return Choice(width, f"{size}{'' if data.image_size >= 64 else ' (below 64x64)'}, not a few thousand at 64x64")
+
+
 def settle_precision(model: ModelParams, train: TrainParams, data: DataSummary) -> Choice | None:
     """``auto`` on a known device (see :func:`precision_for`); left ``auto`` until TensorFlow has started."""
     if train.precision != "auto" or data.accelerator is None:
@@ -176,6 +206,8 @@ def precision_for(accelerator: str) -> Choice:
 
 Settler = Callable[[ModelParams, TrainParams, DataSummary], "Choice | None"]
 SETTLERS: list[tuple[str, Settler]] = [
+    ("model.width", settle_width),
+    ("train.steps", settle_steps),
     ("model.self_condition", settle_self_condition),
     ("model.conditional", settle_conditional),
     ("train.diffaugment", settle_diffaugment),
