@@ -170,7 +170,7 @@ def settle_steps(model: ModelParams, train: TrainParams, data: DataSummary) -> C
     steps = resolve_steps("auto", train.max_minutes)
     if train.max_minutes:
         return Choice(steps, f"train.max_minutes={train.max_minutes:g} ends the run")
-    return Choice(steps, "no time budget (train.max_minutes: 0)")
+    return Choice(steps, "no time budget: train.max_minutes is 0")
 
 
 def settle_width(model: ModelParams, train: TrainParams, data: DataSummary) -> Choice | None:
@@ -181,8 +181,8 @@ def settle_width(model: ModelParams, train: TrainParams, data: DataSummary) -> C
     width = resolve_width("auto", data.image_size, data.images)
     size = f"{data.images} training images of {data.image_size}x{data.image_size}"
     if width < resolve_width("auto", 0, 0):
-        return Choice(width, f"{size}: a narrower net trains twice the images a second, more steps in a budget")
-    return Choice(width, f"{size}{'' if data.image_size >= 64 else ' (below 64x64)'}, not a few thousand at 64x64")
+        return Choice(width, f"{size}, fewer than {SMALL_DATA} of 64x64 or more: about twice the steps of 48 a minute")
+    return Choice(width, f"{size}, not fewer than {SMALL_DATA} of 64x64 or more")
 
 
 def settle_precision(model: ModelParams, train: TrainParams, data: DataSummary) -> Choice | None:
