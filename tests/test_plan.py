@@ -234,9 +234,9 @@ def _data(images: int, size: int, classes: int = 0) -> DataSummary:
     return DataSummary(images=images, image_size=size, channels=1, classes=classes)
 
 
-# (case, data) -> model.width: auto's value; the digits (60,000 at 32x32) keep the 48 they always had.
+# (case, data) -> model.width: auto's value; the built-in digits (9,000 at 32x32) keep the 48 they always had.
 WIDTHS = [
-    ("the digits: 60,000 at 32x32", _data(54_000, 32, 10), 48),
+    ("the built-in digits: 9,000 at 32x32", _data(9_000, 32, 10), 48),
     ("400 digits at 32x32", _data(400, 32, 10), 48),
     ("a few hundred faces at 64x64", _data(342, 64, 38), 32),
     ("a few thousand at 64x64", _data(4_999, 64), 32),
@@ -271,11 +271,11 @@ def test_steps_auto_leaves_a_time_budget_to_end_the_run(case, train, want):
 
 
 def test_the_digits_plan_is_the_one_they_had_before_width_and_steps_were_auto():
-    """The project's params.yaml on the built-in digits (54,000 training images of 32x32, 10 classes, no
+    """The project's params.yaml on the built-in digits (9,000 training images of 32x32, 10 classes, no
     time budget) settles to width 48 and 1,500 steps: the same checkpoint key as those numbers written in."""
     from resgan.config import load_params
 
-    digits = DataSummary(images=54_000, image_size=32, channels=1, data_hash="mnist", classes=10, accelerator="cpu")
+    digits = DataSummary(images=9_000, image_size=32, channels=1, data_hash="mnist", classes=10, accelerator="cpu")
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     assert (params.model.width, params.train.steps) == ("auto", "auto")
     p = plan(params, digits)
