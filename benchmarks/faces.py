@@ -2,7 +2,7 @@
 
     make bench-faces                                   # = python -m benchmarks.faces  (about 2 h on 2 cores)
     python -m benchmarks.faces --only subset_labelled  # one case (the others' results are kept)
-    python -m benchmarks.faces --set subset_flat:model.width=32 --only subset_flat   # try a change
+    python -m benchmarks.faces --set subset_flat:model.width=48 --only subset_flat   # try a change
     python -m benchmarks.faces --quick --faces DIR     # smoke run: 0.2 minutes, 200 samples
 
 Data: the cropped Extended Yale B faces (``--faces`` or ``RESGAN_FACES``: a folder of one sub-folder of
