@@ -58,3 +58,19 @@ def make_project(repo: Path, overrides: dict[str, dict], env: dict[str, str]) ->
     ):
         run(args, repo, env)
     return repo
+
+
+def train_paths(root: Path, data: Path | None = None, **other: Path):
+    """The train stage's paths as dvc.yaml lays them out below ``root`` (the data in ``data/prepared``
+    unless ``data``); ``other`` replaces any of them (``classifier=``, ``fid=``: off unless given)."""
+    from resgan.stages.train import TrainPaths
+
+    layout = {
+        "params": root / "params.yaml",
+        "data": data or root / "data" / "prepared",
+        "models": root / "models",
+        "checkpoints": root / "checkpoints",
+        "metrics": root / "metrics" / "train.json",
+        "plots": root / "plots" / "train.csv",
+    }
+    return TrainPaths(**{**layout, **other})

@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 import yaml
 from conftest import tiny_params
+from project import train_paths
 
 from resgan.data.pipeline import TrainData, train_dataset
 from resgan.errors import ResganError
@@ -215,17 +216,7 @@ def train_in(root: Path, params, monkeypatch) -> dict[str, Path]:
     paths = make_project(root, params)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
     monkeypatch.chdir(root)
-    train.run(
-        params,
-        train.TrainPaths(
-            params=paths["params"],
-            data=paths["data"],
-            models=paths["models"],
-            checkpoints=root / "checkpoints",
-            metrics=root / "metrics" / "train.json",
-            plots=root / "plots" / "train.csv",
-        ),
-    )
+    train.run(params, train_paths(root))
     return paths
 
 
@@ -380,15 +371,5 @@ def test_the_train_stage_resolves_conditional_auto_from_the_labels(tmp_path, mon
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
     monkeypatch.chdir(root)
-    train.run(
-        params,
-        train.TrainPaths(
-            params=paths["params"],
-            data=paths["data"],
-            models=paths["models"],
-            checkpoints=root / "checkpoints",
-            metrics=root / "metrics" / "train.json",
-            plots=root / "plots" / "train.csv",
-        ),
-    )
+    train.run(params, train_paths(root))
     assert num_classes(load_generator(paths["models"] / "generator.keras")) == 0

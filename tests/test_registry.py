@@ -25,6 +25,7 @@ import yaml
 from conftest import tiny_params
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from project import train_paths
 
 from resgan import model_registry, serving
 from resgan.errors import ResganError
@@ -32,7 +33,6 @@ from resgan.loading import load_generator
 from resgan.nn.networks import build_generator
 from resgan.sampling import generate_images, latents
 from resgan.serving import decode_png
-from resgan.stages.train import TrainPaths
 from resgan.stages.train import run as train
 
 pytestmark = pytest.mark.slow  # a store built by real training runs
@@ -88,14 +88,7 @@ def _build(root: Path, uri: str) -> Store:
     params_path.write_text("{}\n")
     train(
         tiny_params(),
-        TrainPaths(
-            params=params_path,
-            data=data,
-            models=root / "models",
-            checkpoints=root / "checkpoints",
-            metrics=root / "metrics" / "train.json",
-            plots=root / "plots" / "train.csv",
-        ),
+        train_paths(root, data),
     )
     info = json.loads((root / "models" / "mlflow_run.json").read_text())
 

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from conftest import tiny_params
 from PIL import Image
+from project import train_paths
 
 from resgan.config import ParamsError, parse_params
 from resgan.data import pipeline, prepared, shards
@@ -364,14 +365,7 @@ def run_train(root: Path, params, data: Path) -> dict:
 
     return train.run(
         params,
-        train.TrainPaths(
-            root / "params.yaml",
-            data,
-            root / "models",
-            root / "checkpoints",
-            root / "metrics" / "train.json",
-            root / "plots" / "train.csv",
-        ),
+        train_paths(root, data),
     )
 
 

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from conftest import tiny_params
 from PIL import Image
+from project import train_paths
 
 from resgan.config import Params
 from resgan.gan import checkpoint
@@ -67,14 +68,7 @@ def make_project(root: Path, params: Params) -> SimpleNamespace:
 def run_stage(project: SimpleNamespace, params: Params) -> dict:
     return train.run(
         params,
-        train.TrainPaths(
-            params=project.params_path,
-            data=project.data,
-            models=project.models,
-            checkpoints=project.checkpoints,
-            metrics=project.metrics,
-            plots=project.plots,
-        ),
+        train_paths(project.root, project.data),
     )
 
 
@@ -531,13 +525,9 @@ def test_fid_over_training_is_logged_and_the_best_generator_is_exported(tmp_path
     curve_path = tmp_path / "plots" / "fid.csv"
     figures = train.run(
         params,
-        train.TrainPaths(
-            params=project.params_path,
-            data=project.data,
-            models=project.models,
-            checkpoints=project.checkpoints,
-            metrics=project.metrics,
-            plots=project.plots,
+        train_paths(
+            project.root,
+            project.data,
             classifier=tmp_path / "classifier.keras",
             fid=curve_path,
         ),
