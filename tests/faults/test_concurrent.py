@@ -8,17 +8,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import threading
 import time
 from pathlib import Path
 
-import mlflow
-import numpy as np
 import pytest
 from mlflow import MlflowClient
 from project import make_project, project_env, run
+from registrations import register_at_once
 
-from resgan import model_registry, tracking
+from resgan import model_registry
 
 TINY = {
     "prepare": {"image_size": 16, "max_images": 300},
@@ -147,35 +145,9 @@ def test_concurrent_registrations_keep_candidate_newest_and_champion_best(seed):
     processes: the rows and the lock file they contend for are the same). Registered one after another,
     the rules give: candidate = the newest version, champion = the best FID. Concurrently, unserialized,
     they did not (an alias insert collided, or champion was decided from a stale one)."""
-    experiment_id = tracking.setup("race")
-    with mlflow.start_run(experiment_id=experiment_id):
-        uris = []
-        for _ in range(8):  # LoggedModels without files are enough to register
-            model = mlflow.initialize_logged_model(name="generator")
-            MlflowClient().finalize_logged_model(model.model_id, "READY")
-            uris.append(model.model_uri)
-    fids = [float(x) for x in np.random.default_rng(seed).permutation(np.arange(10, 90, 10))]
-    barrier, errors = threading.Barrier(len(uris)), []
-
-    def register(i: int) -> None:
-        barrier.wait()
-        try:
-            model_registry.register(
-                uris[i],
-                "race",
-                "fid",
-                "fid_classifier",
-                {"fid_classifier": fids[i]},
-                {"feature_extractor": "classifier", model_registry.EXTRACTOR_TAG: "classifier:1"},
-            )
-        except Exception as error:  # noqa: BLE001 (reported below)
-            errors.append(repr(error))
-
-    threads = [threading.Thread(target=register, args=(i,)) for i in range(len(uris))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    fids, errors = register_at_once(
+        seed, {"feature_extractor": "classifier", model_registry.EXTRACTOR_TAG: "classifier:1"}, timeout=120
+    )
     assert errors == []
     client = MlflowClient()
     versions = client.search_model_versions("name='race'")

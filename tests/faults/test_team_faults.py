@@ -154,44 +154,14 @@ def test_eight_registrations_at_once_on_the_server_keep_versions_apart_and_champ
     """Eight ``evaluate`` registrations at the same moment (threads) through the PostgreSQL-backed server,
     where no file lock can serialize them: every version gets its own number, and champion ends on the best
     FID, as registered one after another."""
-    import threading
-
     import mlflow
-    import numpy as np
+    from registrations import register_at_once
 
-    from resgan import model_registry, tracking
+    from resgan import model_registry
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", team_server.uri)
     mlflow.set_tracking_uri(team_server.uri)
-    experiment_id = tracking.setup("race")
-    with mlflow.start_run(experiment_id=experiment_id):
-        uris = []
-        for _ in range(8):  # LoggedModels without files are enough to register
-            model = mlflow.initialize_logged_model(name="generator")
-            MlflowClient().finalize_logged_model(model.model_id, "READY")
-            uris.append(model.model_uri)
-    fids = [float(x) for x in np.random.default_rng(0).permutation(np.arange(10, 90, 10))]
-    barrier, errors = threading.Barrier(len(uris)), []
-
-    def register(i: int) -> None:
-        barrier.wait()
-        try:
-            model_registry.register(
-                uris[i],
-                "race",
-                "fid",
-                "fid_classifier",
-                {"fid_classifier": fids[i]},
-                {model_registry.EXTRACTOR_TAG: "classifier:1"},
-            )
-        except Exception as error:  # noqa: BLE001 (reported below)
-            errors.append(repr(error))
-
-    threads = [threading.Thread(target=register, args=(i,)) for i in range(len(uris))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
+    fids, errors = register_at_once(0, {model_registry.EXTRACTOR_TAG: "classifier:1"}, timeout=300)
     assert errors == []
     client = MlflowClient(tracking_uri=team_server.uri)
     versions = client.search_model_versions("name = 'race'")
