@@ -43,7 +43,18 @@ from typing import Any
 import numpy as np
 import yaml
 
-from benchmarks.quality import RESULTS, ROOT, _command, _env, _git_commit, _shown, _value, log, train_run
+from benchmarks.quality import (
+    RESULTS,
+    ROOT,
+    _command,
+    _env,
+    _git_commit,
+    _shown,
+    _value,
+    classifier_args,
+    log,
+    train_run,
+)
 
 IMAGES, MINUTES, PER_PERSON = 48_000, 10.0, 10
 CASES = {
@@ -196,18 +207,7 @@ def run_case(
     if not extractor_path.exists():
         log(f"{name}: classifier stage (the domain classifier, else the self-supervised encoder)")
         _command(
-            [
-                "resgan",
-                "classifier",
-                "--params",
-                "params.yaml",
-                "--data",
-                str(data),
-                "--out",
-                str(extractor_path),
-                "--metrics",
-                str(case_dir / "classifier_figures.json"),
-            ],
+            classifier_args(data, extractor_path, case_dir / "classifier_figures.json"),
             env,
             case_dir,
         )

@@ -53,6 +53,7 @@ from benchmarks.quality import (
     _env,
     _git_commit,
     _shown,
+    classifier_args,
     log,
     params_for,
     picture,
@@ -144,18 +145,7 @@ def train_scorer(
         (work / "scorer.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
         log(f"scorer: the domain classifier ({scorer['epochs']} epochs, {scorer['augment'] or 'no augmentation'})")
         timed = _timed(
-            [
-                "resgan",
-                "classifier",
-                "--params",
-                "scorer.yaml",
-                "--data",
-                str(data),
-                "--out",
-                str(model),
-                "--metrics",
-                str(figures),
-            ],
+            classifier_args(data, model, figures, "scorer.yaml"),
             env,
             work,
         )

@@ -187,6 +187,22 @@ def _command(args: list[str], env: dict[str, str], cwd: Path) -> str:
     return done.stdout
 
 
+def classifier_args(data: Path | str, out: Path | str, metrics: Path | str, params: str = "params.yaml") -> list[str]:
+    """``resgan classifier`` on ``data``: the extractor written to ``out``, its fitness figures to ``metrics``."""
+    return [
+        "resgan",
+        "classifier",
+        "--params",
+        params,
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--metrics",
+        str(metrics),
+    ]
+
+
 def params_for(
     config: dict[str, dict], mnist: Path, minutes: float, overrides: list[str], data: dict[str, Any] = DATA
 ) -> dict[str, Any]:
@@ -233,18 +249,7 @@ def unlabelled(data: Path, work: Path, env: dict[str, str]) -> tuple[Path, Path]
     if not encoder.exists():
         log("classifier (no labels): the self-supervised encoder, params.yaml's defaults")
         _command(
-            [
-                "resgan",
-                "classifier",
-                "--params",
-                "params.yaml",
-                "--data",
-                str(copy),
-                "--out",
-                str(encoder),
-                "--metrics",
-                str(work / "ssl_figures.json"),
-            ],
+            classifier_args(copy, encoder, work / "ssl_figures.json"),
             env,
             work,
         )
@@ -464,18 +469,7 @@ def main(argv: list[str] | None = None) -> None:
             if not classifier.exists():
                 log("classifier: the domain classifier for the scores")
                 _command(
-                    [
-                        "resgan",
-                        "classifier",
-                        "--params",
-                        "params.yaml",
-                        "--data",
-                        str(data),
-                        "--out",
-                        str(classifier),
-                        "--metrics",
-                        str(work / "classifier.json"),
-                    ],
+                    classifier_args(data, classifier, work / "classifier.json"),
                     env,
                     work,
                 )
@@ -636,18 +630,7 @@ def small_case(
     if not scorer.exists():
         log("small data: the scorer (domain classifier at 64x64)")
         _command(
-            [
-                "resgan",
-                "classifier",
-                "--params",
-                "params.yaml",
-                "--data",
-                "data",
-                "--out",
-                str(scorer),
-                "--metrics",
-                "classifier.json",
-            ],
+            classifier_args("data", scorer, "classifier.json"),
             env,
             scorer_dir,
         )
