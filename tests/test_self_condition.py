@@ -11,6 +11,7 @@ import mlflow
 import numpy as np
 import pytest
 from conftest import tiny_params
+from project import train_paths
 from test_conditional import shapes_dataset
 
 from resgan.gan.clusters import cluster_count, cluster_features
@@ -100,18 +101,7 @@ def _train(root, params, data, monkeypatch):
     from resgan.stages import train
 
     monkeypatch.chdir(root)
-    train.run(
-        params,
-        train.TrainPaths(
-            params=root / "params.yaml",
-            data=data,
-            models=root / "models",
-            checkpoints=root / "checkpoints",
-            metrics=root / "metrics.json",
-            plots=root / "plots.csv",
-            classifier=root / "classifier.keras",
-        ),
-    )
+    train.run(params, train_paths(root, data, classifier=root / "classifier.keras"))
     run_id = json.loads((root / "models" / "mlflow_run.json").read_text())["run_id"]
     return load_generator(root / "models" / "generator.keras"), mlflow.MlflowClient().get_run(run_id).data.params
 
