@@ -21,7 +21,7 @@ from resgan.data.pipeline import TrainData, train_dataset
 from resgan.errors import ResganError
 from resgan.gan.trainer import GAN, Shapes
 from resgan.loading import load_generator, num_classes
-from resgan.nn.networks import build_discriminator, build_generator
+from resgan.nn.networks import CLASS_EMBEDDING, build_discriminator, build_generator
 from resgan.sampling import class_labels, model_inputs
 
 CLASSES = 3
@@ -99,30 +99,74 @@ def test_spectral_norm_wraps_the_class_embedding_too():
     assert isinstance(d.get_layer("projection").embed, keras.layers.SpectralNormalization)
 
 
+def test_class_norm_scales_and_shifts_each_examples_batch_norm_by_its_labels_rows(tmp_path):
+    """``class_norm``: a block's BN output is ``normalized * scale[label] + offset[label]``, computed
+    here by hand from the block's own tables; it survives saving in the ``.keras`` format."""
+    from resgan.nn.layers import UpBlock
+
+    block = UpBlock(4, upsample=False, num_classes=CLASSES)
+    x = np.random.default_rng(2).standard_normal((3, 4, 4, 4)).astype("float32")
+    labels = np.array([2, 0, 1], dtype=np.int32)
+    block([x, labels])
+    rng = np.random.default_rng(3)
+    for table in (block.class_scale1, block.class_offset1, block.class_scale2, block.class_offset2):
+        table.assign(rng.standard_normal(table.shape).astype("float32"))
+    bn = block.bn1
+    normalized = (x - bn.moving_mean.numpy()) / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+    expected = normalized * block.class_scale1.numpy()[labels][:, None, None] + block.class_offset1.numpy()[labels][:, None, None]
+    got = block._class_affine(bn(x, training=False), labels, block.class_scale1, block.class_offset1).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert not bn.scale and not bn.center  # no shared pair beside the class rows
+
+    g = build_generator(latent_dim=8, width=8, image_size=16, channels=1, num_classes=CLASSES, class_norm=True)
+    table = g.get_layer("up_8").class_offset1
+    table.assign(rng.standard_normal(table.shape).astype("float32"))
+    z = np.repeat(rng.standard_normal((1, 8)).astype("float32"), CLASSES, axis=0)
+    images = g([z, np.arange(CLASSES, dtype=np.int32)], training=False).numpy()
+    g.get_layer(CLASS_EMBEDDING).embeddings.assign(np.zeros((CLASSES, 8), "float32"))
+    without_embedding = g([z, np.arange(CLASSES, dtype=np.int32)], training=False).numpy()
+    assert np.abs(without_embedding[0] - without_embedding[1]).max() > 1e-3  # the norms alone tell classes apart
+    g.save(tmp_path / "g.keras")
+    loaded = keras.saving.load_model(tmp_path / "g.keras", safe_mode=True)
+    np.testing.assert_array_equal(loaded([z, np.arange(CLASSES, dtype=np.int32)], training=False).numpy(), without_embedding)
+    assert num_classes(loaded) == CLASSES
+    assert images.shape == (CLASSES, 16, 16, 1)
+    plain = build_generator(latent_dim=8, width=8, image_size=16, channels=1, num_classes=CLASSES)
+    assert "num_classes" not in plain.get_layer("up_8").get_config()  # saved models without it stay as they were
+
+
 # ---- the train step ------------------------------------------------------------------------------
 
 
-def make_gan(**train) -> GAN:
-    p = tiny_params(model={"conditional": True, "spectral_norm": False}, train={"diffaugment": "", "seed": 0, **train})
+def make_gan(class_norm: bool = False, **train) -> GAN:
+    p = tiny_params(
+        model={"conditional": True, "spectral_norm": False, "class_norm": class_norm},
+        train={"diffaugment": "", "seed": 0, **train},
+    )
     keras.utils.set_random_seed(0)
     return GAN(p.model, p.train, Shapes(image_size=16, channels=1, num_classes=CLASSES))
 
 
-def test_a_step_updates_only_the_embeddings_of_the_classes_in_the_batch(eager):
+@pytest.mark.parametrize("class_norm", [False, True])
+def test_a_step_updates_only_the_embeddings_of_the_classes_in_the_batch(class_norm, eager):
     """Labels reach both networks and stay with their images: with a batch of classes 0 and 1 only,
-    class 2's rows of D's projection and of G's embedding get no gradient, so the first Adam step
-    leaves them exactly as they were, while the rows of 0 and 1 move."""
-    gan = make_gan()
+    class 2's rows of D's projection and of G's embedding (and with ``class_norm`` of every block's
+    scale and offset tables) get no gradient, so the first Adam step leaves them exactly as they
+    were, while the rows of 0 and 1 move."""
+    gan = make_gan(class_norm)
     images, labels = shapes_dataset(BATCH)
     labels = np.array([0, 1] * (BATCH // 2))
     batches = train_dataset(images, BATCH, seed=0, labels=labels)
     d_embed = gan.discriminator.get_layer("projection").embed.kernel
     g_embed = gan.generator.get_layer("class_embedding").embeddings
-    before_d, before_g = d_embed.numpy().copy(), g_embed.numpy().copy()
+    tables = [d_embed, g_embed]
+    if class_norm:
+        tables += [w for w in gan.generator.get_layer("up_8").weights if w.name.startswith("class_")]
+        assert len(tables) == 6
+    before = [t.numpy().copy() for t in tables]
     figures = {k: float(v) for k, v in gan.train_step(iter(batches)).items()}
     assert all(np.isfinite(v) for v in figures.values()), figures
-    after_d, after_g = d_embed.numpy(), g_embed.numpy()
-    for before, after in ((before_d, after_d), (before_g, after_g)):
+    for before, after in zip(before, [t.numpy() for t in tables]):
         np.testing.assert_array_equal(after[2], before[2])
         assert all(np.abs(after[c] - before[c]).max() > 0 for c in (0, 1))
 

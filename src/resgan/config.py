@@ -127,6 +127,9 @@ class ModelParams(_Section):
     # Data without labels and conditional auto: condition on this many k-means clusters of the feature
     # stage's self-supervised features (a self-conditioned GAN, Liu et al. 2020); 0: unconditional.
     self_condition: int = Field(10, ge=0, le=1000)
+    # With classes (labels or clusters): class-conditional batch norm in every G block (SNGAN, BigGAN),
+    # besides the label's embedding beside z; false: the embedding alone.
+    class_norm: bool = False
 
     @model_validator(mode="after")
     def _cap_above_widths(self) -> ModelParams:

@@ -96,25 +96,44 @@ class UpBlock(layers.Layer):
     textbook upsample-then-conv shortcut in the cheaper order: nearest upsampling copies pixels and
     a 1x1 conv acts on each pixel alone, so both orders are the same map, with 4x fewer multiply-adds.
     ``synchronized_bn``: batch statistics over all replicas of a tf.distribute strategy.
+    ``num_classes`` > 0: class-conditional batch norm (SNGAN's categorical conditional BN, de Vries et
+    al. 2017): the block is called on ``[x, label]`` and each BN's scale and offset are the label's
+    rows of two (num_classes, channels) tables, starting at 1 and 0, in place of one shared pair.
     """
 
-    def __init__(self, filters: int, upsample: bool = True, synchronized_bn: bool = False, **kwargs):
+    def __init__(
+        self, filters: int, upsample: bool = True, synchronized_bn: bool = False, num_classes: int = 0, **kwargs
+    ):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.upsample = bool(upsample)
         self.synchronized_bn = bool(synchronized_bn)
+        self.num_classes = int(num_classes)
         dtype = self.dtype_policy
-        self.bn1 = FusedBatchNormalization(synchronized=self.synchronized_bn, name="bn1", dtype=dtype)
-        self.bn2 = FusedBatchNormalization(synchronized=self.synchronized_bn, name="bn2", dtype=dtype)
+        affine = not self.num_classes  # with classes the scale and offset come from the label's rows
+        self.bn1 = FusedBatchNormalization(
+            synchronized=self.synchronized_bn, center=affine, scale=affine, name="bn1", dtype=dtype
+        )
+        self.bn2 = FusedBatchNormalization(
+            synchronized=self.synchronized_bn, center=affine, scale=affine, name="bn2", dtype=dtype
+        )
         self.up = layers.UpSampling2D(2, interpolation="nearest", name="up", dtype=dtype)
         self.conv1 = _conv(self.filters, 3, False, "conv1", dtype)
         self.conv2 = _conv(self.filters, 3, False, "conv2", dtype)
         self.shortcut_conv = None  # made in build(): it depends on the input's channel count
 
     def build(self, input_shape):
+        if self.num_classes:
+            input_shape = input_shape[0]
         n, h, w, c = input_shape
         if self.upsample or c != self.filters:
             self.shortcut_conv = _conv(self.filters, 1, False, "shortcut_conv", self.dtype_policy)
+        if self.num_classes:
+            self.class_scale1 = self.add_weight((self.num_classes, c), initializer="ones", name="class_scale1")
+            self.class_offset1 = self.add_weight((self.num_classes, c), initializer="zeros", name="class_offset1")
+            shape = (self.num_classes, self.filters)
+            self.class_scale2 = self.add_weight(shape, initializer="ones", name="class_scale2")
+            self.class_offset2 = self.add_weight(shape, initializer="zeros", name="class_offset2")
         # Build the sub-layers here so their weights exist before a saved model's weights load.
         self.bn1.build(input_shape)
         scale = 2 if self.upsample else 1
@@ -126,19 +145,32 @@ class UpBlock(layers.Layer):
             self.shortcut_conv.build(input_shape)  # it runs before the upsampling
         self.built = True
 
-    def call(self, x, training=None):
-        h = ops.relu(self.bn1(x, training=training))
+    def _class_affine(self, h, label, scale, offset):
+        """``h * scale[label] + offset[label]``, per example and channel."""
+        label = ops.cast(ops.reshape(label, (-1,)), "int32")
+        gain = ops.cast(ops.take(scale, label, axis=0), h.dtype)[:, None, None, :]
+        shift = ops.cast(ops.take(offset, label, axis=0), h.dtype)[:, None, None, :]
+        return h * gain + shift
+
+    def call(self, inputs, training=None):
+        x, label = inputs if self.num_classes else (inputs, None)
+        h = self.bn1(x, training=training)
+        if label is not None:
+            h = self._class_affine(h, label, self.class_scale1, self.class_offset1)
+        h = ops.relu(h)
         if self.upsample:
             h = self.up(h)
-        h = self.conv1(h)
-        h = self.conv2(ops.relu(self.bn2(h, training=training)))
+        h = self.bn2(self.conv1(h), training=training)
+        if label is not None:
+            h = self._class_affine(h, label, self.class_scale2, self.class_offset2)
+        h = self.conv2(ops.relu(h))
         shortcut = x if self.shortcut_conv is None else self.shortcut_conv(x)
         if self.upsample:
             shortcut = self.up(shortcut)
         return shortcut + h
 
     def compute_output_shape(self, input_shape):
-        n, h, w, _ = input_shape
+        n, h, w, _ = input_shape[0] if self.num_classes else input_shape
         scale = 2 if self.upsample else 1
         return (n, h * scale if h else None, w * scale if w else None, self.filters)
 
@@ -146,6 +178,8 @@ class UpBlock(layers.Layer):
         config = {**super().get_config(), "filters": self.filters, "upsample": self.upsample}
         if self.synchronized_bn:  # only when set: configs of saved models stay as they were
             config["synchronized_bn"] = True
+        if self.num_classes:
+            config["num_classes"] = self.num_classes
         return config
 
 

@@ -69,11 +69,14 @@ def build_generator(
     width_growth: float = 1.0,
     max_width: int = 0,
     num_classes: int = 0,
+    class_norm: bool = False,
 ) -> keras.Model:
     """The generator: latents (N, latent_dim) -> images (N, image_size, image_size, channels) in [-1, 1], float32.
 
     With ``num_classes`` > 0 its inputs are ``[z, label]`` (``label`` int32 of shape (N,), 0..K-1):
-    the Dense layer reads ``z`` concatenated with the label's ``latent_dim``-wide embedding.
+    the Dense layer reads ``z`` concatenated with the label's ``latent_dim``-wide embedding, and with
+    ``class_norm`` every block's batch norms take their scale and offset from the label too
+    (class-conditional batch norm, as SNGAN's and BigGAN's generators; :class:`UpBlock`).
 
     Dense -> 4x4 -> one upsampling UpBlock per doubling (plus ``blocks_per_resolution - 1``
     same-size blocks after each) -> BN -> ReLU -> Conv3x3 -> tanh. Each block has the channels of
@@ -88,6 +91,7 @@ def build_generator(
     widths = level_widths(width, steps, width_growth, max_width)
     z = keras.Input((latent_dim,), name="z")
     inputs, x = z, z
+    norm_classes = num_classes if class_norm else 0
     if num_classes:
         label = keras.Input((), dtype="int32", name="label")
         embedded = layers.Embedding(num_classes, latent_dim, name=CLASS_EMBEDDING)(label)
@@ -96,9 +100,13 @@ def build_generator(
     x = layers.Reshape((4, 4, widths[steps]), name="reshape")(x)
     for step in range(steps):
         size, filters = 8 << step, widths[steps - 1 - step]
-        x = UpBlock(filters, synchronized_bn=synchronized_bn, name=f"up_{size}")(x)
-        for extra in range(1, blocks_per_resolution):
-            x = UpBlock(filters, upsample=False, synchronized_bn=synchronized_bn, name=f"up_{size}_{extra}")(x)
+        blocks = [UpBlock(filters, synchronized_bn=synchronized_bn, num_classes=norm_classes, name=f"up_{size}")]
+        blocks += [
+            UpBlock(filters, False, synchronized_bn, num_classes=norm_classes, name=f"up_{size}_{extra}")
+            for extra in range(1, blocks_per_resolution)
+        ]
+        for block in blocks:
+            x = block([x, label] if norm_classes else x)
     x = FusedBatchNormalization(synchronized=synchronized_bn, name="bn_out")(x)
     x = layers.ReLU(name="relu_out")(x)
     x = layers.Conv2D(channels, 3, padding="same", name="conv_out")(x)
@@ -173,6 +181,7 @@ def generator_from_params(
         width_growth=model.width_growth,
         max_width=model.max_width,
         num_classes=num_classes if model.conditional else 0,
+        class_norm=model.class_norm,
     )
 
 
