@@ -176,6 +176,22 @@ def draw_run(name: str, generator, num: int) -> tuple[np.ndarray, np.ndarray]:
     return generate_images(generator, z, labels, batch_size=500), labels
 
 
+def kept_grids(budget: dict, grids: dict, titles: dict, classes: int) -> None:
+    """Add the grids of this budget's runs that an earlier invocation trained (their kept samples), so
+    the picture shows every run of the budget."""
+    for name, run in budget.items():
+        npz = ROOT / run["samples"]
+        if name in grids or not npz.exists():
+            continue
+        with np.load(npz) as kept:
+            grids[name] = rows_per_class(kept["images"], kept["labels"], classes)
+        titles[name] = f"{name}: {run['images'] // 1000}k images, FID {run['fid_classifier']:.2f}"
+    for picked in (grids, titles):  # real photographs on top, then the runs in RUNS' order
+        ordered = {key: picked[key] for key in ("real", *RUNS) if key in picked}
+        picked.clear()
+        picked.update(ordered)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.photos", description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -389,6 +405,7 @@ def main(argv: list[str] | None = None) -> None:
             grids[name] = rows_per_class(drawn, labels, len(class_names))
             titles[name] = f"{name}: {run['images'] // 1000}k images, FID {run['fid_classifier']:.2f}"
             save(results, out_path)  # what each finished run measured survives a later one's end
+            kept_grids(budget, grids, titles, len(class_names))
             if not args.quick and results_dir == RESULTS:
                 picture(grids, titles, IMAGES_DIR / f"cifar10_{tag}.png")
             log(
@@ -405,7 +422,13 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def save(results: dict, out_path: Path) -> None:
-    """Write ``results`` with its targets to ``out_path``, atomically."""
+    """Write ``results`` with its targets to ``out_path``, atomically. Runs another invocation wrote to
+    the file since this one read it (``--only textbook`` beside ``--only resgan``) are kept."""
+    if out_path.exists():
+        for tag, runs in json.loads(out_path.read_text()).get("budgets", {}).items():
+            mine = results.setdefault("budgets", {}).setdefault(tag, {})
+            for name, run in runs.items():
+                mine.setdefault(name, run)
     results["targets"] = targets(results)
     tmp = out_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=2, default=float) + "\n")

@@ -113,7 +113,10 @@ def test_class_norm_scales_and_shifts_each_examples_batch_norm_by_its_labels_row
         table.assign(rng.standard_normal(table.shape).astype("float32"))
     bn = block.bn1
     normalized = (x - bn.moving_mean.numpy()) / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
-    expected = normalized * block.class_scale1.numpy()[labels][:, None, None] + block.class_offset1.numpy()[labels][:, None, None]
+    expected = (
+        normalized * block.class_scale1.numpy()[labels][:, None, None]
+        + block.class_offset1.numpy()[labels][:, None, None]
+    )
     got = block._class_affine(bn(x, training=False), labels, block.class_scale1, block.class_offset1).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     assert not bn.scale and not bn.center  # no shared pair beside the class rows
@@ -128,7 +131,9 @@ def test_class_norm_scales_and_shifts_each_examples_batch_norm_by_its_labels_row
     assert np.abs(without_embedding[0] - without_embedding[1]).max() > 1e-3  # the norms alone tell classes apart
     g.save(tmp_path / "g.keras")
     loaded = keras.saving.load_model(tmp_path / "g.keras", safe_mode=True)
-    np.testing.assert_array_equal(loaded([z, np.arange(CLASSES, dtype=np.int32)], training=False).numpy(), without_embedding)
+    np.testing.assert_array_equal(
+        loaded([z, np.arange(CLASSES, dtype=np.int32)], training=False).numpy(), without_embedding
+    )
     assert num_classes(loaded) == CLASSES
     assert images.shape == (CLASSES, 16, 16, 1)
     plain = build_generator(latent_dim=8, width=8, image_size=16, channels=1, num_classes=CLASSES)
@@ -163,10 +168,10 @@ def test_a_step_updates_only_the_embeddings_of_the_classes_in_the_batch(class_no
     if class_norm:
         tables += [w for w in gan.generator.get_layer("up_8").weights if w.name.startswith("class_")]
         assert len(tables) == 6
-    before = [t.numpy().copy() for t in tables]
+    snapshots = [t.numpy().copy() for t in tables]
     figures = {k: float(v) for k, v in gan.train_step(iter(batches)).items()}
     assert all(np.isfinite(v) for v in figures.values()), figures
-    for before, after in zip(before, [t.numpy() for t in tables]):
+    for before, after in zip(snapshots, [t.numpy() for t in tables]):
         np.testing.assert_array_equal(after[2], before[2])
         assert all(np.abs(after[c] - before[c]).max() > 0 for c in (0, 1))
 
