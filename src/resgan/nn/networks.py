@@ -102,7 +102,13 @@ def build_generator(
         size, filters = 8 << step, widths[steps - 1 - step]
         blocks = [UpBlock(filters, synchronized_bn=synchronized_bn, num_classes=norm_classes, name=f"up_{size}")]
         blocks += [
-            UpBlock(filters, False, synchronized_bn, num_classes=norm_classes, name=f"up_{size}_{extra}")
+            UpBlock(
+                filters,
+                upsample=False,
+                synchronized_bn=synchronized_bn,
+                num_classes=norm_classes,
+                name=f"up_{size}_{extra}",
+            )
             for extra in range(1, blocks_per_resolution)
         ]
         for block in blocks:
