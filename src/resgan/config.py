@@ -213,6 +213,10 @@ class TrainParams(_Section):
     lr_decay_start: float = Field(0.0, ge=0.0, lt=1.0)  # share of train.steps at which the decay begins
     lr_decay_floor: float = Field(0.0, ge=0.0, lt=1.0)  # share of the rates left at train.steps (0: down to 0)
     d_steps: int = Field(1, ge=1, le=100)  # discriminator updates per generator update
+    # With classes: weight of AC-GAN's auxiliary class loss (Odena et al. 2017). D gains a class head
+    # trained on the real images' labels; G is trained to make images that head puts in their class.
+    # 0: off (the projection term alone).
+    class_loss: float = Field(0.0, ge=0.0, le=100.0)
     gp_weight: float = Field(10.0, ge=0.0, le=1e6)  # wasserstein_gp only
     r1_gamma: float = Field(0.0, ge=0.0, le=1e6)  # R1 penalty on real images (gamma/2 E|grad D(x)|^2); 0: off
     r1_every: int = Field(16, ge=1, le=10_000)  # lazy R1: every N steps, scaled by N (StyleGAN2)

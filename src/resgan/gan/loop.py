@@ -42,6 +42,8 @@ METRIC_NAMES = {
     "ada_p": "aug/p",
     "d_real_sign": "d/real_sign",
     "lr_g": "lr/g",
+    "class_loss_d": "class_loss/d",
+    "class_loss_g": "class_loss/g",
 }
 
 

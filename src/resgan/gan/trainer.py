@@ -73,8 +73,10 @@ class GAN:
         with self.strategy.scope():
             self.generator = self._build_generator()
             self.ema_generator = self._build_generator(name="ema_generator")
+            # AC-GAN's class head where there are classes and train.class_loss weighs it.
+            self.class_head = bool(self.num_classes and train.class_loss)
             self.discriminator = discriminator_from_params(
-                model, shapes.image_size, shapes.channels, num_classes=self.num_classes
+                model, shapes.image_size, shapes.channels, num_classes=self.num_classes, class_head=self.class_head
             )
             self.g_optimizer = self._adam(train.lr_g, train.beta1_g, train.beta2_g, "g_adam")
             self.d_optimizer = self._adam(train.lr_d, train.beta1_d, train.beta2_d, "d_adam")
@@ -207,6 +209,17 @@ class GAN:
     def _average(self, per_example: tf.Tensor) -> tf.Tensor:
         return tf.nn.compute_average_loss(tf.cast(per_example, tf.float32), global_batch_size=self.global_batch_size)
 
+    def _judge(self, images: tf.Tensor, labels: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor | None]:
+        """D's logits for ``images`` (of classes ``labels``), and its class logits (None without the class head)."""
+        out = self.discriminator(model_inputs(images, labels), training=True)
+        return (out[0], out[1]) if self.class_head else (out, None)
+
+    def _class_loss(self, class_logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+        """AC-GAN's class loss per example: cross-entropy of the class logits against ``labels``."""
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(labels, tf.int32), logits=tf.cast(class_logits, tf.float32)
+        )
+
     def _reduce_gradients(self, grads, optimizer) -> tuple[list[tf.Tensor], tf.Tensor]:
         """Sum (still loss-scaled) gradients over replicas; also return the global gradient's norm."""
         context = tf.distribute.get_replica_context()
@@ -229,10 +242,13 @@ class GAN:
             both_labels = None if labels is None else tf.concat([labels, labels], axis=0)
             with tf.GradientTape(watch_accessed_variables=False) as input_tape:
                 input_tape.watch(both)
-                logits = self.discriminator(model_inputs(both, both_labels), training=True)
+                logits, class_logits = self._judge(both, both_labels)
                 real_sum = tf.reduce_sum(tf.cast(logits[:local], tf.float32)) if r1 else None
             real_logits, fake_logits = logits[:local], logits[local:]
             per_example = self.d_loss_fn(real_logits, fake_logits)
+            if self.class_head:  # the head learns the real images' classes only (fakes would teach it their flaws)
+                class_loss = self._class_loss(class_logits[:local], labels)
+                per_example += self.train_params.class_loss * class_loss
             if r1:  # R1 (Mescheder et al. 2018) on the (augmented) reals, lazily: x r1_every on its steps
                 grad = input_tape.gradient(real_sum, both)[:local]
                 penalty = tf.reduce_sum(tf.square(tf.cast(grad, tf.float32)), axis=[1, 2, 3])
@@ -240,7 +256,8 @@ class GAN:
             if self.train_params.loss == "wasserstein_gp":
 
                 def critic(x, training):
-                    return self.discriminator(model_inputs(x, labels), training=training)
+                    out = self.discriminator(model_inputs(x, labels), training=training)
+                    return out[0] if self.class_head else out
 
                 per_example += self.train_params.gp_weight * gradient_penalty(critic, real, fake)
             loss = self._average(per_example)
@@ -253,6 +270,8 @@ class GAN:
             if self.train_params.ada_target
             else {}
         )
+        if self.class_head:
+            figures["class_loss_d"] = self._average(class_loss)
         return {
             "loss_d": loss,
             **figures,
@@ -264,13 +283,18 @@ class GAN:
     def _g_step(self, latents: tf.Tensor, labels: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
         with tf.GradientTape() as tape:
             fake = self.generator(model_inputs(self._local(latents), labels), training=True)
-            fake_logits = self.discriminator(model_inputs(self._augment(fake), labels), training=True)
-            loss = self._average(self.g_loss_fn(fake_logits))
+            fake_logits, class_logits = self._judge(self._augment(fake), labels)
+            per_example = self.g_loss_fn(fake_logits)
+            if self.class_head:
+                class_loss = self._class_loss(class_logits, labels)
+                per_example += self.train_params.class_loss * class_loss
+            loss = self._average(per_example)
             scaled = self.g_optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, self.generator.trainable_variables)
         grads, norm = self._reduce_gradients(grads, self.g_optimizer)
         self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_variables))
-        return {"loss_g": loss, "grad_norm_g": norm}
+        figures = {"class_loss_g": self._average(class_loss)} if self.class_head else {}
+        return {"loss_g": loss, "grad_norm_g": norm, **figures}
 
     def seed_graph(self) -> None:
         """Called while tracing a step: on worker k > 0 of a cluster, give the function's graph the

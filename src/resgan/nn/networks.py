@@ -8,6 +8,8 @@ With ``num_classes`` > 0 both are class-conditional, as in SNGAN and BigGAN: the
 ``[z, label]`` and starts from ``z`` concatenated with a learned class embedding; the discriminator
 takes ``[images, label]`` and adds the projection term ``<embed(label), features>`` to its logit
 (Miyato & Koyama 2018), so it judges "is this a real digit 7", not just "is this a real digit".
+With ``class_head`` the discriminator also names the class: a second output of class logits from the
+same pooled features (AC-GAN's auxiliary classifier, Odena et al. 2017; ``train.class_loss``).
 
 Both end in a float32 layer, so images and logits are float32 under the ``mixed_bfloat16`` and
 ``mixed_float16`` policies (losses and image writers expect float32).
@@ -130,11 +132,14 @@ def build_discriminator(
     max_width: int = 0,
     num_classes: int = 0,
     minibatch_std: int = 0,
+    class_head: bool = False,
 ) -> keras.Model:
     """The discriminator: images (N, image_size, image_size, channels) -> logits (N, 1), float32.
 
     With ``num_classes`` > 0 its inputs are ``[images, label]`` and the logit gains the projection
-    ``<embed(label), pooled features>`` (the embedding spectrally normalized with the rest).
+    ``<embed(label), pooled features>`` (the embedding spectrally normalized with the rest). With
+    ``class_head`` too, its outputs are ``[logits, class_logits]``: class logits (N, num_classes) from
+    a (spectrally normalized) Dense on the same pooled features, AC-GAN's auxiliary classifier.
 
     Optimized first DownBlock -> downsampling DownBlocks to 4x4 (each followed by
     ``blocks_per_resolution - 1`` same-size blocks) -> one more 4x4 block (as SNGAN's last blocks)
@@ -147,6 +152,8 @@ def build_discriminator(
     penalties' gradients then carry that term, as in StyleGAN2).
     """
     steps = _check(image_size, channels, width, blocks_per_resolution)
+    if class_head and num_classes < 2:
+        raise ValueError(f"class_head needs num_classes of at least 2, got {num_classes!r}")
     widths = level_widths(width, steps, width_growth, max_width)
     images = keras.Input((image_size, image_size, channels), name="images")
     x = images
@@ -169,7 +176,12 @@ def build_discriminator(
         inputs, x = [images, label], layers.Add(name="logit_and_projection")([x, projection])
     # SpectralNormalization casts back to its input's dtype; this makes the logits float32.
     logits = layers.Activation("linear", dtype="float32", name="logits")(x)
-    return keras.Model(inputs, logits, name="discriminator")
+    if not class_head:
+        return keras.Model(inputs, logits, name="discriminator")
+    head = layers.Dense(num_classes, name="class_head")
+    head = layers.SpectralNormalization(head, name="sn_class_head") if spectral_norm else head
+    class_logits = layers.Activation("linear", dtype="float32", name="class_logits")(head(features))
+    return keras.Model(inputs, [logits, class_logits], name="discriminator")
 
 
 def generator_from_params(
@@ -200,8 +212,11 @@ def self_conditioned(generator: keras.Model, prior) -> keras.Model:
     return keras.Model(z, images, name="self_conditioned_generator")
 
 
-def discriminator_from_params(model, image_size: int, channels: int, num_classes: int = 0) -> keras.Model:
-    """The discriminator that ``model`` (:class:`resgan.config.ModelParams`) describes (``d_width`` or ``width``)."""
+def discriminator_from_params(
+    model, image_size: int, channels: int, num_classes: int = 0, class_head: bool = False
+) -> keras.Model:
+    """The discriminator that ``model`` (:class:`resgan.config.ModelParams`) describes (``d_width`` or
+    ``width``); ``class_head``: with AC-GAN's class logits too (``train.class_loss`` > 0)."""
     return build_discriminator(
         image_size=image_size,
         channels=channels,
@@ -212,4 +227,5 @@ def discriminator_from_params(model, image_size: int, channels: int, num_classes
         max_width=model.max_width,
         num_classes=num_classes if model.conditional else 0,
         minibatch_std=model.minibatch_std,
+        class_head=class_head and bool(num_classes and model.conditional),
     )
