@@ -28,10 +28,12 @@ def test_two_invocations_keep_both_runs_and_the_picture_shows_both(tmp_path):
     scorer = {"scorer": {"accuracy_real_test": 0.8}}
     first = {**scorer, "budgets": {}}  # read before the second one wrote
     second = {**scorer, "budgets": {}}
+    stale = _run(tmp_path, "resgan", 99.0, 0.2, 9)  # what the file held when the first one started
+    first["budgets"]["200k"] = {"resgan": dict(stale)}
     second["budgets"]["200k"] = {"resgan": _run(tmp_path, "resgan", 30.0, 0.7, 200)}
-    save(second, out)
-    first["budgets"]["200k"] = {"textbook": _run(tmp_path, "textbook", 120.0, 0.1, 50)}
-    save(first, out)
+    save(second, out, {("200k", "resgan")})
+    first["budgets"]["200k"]["textbook"] = _run(tmp_path, "textbook", 120.0, 0.1, 50)
+    save(first, out, {("200k", "textbook")})
 
     written = json.loads(out.read_text())
     assert set(written["budgets"]["200k"]) == {"resgan", "textbook"}
