@@ -330,7 +330,7 @@ def train_in(root: Path, params, monkeypatch) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def conditional_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("conditional")
-    params = tiny_params(model={"conditional": True}, train={"steps": 4})
+    params = tiny_params(model={"conditional": True}, train={"steps": 4, "class_loss": 0.5, "log_every": 2})
     with pytest.MonkeyPatch.context() as patch:
         paths = train_in(root, params, patch)
         mlflow.set_tracking_uri(None)
@@ -344,7 +344,11 @@ def test_the_train_stage_exports_a_conditional_generator_for_the_summarys_classe
     assert num_classes(generator) == CLASSES
     run = json.loads((paths["models"] / "mlflow_run.json").read_text())
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
-    assert client.get_run(run["run_id"]).data.params["model.conditional"] == "True"
+    logged = client.get_run(run["run_id"]).data
+    assert logged.params["model.conditional"] == "True" and logged.params["train.class_loss"] == "0.5"
+    for key in ("class_loss/d", "class_loss/g"):  # the class head's cross-entropies, every log_every steps
+        history = client.get_metric_history(run["run_id"], key)
+        assert [m.step for m in history] == [2, 4] and all(0 < m.value < 50 for m in history), history
 
 
 @pytest.mark.slow  # runs a stage
