@@ -55,7 +55,7 @@ bench-quality: $(STAMP)  ## MNIST plain, tuned, tuned_uncond to 200k images and 
 bench-faces: $(STAMP)  ## Yale B faces (RESGAN_FACES or FACES=DIR): 380 and 2,414 photographs, labelled and flat, 10 min each (about 2 h)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks.faces $(if $(FACES),--faces $(FACES))
 
-bench-photos: $(STAMP)  ## CIFAR-10 colour photographs (CIFAR10=DIR or RESGAN_CIFAR10): resgan's preset vs a textbook conditional DCGAN at 200k images (about an hour on 2 cores: the scorer 10 min once, resgan 15, the peer 36)
+bench-photos: $(STAMP)  ## CIFAR-10 colour photographs (CIFAR10=DIR or RESGAN_CIFAR10): resgan's preset vs a textbook conditional DCGAN at 200k images (about an hour on 2 cores: the scorer 10 min once, resgan 14, the peer 36)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks.photos $(if $(CIFAR10),--cifar $(CIFAR10))
 
 bench-features: $(STAMP)  ## do self-supervised features rank quality as the classifier does? (real digits, labels hidden)
