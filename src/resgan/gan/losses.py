@@ -87,6 +87,14 @@ def gradient_penalty(discriminator: Callable, real, fake, training: bool = True)
     return tf.square(norm - 1.0)
 
 
+def auxiliary_class_loss(class_logits, labels) -> tf.Tensor:
+    """AC-GAN's class loss (Odena et al. 2017) per example: the softmax cross-entropy of the
+    discriminator's class logits (N, K) against the integer ``labels`` (N,)."""
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(labels, tf.int32), logits=tf.cast(class_logits, tf.float32)
+    )
+
+
 LOSSES: dict[str, tuple[LossFn, LossFn]] = {
     "minimax": (minimax_discriminator_loss, minimax_generator_loss),
     "non_saturating": (non_saturating_discriminator_loss, non_saturating_generator_loss),

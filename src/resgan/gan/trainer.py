@@ -37,7 +37,7 @@ from resgan.config import ModelParams, TrainParams
 from resgan.errors import ResganError
 from resgan.gan.device import worker_index
 from resgan.gan.diffaugment import diff_augment
-from resgan.gan.losses import get_losses, gradient_penalty
+from resgan.gan.losses import auxiliary_class_loss, get_losses, gradient_penalty
 from resgan.gan.plan import Shapes, TrainPlan
 from resgan.nn.keras_private import ReducedAdam, first_replica_writes, nested_layers
 from resgan.nn.networks import discriminator_from_params, generator_from_params, self_conditioned
@@ -209,16 +209,12 @@ class GAN:
     def _average(self, per_example: tf.Tensor) -> tf.Tensor:
         return tf.nn.compute_average_loss(tf.cast(per_example, tf.float32), global_batch_size=self.global_batch_size)
 
-    def _judge(self, images: tf.Tensor, labels: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor | None]:
+    def _judge(
+        self, images: tf.Tensor, labels: tf.Tensor | None, training: bool = True
+    ) -> tuple[tf.Tensor, tf.Tensor | None]:
         """D's logits for ``images`` (of classes ``labels``), and its class logits (None without the class head)."""
-        out = self.discriminator(model_inputs(images, labels), training=True)
+        out = self.discriminator(model_inputs(images, labels), training=training)
         return (out[0], out[1]) if self.class_head else (out, None)
-
-    def _class_loss(self, class_logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-        """AC-GAN's class loss per example: cross-entropy of the class logits against ``labels``."""
-        return tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.cast(labels, tf.int32), logits=tf.cast(class_logits, tf.float32)
-        )
 
     def _reduce_gradients(self, grads, optimizer) -> tuple[list[tf.Tensor], tf.Tensor]:
         """Sum (still loss-scaled) gradients over replicas; also return the global gradient's norm."""
@@ -247,7 +243,7 @@ class GAN:
             real_logits, fake_logits = logits[:local], logits[local:]
             per_example = self.d_loss_fn(real_logits, fake_logits)
             if self.class_head:  # the head learns the real images' classes only (fakes would teach it their flaws)
-                class_loss = self._class_loss(class_logits[:local], labels)
+                class_loss = auxiliary_class_loss(class_logits[:local], labels)
                 per_example += self.train_params.class_loss * class_loss
             if r1:  # R1 (Mescheder et al. 2018) on the (augmented) reals, lazily: x r1_every on its steps
                 grad = input_tape.gradient(real_sum, both)[:local]
@@ -256,8 +252,7 @@ class GAN:
             if self.train_params.loss == "wasserstein_gp":
 
                 def critic(x, training):
-                    out = self.discriminator(model_inputs(x, labels), training=training)
-                    return out[0] if self.class_head else out
+                    return self._judge(x, labels, training)[0]
 
                 per_example += self.train_params.gp_weight * gradient_penalty(critic, real, fake)
             loss = self._average(per_example)
@@ -286,7 +281,7 @@ class GAN:
             fake_logits, class_logits = self._judge(self._augment(fake), labels)
             per_example = self.g_loss_fn(fake_logits)
             if self.class_head:
-                class_loss = self._class_loss(class_logits, labels)
+                class_loss = auxiliary_class_loss(class_logits, labels)
                 per_example += self.train_params.class_loss * class_loss
             loss = self._average(per_example)
             scaled = self.g_optimizer.scale_loss(loss)

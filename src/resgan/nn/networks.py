@@ -217,6 +217,7 @@ def discriminator_from_params(
 ) -> keras.Model:
     """The discriminator that ``model`` (:class:`resgan.config.ModelParams`) describes (``d_width`` or
     ``width``); ``class_head``: with AC-GAN's class logits too (``train.class_loss`` > 0)."""
+    classes = num_classes if model.conditional else 0
     return build_discriminator(
         image_size=image_size,
         channels=channels,
@@ -225,7 +226,7 @@ def discriminator_from_params(
         spectral_norm=model.spectral_norm,
         width_growth=model.width_growth,
         max_width=model.max_width,
-        num_classes=num_classes if model.conditional else 0,
+        num_classes=classes,
         minibatch_std=model.minibatch_std,
-        class_head=class_head and bool(num_classes and model.conditional),
+        class_head=class_head and bool(classes),
     )
